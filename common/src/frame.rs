@@ -1,0 +1,308 @@
+//! The frame format spoken on the shipper's Unix stream socket.
+//!
+//! A producer writes frames; the shipper answers each with an ack once it has taken responsibility
+//! for the frame's points (they were accepted by the backend, or — once the spool exists — written and
+//! fsynced to it). Producers keep every frame until its ack arrives and resend the unacknowledged
+//! ones after a reconnect, so a shipper killed with -9 loses nothing.
+//!
+//! # Wire layout
+//! Every message, in both directions, is a 4-byte **big-endian** length `N` followed by `N` bytes of
+//! payload; `N` is at most [`MAX_FRAME_BYTES`] (16 MiB). Payloads are bincode 2 with *fixed-width
+//! little-endian integers* (`config::standard().with_fixed_int_encoding()`), which a program in any
+//! language can write by hand:
+//!
+//! | type | encoding |
+//! |---|---|
+//! | `u8` `u16` `u32` `u64` `i64` | 1, 2, 4, 8, 8 bytes little-endian |
+//! | `f64` | 8 bytes, IEEE 754 little-endian |
+//! | string | `u64` byte length, then UTF-8 bytes |
+//! | list | `u64` element count, then the elements |
+//! | enum | `u32` variant index, then the variant's fields |
+//!
+//! Producer → shipper payload (`Frame`), fields in this order:
+//! `version: u16` (= [`PROTOCOL_VERSION`], always the first two bytes), `sender: string`,
+//! `seq: u64` (chosen by the producer, echoed in the ack), `points: list of Point`, where a Point is
+//! `name: string, timestamp: u64 (unix s), value: enum {0: Int(i64), 1: Float(f64)},
+//! check_type: string, style: enum {0: Stack, 1: Rate}, tags: list of (key: string, value: string)`.
+//!
+//! Shipper → producer payload (`Ack`): `version: u16, seq: u64, status: u8` where status 0 means
+//! delivered (or safely stored), 1 rejected by the backend as invalid (retrying cannot help),
+//! 2 dropped by the shipper because its bounded queue was full. In all three cases the producer
+//! forgets the frame.
+//!
+//! Example: frame version 1 from sender `"c"`, seq 7, one point `x` at 1700000000, `Int(5)`, type
+//! `"s"`, stack, no tags (payload 77 bytes):
+//! ```text
+//! 00 00 00 4d  01 00  01 00 00 00 00 00 00 00 63  07 00 00 00 00 00 00 00
+//! 01 00 00 00 00 00 00 00  01 00 00 00 00 00 00 00 78  00 f1 53 65 00 00 00 00
+//! 00 00 00 00 05 00 00 00 00 00 00 00  01 00 00 00 00 00 00 00 73  00 00 00 00
+//! 00 00 00 00 00 00 00 00
+//! ```
+//! and its ack: `00 00 00 0b  01 00  07 00 00 00 00 00 00 00  00`.
+//!
+//! A frame longer than 16 MiB, of another version, or whose payload does not decode exactly is a
+//! protocol error: the shipper logs the peer and closes that connection only.
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::point::Point;
+
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// Decoding never allocates more than this for what a payload claims (a list claiming 2^60
+/// elements fails instead of exhausting memory).
+const DECODE_LIMIT: usize = 4 * MAX_FRAME_BYTES;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    pub version: u16,
+    pub sender: String,
+    pub seq: u64,
+    pub points: Vec<Point>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub version: u16,
+    pub seq: u64,
+    pub status: u8,
+}
+
+pub const ACK_DELIVERED: u8 = 0;
+pub const ACK_REJECTED: u8 = 1;
+pub const ACK_DROPPED: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("unsupported protocol version {0} (this shipper speaks {PROTOCOL_VERSION})")]
+    Version(u16),
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard()
+        .with_fixed_int_encoding()
+        .with_little_endian()
+        .with_limit::<DECODE_LIMIT>()
+}
+
+fn encode_message<T: Serialize>(message: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    // Serializing plain structs into a Vec cannot fail: no I/O, no size limit on encode.
+    if let Err(e) = bincode::serde::encode_into_std_write(message, out, bincode_config()) {
+        unreachable!("bincode encoding into a Vec failed: {e}");
+    }
+    let len = (out.len() - start - 4) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+impl Frame {
+    pub fn new(sender: &str, seq: u64, points: Vec<Point>) -> Frame {
+        Frame { version: PROTOCOL_VERSION, sender: sender.to_string(), seq, points }
+    }
+
+    /// Appends the length-prefixed frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_message(self, out)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+
+    /// Decodes one payload (without its length prefix).
+    pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
+        check_version(payload)?;
+        decode_exact(payload)
+    }
+}
+
+impl Ack {
+    pub fn new(seq: u64, status: u8) -> Ack {
+        Ack { version: PROTOCOL_VERSION, seq, status }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_message(self, out)
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Ack, FrameError> {
+        check_version(payload)?;
+        decode_exact(payload)
+    }
+}
+
+fn check_version(payload: &[u8]) -> Result<(), FrameError> {
+    let Some(bytes) = payload.get(..2) else {
+        return Err(FrameError::Decode("payload shorter than its version field".into()));
+    };
+    let version = u16::from_le_bytes([bytes[0], bytes[1]]);
+    if version != PROTOCOL_VERSION {
+        return Err(FrameError::Version(version));
+    }
+    Ok(())
+}
+
+fn decode_exact<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+    let (value, used) = bincode::serde::decode_from_slice(payload, bincode_config())
+        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    if used != payload.len() {
+        return Err(FrameError::Decode(format!("{} trailing bytes", payload.len() - used)));
+    }
+    Ok(value)
+}
+
+/// Reads one length-prefixed payload into `buf`. `Ok(false)` is a clean end of stream at a frame
+/// boundary.
+pub fn read_payload(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool, FrameError> {
+    let mut len_bytes = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match reader.read(&mut len_bytes[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(FrameError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes(len_bytes) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf.clear();
+    buf.resize(len, 0);
+    reader.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    Ok(true)
+}
+
+pub fn write_ack(writer: &mut impl Write, ack: Ack) -> io::Result<()> {
+    let mut out = Vec::with_capacity(15);
+    ack.encode(&mut out);
+    writer.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::point::{Style, Value};
+    use proptest::prelude::*;
+
+    #[test]
+    fn frame_bytes_match_the_documented_example() {
+        let frame = Frame::new("c", 7, vec![Point::int("x", 1700000000, 5, "s")]);
+        let bytes = frame.to_bytes();
+        let expected: Vec<u8> = [
+            &[0, 0, 0, 0x4d][..],
+            &[1, 0],
+            &[1, 0, 0, 0, 0, 0, 0, 0, b'c'],
+            &[7, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 0, 0, 0, 0, 0, 0, 0, b'x'],
+            &[0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0],
+            &[0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0],
+            &[1, 0, 0, 0, 0, 0, 0, 0, b's'],
+            &[0, 0, 0, 0],
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+        ]
+        .concat();
+        assert_eq!(bytes, expected);
+        assert_eq!(Frame::decode(&bytes[4..]).unwrap(), frame);
+    }
+
+    #[test]
+    fn ack_bytes_match_the_documented_example() {
+        let mut out = Vec::new();
+        Ack::new(7, ACK_DELIVERED).encode(&mut out);
+        assert_eq!(out, [0, 0, 0, 0x0b, 1, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn unknown_version_is_refused_before_decoding() {
+        let mut bytes = Frame::new("c", 1, vec![]).to_bytes();
+        bytes[4] = 9;
+        assert!(matches!(Frame::decode(&bytes[4..]), Err(FrameError::Version(9))));
+    }
+
+    #[test]
+    fn oversized_length_is_refused_without_reading_it() {
+        let mut input: &[u8] = &[0xff, 0xff, 0xff, 0xff, 1, 2, 3];
+        let mut buf = Vec::new();
+        assert!(matches!(read_payload(&mut input, &mut buf), Err(FrameError::TooLarge(_))));
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error_and_clean_eof_is_not() {
+        let bytes = Frame::new("c", 1, vec![]).to_bytes();
+        let mut buf = Vec::new();
+        let mut cut: &[u8] = &bytes[..bytes.len() - 1];
+        assert!(matches!(read_payload(&mut cut, &mut buf), Err(FrameError::Truncated)));
+        let mut empty: &[u8] = &[];
+        assert!(!read_payload(&mut empty, &mut buf).unwrap());
+    }
+
+    #[test]
+    fn huge_claimed_list_fails_without_allocating() {
+        // version 1, sender "" , seq 0, points: count 2^60
+        let mut payload = vec![1, 0];
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        assert!(matches!(Frame::decode(&payload), Err(FrameError::Decode(_))));
+    }
+
+    fn arb_point() -> impl Strategy<Value = Point> {
+        (
+            ".{0,20}",
+            any::<u64>(),
+            prop_oneof![any::<i64>().prop_map(Value::Int), any::<f64>().prop_map(Value::Float)],
+            ".{0,10}",
+            any::<bool>(),
+            proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4),
+        )
+            .prop_map(|(name, timestamp, value, check_type, rate, tags)| Point {
+                name,
+                timestamp,
+                value,
+                check_type,
+                style: if rate { Style::Rate } else { Style::Stack },
+                tags,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn frames_round_trip(sender in ".{0,16}", seq in any::<u64>(), points in proptest::collection::vec(arb_point(), 0..8)) {
+            let frame = Frame::new(&sender, seq, points);
+            let bytes = frame.to_bytes();
+            let mut reader: &[u8] = &bytes;
+            let mut buf = Vec::new();
+            prop_assert!(read_payload(&mut reader, &mut buf).unwrap());
+            let back = Frame::decode(&buf).unwrap();
+            // NaN != NaN: compare the encodings instead
+            prop_assert_eq!(back.to_bytes(), bytes);
+        }
+
+        #[test]
+        fn arbitrary_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Frame::decode(&payload);
+            let _ = Ack::decode(&payload);
+        }
+    }
+}
