@@ -1,1 +1,121 @@
-fn main() {}
+//! `puypuy-shipper`: receives producers' frames on the Unix socket and delivers them to the
+//! backend named in `[TSDB]`.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use puypuy_common::cli::{Cli, USAGE_OPTIONS};
+use puypuy_common::{hostname, logging, Config};
+use puypuy_shipper::pipeline::{self, BatcherSettings, DeliverySettings, Input, Stats};
+use puypuy_shipper::{receive, tags::HostTags, transport};
+
+const USAGE: &str = "usage: puypuy-shipper [--config PATH]";
+
+fn main() -> ExitCode {
+    let cli = match Cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("puypuy-shipper: {e}\n{USAGE}\n{USAGE_OPTIONS}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.rest.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}\n{USAGE_OPTIONS}");
+        return ExitCode::SUCCESS;
+    }
+    if let Some(extra) = cli.rest.first() {
+        eprintln!("puypuy-shipper: unexpected argument {extra:?}\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("puypuy-shipper: invalid configuration:\n{errors}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = logging::init("puypuy-shipper", &config.self_config.log_file, config.self_config.debug_log) {
+        eprintln!("puypuy-shipper: {e}");
+        return ExitCode::from(2);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e:#}");
+            eprintln!("puypuy-shipper: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    for w in &config.warnings {
+        log::warn!("{}: {w}", config.file.display());
+    }
+    let terminate = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, Arc::clone(&terminate)).context("cannot install the signal handler")?;
+    }
+    let s = &config.self_config;
+    let socket = s.socket.clone();
+    let bound = receive::bind(&socket).map_err(anyhow::Error::msg)?;
+    let host = hostname::host_name(s.shorthostname);
+    let transport = transport::from_config(&config.tsdb, s.batch_points);
+    log::info!(
+        "started (pid {}), listening on {}, host {host}, delivering to {}",
+        std::process::id(),
+        socket.display(),
+        transport.describe()
+    );
+
+    let stats = Arc::new(Stats::default());
+    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input>(4096);
+    let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+    let tags = HostTags::from_config(&config, &host);
+    let batcher_settings =
+        BatcherSettings { batch_points: s.batch_points, batch_wait: Duration::from_millis(s.batch_ms) };
+    let batcher_stats = Arc::clone(&stats);
+    let batcher = thread::Builder::new()
+        .name("batcher".into())
+        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, tags, batcher_settings, batcher_stats))
+        .context("cannot start the batcher")?;
+    let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
+    let delivery_settings = DeliverySettings { max_batches: s.max_cache, shutdown_grace: grace };
+    let delivery_stats = Arc::clone(&stats);
+    let delivery = thread::Builder::new()
+        .name("delivery".into())
+        .spawn(move || pipeline::run_delivery(batch_rx, transport, delivery_settings, delivery_stats))
+        .context("cannot start the delivery thread")?;
+    let accept_tx = input_tx.clone();
+    let listener = bound.listener.try_clone().context("cannot clone the listener")?;
+    thread::Builder::new()
+        .name("accept".into())
+        .spawn(move || receive::serve(listener, accept_tx))
+        .context("cannot start the accept thread")?;
+
+    while !terminate.load(Ordering::Relaxed) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    log::info!("stopping: no new connections, delivering what is held (up to {grace:.0?})");
+    let _ = std::fs::remove_file(&socket);
+    let _ = input_tx.send(Input::Shutdown);
+    drop(input_tx);
+    let _ = batcher.join();
+    let deadline = Instant::now() + grace + Duration::from_secs(1);
+    while !delivery.is_finished() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    log::info!(
+        "stopped: {} points received, {} sent, {} rejected, {} dropped",
+        stats.points_received.load(Ordering::Relaxed),
+        stats.points_sent.load(Ordering::Relaxed),
+        stats.points_rejected.load(Ordering::Relaxed),
+        stats.points_dropped.load(Ordering::Relaxed)
+    );
+    drop(bound);
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! One pure encoder per backend: points in, bytes out, no I/O. Each file documents the exact wire
+//! format and how names and tags are cleaned to the characters its backend accepts.
+
+pub mod carbon;
+pub mod influxdb;
+pub mod kairosdb;
+pub mod opentsdb;
+mod tsdb_json;

@@ -1,0 +1,31 @@
+//! OpenTSDB `/api/put` JSON, timestamps in seconds
+//! (<http://opentsdb.net/docs/build/html/api_http/put.html>):
+//! ```text
+//! [{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"host":"web01","type":"system"}}]
+//! ```
+//! Characters OpenTSDB refuses become `_` (see `tsdb_json`).
+
+use puypuy_common::Point;
+
+pub fn encode(points: &[Point], out: &mut Vec<u8>) {
+    super::tsdb_json::encode(points, "metric", 1, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_documented_json() {
+        let points = vec![
+            Point::float("sys_load_1", 1700000000, 0.5, "system").with_tag("host", "web01").with_tag("type", "system"),
+            Point::int("mem total", 1700000000, 42, "system").with_tag("host", "web01").with_tag("dc", "eu 1\"x"),
+        ];
+        let mut out = Vec::new();
+        encode(&points, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"host":"web01","type":"system"}},{"metric":"mem_total","timestamp":1700000000,"value":42,"tags":{"host":"web01","dc":"eu_1_x"}}]"#
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! The rate state: counters (style `rate`) become per-second rates, keyed by name, check type and
+//! the point's own tags.
+//!
+//! First sample of a series → no point. A counter that went backwards (reset, wrap) → no point, and
+//! the series re-bases on it. Δt ≤ 0 (a resent frame, a clock step back) → no point, state kept.
+//! Otherwise `(value - previous) / (t - previous_t)`, rounded to 2 decimals. The old agent sent 0.0
+//! for a first sample and 1.0 after a reset; both were wrong data.
+
+use std::collections::HashMap;
+
+use puypuy_common::{Point, Style, Value};
+
+#[derive(Default)]
+pub struct RateState {
+    last: HashMap<String, (f64, u64)>,
+    key: String,
+}
+
+impl RateState {
+    pub fn new() -> RateState {
+        RateState::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    fn key_of(&mut self, p: &Point) {
+        self.key.clear();
+        self.key.push_str(&p.name);
+        self.key.push('\0');
+        self.key.push_str(&p.check_type);
+        for (k, v) in &p.tags {
+            self.key.push('\0');
+            self.key.push_str(k);
+            self.key.push('=');
+            self.key.push_str(v);
+        }
+    }
+
+    /// Turns a `rate` point into its rate, or `None` when no point should be sent. `stack` points
+    /// pass unchanged.
+    pub fn apply(&mut self, mut p: Point) -> Option<Point> {
+        if p.style != Style::Rate {
+            return Some(p);
+        }
+        self.key_of(&p);
+        let value = p.value.as_f64();
+        let previous = match self.last.get_mut(self.key.as_str()) {
+            Some(entry) => entry,
+            None => {
+                self.last.insert(self.key.clone(), (value, p.timestamp));
+                return None;
+            }
+        };
+        let (prev_value, prev_t) = *previous;
+        if p.timestamp <= prev_t {
+            return None;
+        }
+        *previous = (value, p.timestamp);
+        if value < prev_value {
+            return None;
+        }
+        let rate = (value - prev_value) / (p.timestamp - prev_t) as f64;
+        p.value = Value::Float((rate * 100.0).round() / 100.0);
+        p.style = Style::Stack;
+        Some(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter(v: i64, t: u64) -> Point {
+        Point::int("bytes_rx_eth0", t, v, "system").rate()
+    }
+
+    #[test]
+    fn rate_skips_first_sample_then_divides_by_elapsed_time() {
+        let mut r = RateState::new();
+        assert_eq!(r.apply(counter(100, 10)), None);
+        let p = r.apply(counter(400, 20)).unwrap();
+        assert_eq!(p.value, Value::Float(30.0));
+        assert_eq!(p.style, Style::Stack);
+        let p = r.apply(counter(401, 23)).unwrap();
+        assert_eq!(p.value, Value::Float(0.33));
+    }
+
+    #[test]
+    fn rate_skips_counter_reset_and_rebases() {
+        let mut r = RateState::new();
+        r.apply(counter(1000, 10));
+        assert_eq!(r.apply(counter(5, 15)), None);
+        assert_eq!(r.apply(counter(55, 20)).unwrap().value, Value::Float(10.0));
+    }
+
+    #[test]
+    fn rate_skips_resent_and_older_samples() {
+        let mut r = RateState::new();
+        r.apply(counter(100, 10));
+        assert!(r.apply(counter(200, 20)).is_some());
+        assert_eq!(r.apply(counter(200, 20)), None);
+        assert_eq!(r.apply(counter(150, 15)), None);
+        assert_eq!(r.apply(counter(300, 30)).unwrap().value, Value::Float(10.0));
+    }
+
+    #[test]
+    fn series_are_keyed_by_tags_and_type() {
+        let mut r = RateState::new();
+        r.apply(counter(100, 10).with_tag("if", "a"));
+        assert_eq!(r.apply(counter(100, 20).with_tag("if", "b")), None);
+        assert!(r.apply(counter(200, 20).with_tag("if", "a")).is_some());
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn stack_points_pass_unchanged() {
+        let mut r = RateState::new();
+        let p = Point::int("x", 1, 5, "t");
+        assert_eq!(r.apply(p.clone()), Some(p));
+    }
+}

@@ -1,0 +1,283 @@
+//! Sending encoded batches to the one configured backend: HTTP for OpenTSDB, KairosDB and
+//! InfluxDB, a persistent TCP connection for Carbon, an append-only file for `File`.
+//!
+//! Every send has a connect and a total timeout. Failures are sorted into [`SendError::Retryable`]
+//! (unreachable, timeout, 5xx, 408, 429, and 401/403/404, which an operator fixes by correcting the
+//! credentials or creating the database — the points must wait for that) and
+//! [`SendError::Rejected`] (the backend refused the data itself, e.g. 400: resending cannot help).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flate2::write::GzEncoder;
+use puypuy_common::config::{Backend, Tsdb};
+use puypuy_common::Point;
+
+use crate::backends;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("{0}")]
+    Retryable(String),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+pub trait Transport: Send {
+    fn send(&mut self, points: &[Point]) -> Result<(), SendError>;
+    fn describe(&self) -> String;
+}
+
+pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize) -> Box<dyn Transport> {
+    match tsdb.backend {
+        Backend::Carbon => Box::new(CarbonTransport::new(tsdb)),
+        Backend::File => Box::new(FileTransport {
+            path: tsdb.path.clone().unwrap_or_else(|| PathBuf::from("puypuy-metrics.txt")),
+            file: None,
+            buf: Vec::new(),
+        }),
+        _ => Box::new(HttpTransport::new(tsdb, max_points_per_request)),
+    }
+}
+
+pub struct HttpTransport {
+    agent: ureq::Agent,
+    backend: Backend,
+    url: String,
+    authorization: Option<String>,
+    gzip: bool,
+    max_points: usize,
+    body: Vec<u8>,
+}
+
+impl HttpTransport {
+    pub fn new(tsdb: &Tsdb, max_points: usize) -> HttpTransport {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(tsdb.connect_timeout))
+            .timeout_global(Some(tsdb.timeout))
+            .http_status_as_error(false)
+            .build();
+        let mut url = format!("{}{}", tsdb.address, tsdb.datapoints);
+        if tsdb.backend == Backend::InfluxDb {
+            let db = tsdb.database.as_deref().unwrap_or_default();
+            url.push_str(if url.contains('?') { "&" } else { "?" });
+            url.push_str("db=");
+            url.push_str(&percent_encode(db));
+            url.push_str("&precision=s");
+        }
+        let authorization = if tsdb.auth {
+            let credentials = format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
+            Some(format!("Basic {}", base64_encode(credentials.as_bytes())))
+        } else {
+            None
+        };
+        HttpTransport {
+            agent: ureq::Agent::new_with_config(config),
+            backend: tsdb.backend,
+            url,
+            authorization,
+            gzip: tsdb.gzip,
+            max_points: max_points.max(1),
+            body: Vec::new(),
+        }
+    }
+
+    fn post(&mut self, points: &[Point]) -> Result<(), SendError> {
+        let mut raw = Vec::with_capacity(points.len() * 96);
+        match self.backend {
+            Backend::OpenTsdb => backends::opentsdb::encode(points, &mut raw),
+            Backend::KairosDb => backends::kairosdb::encode(points, &mut raw),
+            _ => backends::influxdb::encode(points, &mut raw),
+        }
+        let content_type = match self.backend {
+            Backend::InfluxDb => "text/plain; charset=utf-8",
+            _ => "application/json",
+        };
+        let mut request = self.agent.post(&self.url);
+        if self.gzip {
+            self.body.clear();
+            let mut gz = GzEncoder::new(std::mem::take(&mut self.body), flate2::Compression::fast());
+            let _ = gz.write_all(&raw);
+            self.body = gz.finish().unwrap_or_default();
+            request = if self.backend == Backend::KairosDb {
+                request.header("Content-Type", "application/gzip")
+            } else {
+                request.header("Content-Type", content_type).header("Content-Encoding", "gzip")
+            };
+        } else {
+            self.body = raw;
+            request = request.header("Content-Type", content_type);
+        }
+        if let Some(auth) = &self.authorization {
+            request = request.header("Authorization", auth);
+        }
+        let mut response = match request.send(&self.body[..]) {
+            Ok(r) => r,
+            Err(e) => return Err(SendError::Retryable(format!("{}: {e}", self.backend.name()))),
+        };
+        let status = response.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(());
+        }
+        let mut text = String::new();
+        let _ = response.body_mut().as_reader().take(2048).read_to_string(&mut text);
+        let text = text.trim().replace('\n', " ");
+        let message = format!("{} answered {status}: {text}", self.backend.name());
+        match status {
+            400 | 413 | 422 => Err(SendError::Rejected(message)),
+            _ => Err(SendError::Retryable(message)),
+        }
+    }
+}
+
+impl Transport for HttpTransport {
+    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+        for chunk in points.chunks(self.max_points) {
+            self.post(chunk)?;
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} at {}", self.backend.name(), self.url)
+    }
+}
+
+pub struct CarbonTransport {
+    address: String,
+    connect_timeout: Duration,
+    timeout: Duration,
+    stream: Option<TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl CarbonTransport {
+    fn new(tsdb: &Tsdb) -> CarbonTransport {
+        CarbonTransport {
+            address: tsdb.address.clone(),
+            connect_timeout: tsdb.connect_timeout,
+            timeout: tsdb.timeout,
+            stream: None,
+            buf: Vec::new(),
+        }
+    }
+
+    fn connect(&self) -> std::io::Result<TcpStream> {
+        let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "address resolves to nothing");
+        for addr in self.address.to_socket_addrs()? {
+            match TcpStream::connect_timeout(&addr, self.connect_timeout) {
+                Ok(s) => {
+                    s.set_write_timeout(Some(self.timeout))?;
+                    s.set_nodelay(true)?;
+                    return Ok(s);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Carbon never answers on the pickle port; a peer that closed shows up as a readable EOF.
+    fn peer_closed(stream: &TcpStream) -> bool {
+        let _ = stream.set_nonblocking(true);
+        let mut probe = [0u8; 1];
+        let closed = matches!((&*stream).read(&mut probe), Ok(0));
+        let _ = stream.set_nonblocking(false);
+        closed
+    }
+}
+
+impl Transport for CarbonTransport {
+    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+        self.buf.clear();
+        backends::carbon::encode(points, &mut self.buf);
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.stream.as_ref().is_some_and(Self::peer_closed) {
+            self.stream = None;
+        }
+        if self.stream.is_none() {
+            let stream = self
+                .connect()
+                .map_err(|e| SendError::Retryable(format!("Carbon at {}: cannot connect: {e}", self.address)))?;
+            self.stream = Some(stream);
+        }
+        let Some(stream) = self.stream.as_mut() else { return Err(SendError::Retryable("no connection".into())) };
+        if let Err(e) = stream.write_all(&self.buf) {
+            self.stream = None;
+            return Err(SendError::Retryable(format!("Carbon at {}: write failed: {e}", self.address)));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("Carbon at {}", self.address)
+    }
+}
+
+pub struct FileTransport {
+    path: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl Transport for FileTransport {
+    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+        self.buf.clear();
+        backends::influxdb::encode(points, &mut self.buf);
+        if self.file.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| SendError::Retryable(format!("cannot open {}: {e}", self.path.display())))?;
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else { return Err(SendError::Retryable("no file".into())) };
+        if let Err(e) = file.write_all(&self.buf) {
+            self.file = None;
+            return Err(SendError::Retryable(format!("cannot write {}: {e}", self.path.display())));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.path.display())
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn base64_encode(input: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_header_is_standard_base64() {
+        assert_eq!(base64_encode(b"admin:secret"), "YWRtaW46c2VjcmV0");
+    }
+
+    #[test]
+    fn database_names_are_percent_encoded() {
+        assert_eq!(percent_encode("my db&x"), "my%20db%26x");
+    }
+}
