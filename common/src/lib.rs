@@ -10,6 +10,7 @@ pub mod frame;
 pub mod hostname;
 pub mod logging;
 pub mod point;
+pub mod producer;
 
 pub use config::{Config, ConfigError};
 pub use point::{Point, Style, Value};

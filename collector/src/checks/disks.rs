@@ -1,0 +1,146 @@
+//! disks: block devices and filesystems.
+//!
+//! Devices are the entries of `/sys/block` except `loop*` and `ram*` (so sd, vd, nvme, dm, md, zram
+//! are in), read from `/proc/diskstats`: counters `drive_DEV_bytes_read` and `drive_DEV_bytes_write`
+//! (sectors × 512, sent as bytes per second) and `drive_DEV_io_percent` (milliseconds spent doing
+//! I/O ÷ 10, so its rate is the percentage of time the device was busy).
+//!
+//! Filesystems are the `/proc/mounts` entries whose source is a `/dev/` block device (loop devices
+//! excepted), each device once, with statvfs on the mount point: `drive_PART_bytes_used`,
+//! `drive_PART_bytes_available`, `drive_PART_percent_used` (used ÷ (used + available) × 100, as
+//! `df` computes it). PART is the device's file name (`sda1`, `nvme0n1p2`, `vg-root` for
+//! `/dev/mapper/vg-root`).
+
+use std::path::PathBuf;
+
+use puypuy_common::Point;
+
+use crate::context::{round2, Context};
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct DiskStat {
+    pub device: String,
+    pub sectors_read: i64,
+    pub sectors_written: i64,
+    pub io_ms: i64,
+}
+
+pub fn parse_diskstats(text: &str) -> Vec<DiskStat> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 14 {
+                return None;
+            }
+            Some(DiskStat {
+                device: f[2].to_string(),
+                sectors_read: f[5].parse().ok()?,
+                sectors_written: f[9].parse().ok()?,
+                io_ms: f[12].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// `(device file name, mount point)` for block-device filesystems, each device once.
+pub fn parse_mounts(text: &str) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(source), Some(mount)) = (f.next(), f.next()) else { continue };
+        let Some(dev) = source.strip_prefix("/dev/") else { continue };
+        if dev.starts_with("loop") {
+            continue;
+        }
+        let name = dev.rsplit('/').next().unwrap_or(dev).to_string();
+        if name.is_empty() || out.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        out.push((name, PathBuf::from(unescape_octal(mount))));
+    }
+    out
+}
+
+/// /proc/mounts writes space, tab, newline and backslash in paths as `\040`-style octal.
+fn unescape_octal(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn block_devices(ctx: &Context) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(ctx.sys_root.join("block")) else { return Vec::new() };
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
+    let mut points = Vec::new();
+    let mut problems = Vec::new();
+    match ctx.read_proc("diskstats") {
+        Ok(text) => {
+            let stats = parse_diskstats(&text);
+            for dev in block_devices(ctx) {
+                if let Some(s) = stats.iter().find(|s| s.device == dev) {
+                    points.push(ctx.counter(format!("drive_{dev}_bytes_read"), s.sectors_read * 512));
+                    points.push(ctx.counter(format!("drive_{dev}_bytes_write"), s.sectors_written * 512));
+                    points.push(
+                        Point::float(format!("drive_{dev}_io_percent"), ctx.timestamp, s.io_ms as f64 / 10.0, "system").rate(),
+                    );
+                }
+            }
+        }
+        Err(e) => problems.push(format!("cannot read diskstats: {e}")),
+    }
+    match ctx.read_proc("mounts") {
+        Ok(text) => {
+            for (part, mount) in parse_mounts(&text) {
+                match (ctx.statfs)(&mount) {
+                    Ok(u) => {
+                        points.push(ctx.int(format!("drive_{part}_bytes_used"), u.used as i64));
+                        points.push(ctx.int(format!("drive_{part}_bytes_available"), u.available as i64));
+                        let total = u.used + u.available;
+                        if total > 0 {
+                            points.push(ctx.float(format!("drive_{part}_percent_used"), round2(u.used as f64 * 100.0 / total as f64)));
+                        }
+                    }
+                    Err(e) => log::debug!("disks: statvfs {}: {e}", mount.display()),
+                }
+            }
+        }
+        Err(e) => problems.push(format!("cannot read mounts: {e}")),
+    }
+    if points.is_empty() && !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_keep_block_devices_once_and_unescape_paths() {
+        let text = "/dev/vda1 / ext4 rw 0 0\nproc /proc proc rw 0 0\n/dev/vda1 /var/x ext4 rw 0 0\n/dev/mapper/vg-home /my\\040home xfs rw 0 0\n/dev/loop0 /snap squashfs ro 0 0\n";
+        assert_eq!(
+            parse_mounts(text),
+            vec![("vda1".to_string(), PathBuf::from("/")), ("vg-home".to_string(), PathBuf::from("/my home"))]
+        );
+    }
+}

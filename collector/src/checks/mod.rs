@@ -1,0 +1,29 @@
+//! The system checks, one file each, named after the old `check_<name>` scripts. Each exposes a
+//! pure `parse` over the text it reads and a `collect(&Context)`; [`ALL`] maps the names used in
+//! `system_checks` to them.
+
+pub mod cpustats;
+pub mod disks;
+pub mod ipconntrack;
+pub mod load_average;
+pub mod memory;
+pub mod network_bytes;
+pub mod openfiles;
+pub mod tcpconn;
+
+use crate::context::Context;
+use puypuy_common::Point;
+
+pub type CheckFn = fn(&Context) -> Result<Vec<Point>, String>;
+
+/// Every system check by its config name, in run order.
+pub const ALL: &[(&str, CheckFn)] = &[
+    ("cpustats", cpustats::collect),
+    ("memory", memory::collect),
+    ("load_average", load_average::collect),
+    ("network_bytes", network_bytes::collect),
+    ("disks", disks::collect),
+    ("tcpconn", tcpconn::collect),
+    ("ipconntrack", ipconntrack::collect),
+    ("openfiles", openfiles::collect),
+];

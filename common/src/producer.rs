@@ -1,0 +1,123 @@
+//! What every producer binary (collector, script-runner, jmx-bridge) does the same way: parse the
+//! command line, load and validate the config (exit 2 on any problem), set up logging and
+//! SIGTERM/SIGINT, and emit points either to the shipper through the [`SenderClient`] or, with
+//! `--dry-run`, to stdout one per line.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, USAGE_OPTIONS};
+use crate::client::SenderClient;
+use crate::config::Config;
+use crate::{logging, Point};
+
+/// How long `--once` waits for the shipper to acknowledge the cycle.
+pub const ONCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Producer {
+    pub process: &'static str,
+    pub cli: Cli,
+    pub config: Config,
+    pub terminate: Arc<AtomicBool>,
+    client: Option<SenderClient>,
+}
+
+impl Producer {
+    /// Everything up to the first cycle. On error the message is printed and the exit code returned.
+    pub fn init(process: &'static str, sender: &str) -> Result<Producer, ExitCode> {
+        let usage = format!("usage: {process} [--config PATH] [--once] [--dry-run]\n{USAGE_OPTIONS}");
+        let cli = Cli::parse(std::env::args().skip(1)).map_err(|e| {
+            eprintln!("{process}: {e}\n{usage}");
+            ExitCode::from(2)
+        })?;
+        if cli.rest.iter().any(|a| a == "--help" || a == "-h") {
+            println!("{usage}");
+            return Err(ExitCode::SUCCESS);
+        }
+        if let Some(extra) = cli.rest.first() {
+            eprintln!("{process}: unexpected argument {extra:?}\n{usage}");
+            return Err(ExitCode::from(2));
+        }
+        let config = Config::load(&cli.config).map_err(|errors| {
+            eprintln!("{process}: invalid configuration:\n{errors}");
+            ExitCode::from(2)
+        })?;
+        if cli.dry_run {
+            logging::init_stderr(process, config.self_config.debug_log);
+        } else if let Err(e) = logging::init(process, &config.self_config.log_file, config.self_config.debug_log) {
+            eprintln!("{process}: {e}");
+            return Err(ExitCode::from(2));
+        }
+        for w in &config.warnings {
+            log::warn!("{}: {w}", config.file.display());
+        }
+        let terminate = Arc::new(AtomicBool::new(false));
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&terminate)) {
+                eprintln!("{process}: cannot install the signal handler: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        }
+        let client = (!cli.dry_run).then(|| {
+            SenderClient::start(&config.self_config.socket, sender, config.self_config.producer_queue)
+        });
+        if !cli.once {
+            log::info!("started (pid {}), period {} s", std::process::id(), config.self_config.check_period_seconds);
+        }
+        Ok(Producer { process, cli, config, terminate, client })
+    }
+
+    pub fn terminated(&self) -> bool {
+        self.terminate.load(Ordering::Relaxed)
+    }
+
+    /// Sends (or prints) one cycle's points. Never blocks on the shipper.
+    pub fn emit(&self, points: Vec<Point>) {
+        match &self.client {
+            Some(client) => client.send(points),
+            None => {
+                let mut out = std::io::stdout().lock();
+                for p in &points {
+                    let _ = writeln!(out, "{}", p.dry_run_line());
+                }
+                let _ = out.flush();
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`; false when asked to stop meanwhile.
+    pub fn sleep_until(&self, deadline: Instant) -> bool {
+        while !self.terminated() {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+        }
+        false
+    }
+
+    /// For `--once` and for a clean stop: waits until the shipper acknowledged what was sent.
+    pub fn finish(&self, timeout: Duration) -> ExitCode {
+        let Some(client) = &self.client else { return ExitCode::SUCCESS };
+        if client.flush(timeout) {
+            ExitCode::SUCCESS
+        } else {
+            let msg = format!(
+                "the shipper did not acknowledge {} frames within {timeout:.0?} (is it running on {}?)",
+                client.stats().queued_frames,
+                self.config.self_config.socket.display()
+            );
+            log::error!("{msg}");
+            eprintln!("{}: {msg}", self.process);
+            ExitCode::FAILURE
+        }
+    }
+
+    pub fn client(&self) -> Option<&SenderClient> {
+        self.client.as_ref()
+    }
+}
