@@ -10,11 +10,13 @@ pub struct Cli {
     pub config: PathBuf,
     pub once: bool,
     pub dry_run: bool,
+    /// Validate the config, print the result, exit (0 valid, 2 invalid).
+    pub check_config: bool,
     /// Arguments that are not options, for subcommands.
     pub rest: Vec<String>,
 }
 
-pub const USAGE_OPTIONS: &str = "  --config PATH   config file (default: $PUYPUY_CONFIG, else config.ini beside puypuy.sh)\n  --once          run one cycle, deliver it, exit\n  --dry-run       print the points instead of sending them";
+pub const USAGE_OPTIONS: &str = "  --config PATH   config file (default: $PUYPUY_CONFIG, else config.ini beside puypuy.sh)\n  --once          run one cycle, deliver it, exit\n  --dry-run       print the points instead of sending them\n  --check-config  validate the config file and exit (0 valid, 2 invalid)";
 
 impl Cli {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Cli, String> {
@@ -26,6 +28,7 @@ impl Cli {
                 "--config" | "-c" => config = Some(args.next().ok_or("--config needs a path")?),
                 "--once" => cli.once = true,
                 "--dry-run" => cli.dry_run = true,
+                "--check-config" => cli.check_config = true,
                 a if a.starts_with("--config=") => config = Some(a["--config=".len()..].to_string()),
                 _ => cli.rest.push(arg),
             }

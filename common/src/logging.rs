@@ -27,7 +27,7 @@ pub fn init(process: &'static str, log_file: &Path, debug: bool) -> Result<(), S
         .level_for("ureq", log::LevelFilter::Warn)
         .level_for("ureq_proto", log::LevelFilter::Warn)
         .level_for("rustls", log::LevelFilter::Warn)
-        .chain(Box::new(file) as Box<dyn std::io::Write + Send>);
+        .chain(fern::Output::writer(Box::new(file), "\n"));
     if std::io::stderr().is_terminal() {
         dispatch = dispatch.chain(std::io::stderr());
     }

@@ -45,6 +45,10 @@ impl Producer {
             eprintln!("{process}: invalid configuration:\n{errors}");
             ExitCode::from(2)
         })?;
+        if cli.check_config {
+            println!("{}: configuration OK", config.file.display());
+            return Err(ExitCode::SUCCESS);
+        }
         if cli.dry_run {
             logging::init_stderr(process, config.self_config.debug_log);
         } else if let Err(e) = logging::init(process, &config.self_config.log_file, config.self_config.debug_log) {

@@ -38,6 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        println!("{}: configuration OK", config.file.display());
+        return ExitCode::SUCCESS;
+    }
     if let Err(e) = logging::init("puypuy-shipper", &config.self_config.log_file, config.self_config.debug_log) {
         eprintln!("puypuy-shipper: {e}");
         return ExitCode::from(2);

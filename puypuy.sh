@@ -1,0 +1,249 @@
+#!/usr/bin/env bash
+# puypuy.sh — start, stop, restart and report the PuyPuy processes, each under a watchdog that
+# restarts it when it dies.
+#
+#   [PUYPUY_CONFIG=/path/config.ini] ./puypuy.sh start|stop|restart|status [PROCESS]
+#
+# PROCESS is shipper, collector, script-runner or jmx-bridge; without it the command acts on all
+# (shipper first on start, last on stop). Binaries run in place from this checkout's
+# target/release/, built with cargo when missing or older than the sources. Exit codes follow the
+# LSB init-script conventions (status: 0 running, 1 dead with a pid file left, 3 not running).
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CONFIG=${PUYPUY_CONFIG:-$HERE/config.ini}
+case "$CONFIG" in /*) ;; *) CONFIG="$PWD/$CONFIG" ;; esac
+CONFIG_DIR=$(dirname "$CONFIG")
+BIN_DIR=${PUYPUY_BIN_DIR:-$HERE/target/release}
+ALL_PROCESSES=(shipper collector script-runner jmx-bridge)
+STOP_TIMEOUT=${PUYPUY_STOP_TIMEOUT:-30}
+
+die() { echo "puypuy.sh: $*" >&2; exit "${2:-1}"; }
+
+# ini_get SECTION KEY: the value as Python's ConfigParser reads it (`key: v` or `key = v`).
+ini_get() {
+  [ -r "$CONFIG" ] || return 0
+  awk -v sec="$1" -v key="$2" '
+    /^[ \t]*[#;]/ { next }
+    /^[ \t]*\[/ { s=$0; sub(/^[ \t]*\[/, "", s); sub(/\][ \t\r]*$/, "", s); insec = (s == sec); next }
+    insec {
+      if (!match($0, /[:=]/)) next
+      k = substr($0, 1, RSTART - 1); v = substr($0, RSTART + 1)
+      gsub(/^[ \t]+|[ \t\r]+$/, "", k); gsub(/^[ \t]+|[ \t\r]+$/, "", v)
+      if (k == key) { print v; exit }
+    }' "$CONFIG"
+}
+
+has_section() { [ -r "$CONFIG" ] && grep -Eq "^[[:space:]]*\[$1(:[^]]*)?\][[:space:]]*$" "$CONFIG"; }
+
+resolve() { case "$1" in /*) echo "$1" ;; *) echo "$CONFIG_DIR/$1" ;; esac; }
+
+load_paths() {
+  local v
+  v=$(ini_get SelfConfig tmpdir); TMPDIR_=$(resolve "${v:-/tmp/puypuy}")
+  v=$(ini_get SelfConfig pid_file); PID_FILE=$(resolve "${v:-$TMPDIR_/puypuy.pid}")
+  v=$(ini_get SelfConfig log_file); LOG_FILE=$(resolve "${v:-$TMPDIR_/puypuy.log}")
+  RUN_USER=$(ini_get SelfConfig run_user)
+  [ -n "$RUN_USER" ] || RUN_USER=$(ini_get SelfConfig puypuy_user)
+  PID_BASE=${PID_FILE%.pid}
+}
+
+binary_of() { echo "$BIN_DIR/puypuy-$1"; }
+child_pidfile() { echo "$PID_BASE.$1.pid"; }
+watchdog_pidfile() { echo "$PID_BASE.$1.watchdog.pid"; }
+restarts_file() { echo "$PID_BASE.$1.restarts"; }
+
+alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
+read_pid() { [ -r "$1" ] && tr -dc '0-9' < "$1"; }
+
+log_line() { echo "$(date -u +%Y-%m-%dT%H:%M:%S.000Z) INFO  puypuy.sh: $*" >> "$LOG_FILE"; }
+
+# Which processes this config runs: the jmx-bridge only with a JMX target, the script-runner
+# only once it is built into this checkout.
+configured() {
+  case "$1" in
+    shipper|collector) return 0 ;;
+    script-runner) [ -d "$HERE/script-runner" ] ;;
+    jmx-bridge) [ -d "$HERE/jmx-bridge" ] && has_section JMX ;;
+    *) return 1 ;;
+  esac
+}
+
+build_if_needed() {
+  local stale=0 name bin
+  for name in "$@"; do
+    bin=$(binary_of "$name")
+    if [ ! -x "$bin" ]; then stale=1; break; fi
+    if [ -n "$(find "$HERE/Cargo.toml" "$HERE/Cargo.lock" "$HERE/common" "$HERE/$name" \
+                 -newer "$bin" -type f \( -name '*.rs' -o -name 'Cargo.*' -o -name '*.java' \) 2>/dev/null | head -n 1)" ]; then
+      stale=1; break
+    fi
+  done
+  [ "$stale" = 1 ] || return 0
+  [ "$BIN_DIR" = "$HERE/target/release" ] || die "$bin is missing or stale and PUYPUY_BIN_DIR is set: build it first"
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (see README.md) to build PuyPuy"
+  echo "building PuyPuy (cargo build --release)…"
+  (cd "$HERE" && cargo build --release --quiet --bins) || die "cargo build failed"
+}
+
+# The watchdog: runs one process, restarts it with a short backoff when it dies, stops it on TERM.
+watchdog() {
+  local name=$1 bin child="" rc started backoff=0.2 restarts=0 stopping=""
+  bin=$(binary_of "$name")
+  echo 0 > "$(restarts_file "$name")"
+  trap 'stopping=1; alive "$child" && kill -TERM "$child" 2>/dev/null' TERM INT
+  trap '' HUP
+  while [ -z "$stopping" ]; do
+    started=$(date +%s)
+    if [ "$(id -u)" = 0 ] && [ -n "$RUN_USER" ] && [ "$RUN_USER" != root ]; then
+      setpriv --reuid="$RUN_USER" --regid="$(id -g "$RUN_USER")" --init-groups -- \
+        "$bin" --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
+    else
+      "$bin" --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
+    fi
+    child=$!
+    echo "$child" > "$(child_pidfile "$name")"
+    rc=0
+    wait "$child" || rc=$?
+    # A trapped signal interrupts wait; keep waiting for the child itself.
+    while alive "$child"; do wait "$child" || rc=$?; done
+    [ -z "$stopping" ] || break
+    if [ "$rc" = 2 ]; then
+      log_line "$name exited with status 2 (invalid configuration); not restarting it"
+      break
+    fi
+    restarts=$((restarts + 1))
+    echo "$restarts" > "$(restarts_file "$name")"
+    if [ $(( $(date +%s) - started )) -ge 30 ]; then backoff=0.2; fi
+    log_line "$name (pid $child) exited with status $rc; restarting in ${backoff}s (restart $restarts)"
+    sleep "$backoff" & wait $! 2>/dev/null
+    case "$backoff" in 0.2) backoff=0.5 ;; 0.5) backoff=1 ;; 1) backoff=2 ;; *) backoff=3 ;; esac
+  done
+  rm -f "$(child_pidfile "$name")" "$(watchdog_pidfile "$name")"
+  exit 0
+}
+
+start_one() {
+  local name=$1 wpid
+  wpid=$(read_pid "$(watchdog_pidfile "$name")")
+  if alive "$wpid"; then echo "$name: already running (watchdog pid $wpid)"; return 0; fi
+  # Check the config once in the foreground so that errors show here, not only in the log.
+  local out rc=0
+  out=$("$(binary_of "$name")" --config "$CONFIG" --check-config 2>&1) || rc=$?
+  if [ "$rc" = 2 ]; then echo "$out" >&2; return 2; fi
+  rm -f "$(child_pidfile "$name")"
+  setsid "$0" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" &
+  echo $! > "$(watchdog_pidfile "$name")"
+  # Wait until the process itself runs (the shipper: until its socket exists).
+  local i cpid
+  for i in $(seq 1 100); do
+    cpid=$(read_pid "$(child_pidfile "$name")")
+    if alive "$cpid"; then
+      if [ "$name" != shipper ] || [ -S "$(shipper_socket)" ]; then
+        echo "$name: started (pid $cpid)"; return 0
+      fi
+    fi
+    alive "$(read_pid "$(watchdog_pidfile "$name")")" || break
+    sleep 0.1
+  done
+  echo "$name: failed to start; see $LOG_FILE" >&2
+  return 1
+}
+
+shipper_socket() {
+  local v; v=$(ini_get SelfConfig socket)
+  resolve "${v:-$TMPDIR_/shipper.sock}"
+}
+
+stop_one() {
+  local name=$1 wpid cpid i
+  wpid=$(read_pid "$(watchdog_pidfile "$name")")
+  cpid=$(read_pid "$(child_pidfile "$name")")
+  if ! alive "$wpid" && ! alive "$cpid"; then
+    rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
+    echo "$name: not running"; return 0
+  fi
+  alive "$wpid" && kill -TERM "$wpid" 2>/dev/null
+  alive "$wpid" || { alive "$cpid" && kill -TERM "$cpid" 2>/dev/null; }
+  for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
+    alive "$wpid" || alive "$cpid" || break
+    sleep 0.1
+  done
+  if alive "$wpid" || alive "$cpid"; then
+    echo "$name: did not stop within ${STOP_TIMEOUT}s; killing it" >&2
+    kill -KILL "$wpid" "$cpid" 2>/dev/null
+  fi
+  rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
+  echo "$name: stopped"
+}
+
+status_one() {
+  local name=$1 wpid cpid up
+  wpid=$(read_pid "$(watchdog_pidfile "$name")")
+  cpid=$(read_pid "$(child_pidfile "$name")")
+  if alive "$cpid"; then
+    up=$(ps -o etime= -p "$cpid" | tr -d ' ')
+    printf '%-14s running  pid %-7s uptime %-12s restarts %s\n' "$name" "$cpid" "$up" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
+    return 0
+  elif alive "$wpid"; then
+    printf '%-14s restarting (watchdog pid %s, restarts %s)\n' "$name" "$wpid" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
+    return 0
+  elif [ -e "$(watchdog_pidfile "$name")" ] || [ -e "$(child_pidfile "$name")" ]; then
+    printf '%-14s dead (stale pid file)\n' "$name"
+    return 1
+  else
+    printf '%-14s stopped\n' "$name"
+    return 3
+  fi
+}
+
+prepare_dirs() {
+  mkdir -p "$TMPDIR_" "$(dirname "$PID_FILE")" "$(dirname "$LOG_FILE")" || die "cannot create $TMPDIR_"
+  touch "$LOG_FILE" || die "cannot write $LOG_FILE"
+  if [ "$(id -u)" = 0 ] && [ -n "$RUN_USER" ] && [ "$RUN_USER" != root ]; then
+    id "$RUN_USER" >/dev/null 2>&1 || die "run_user $RUN_USER does not exist" 2
+    chown -R "$RUN_USER" "$TMPDIR_" && chown "$RUN_USER" "$LOG_FILE"
+  fi
+}
+
+main() {
+  local cmd=${1:-} target=${2:-} names=() rc=0 n
+  [ -n "$cmd" ] || die "usage: $0 start|stop|restart|status [shipper|collector|script-runner|jmx-bridge]" 2
+  if [ "$cmd" != _watchdog ]; then
+    [ -r "$CONFIG" ] || die "config file $CONFIG not found (set PUYPUY_CONFIG)" 6
+  fi
+  load_paths
+  if [ -n "$target" ]; then
+    case " ${ALL_PROCESSES[*]} " in *" $target "*) ;; *) die "unknown process $target (expected one of: ${ALL_PROCESSES[*]})" 2 ;; esac
+    names=("$target")
+  else
+    for n in "${ALL_PROCESSES[@]}"; do configured "$n" && names+=("$n"); done
+  fi
+  case "$cmd" in
+    _watchdog) watchdog "$target" ;;
+    start)
+      prepare_dirs
+      build_if_needed "${names[@]}"
+      for n in "${names[@]}"; do start_one "$n" || rc=$?; done
+      exit "$rc" ;;
+    stop)
+      for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
+      exit 0 ;;
+    restart)
+      for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
+      prepare_dirs
+      build_if_needed "${names[@]}"
+      for n in "${names[@]}"; do start_one "$n" || rc=$?; done
+      exit "$rc" ;;
+    status)
+      local worst=0 s
+      for n in "${names[@]}"; do
+        s=0; status_one "$n" || s=$?
+        [ "$s" -gt "$worst" ] && worst=$s
+      done
+      exit "$worst" ;;
+    *) die "unknown command $cmd (expected start, stop, restart or status)" 2 ;;
+  esac
+}
+
+main "$@"
