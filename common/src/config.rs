@@ -14,14 +14,31 @@ use std::time::Duration;
 use ini::{Ini, ParseOption};
 
 /// One problem in the config file.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: [{section}]{}: {message}", file.display(), key.as_deref().map(|k| format!(" {k}")).unwrap_or_default())]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// Empty for problems with the file as a whole.
     pub section: String,
     pub key: Option<String>,
     pub message: String,
 }
+
+impl fmt::Display for ConfigError {
+    /// `FILE: [SECTION] KEY: MESSAGE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.file.display())?;
+        if !self.section.is_empty() {
+            write!(f, "[{}]", self.section)?;
+            if let Some(k) = &self.key {
+                write!(f, " {k}")?;
+            }
+            write!(f, ": ")?;
+        }
+        write!(f, "{}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 /// Every problem found in one file; never empty.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -230,6 +230,10 @@ impl Transport for FileTransport {
         self.buf.clear();
         backends::influxdb::encode(points, &mut self.buf);
         if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| SendError::Retryable(format!("cannot create {}: {e}", dir.display())))?;
+            }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)

@@ -1,1 +1,497 @@
+//! Helpers for the integration suite: real servers (InfluxDB, carbon-cache, VictoriaMetrics) and
+//! the real PuyPuy binaries, each on free loopback ports in a temp dir of its own, plus a KairosDB
+//! test double (no KairosDB can be installed here) that checks KairosDB's documented contract.
+//!
+//! A missing server is a failing test that says how to install it, never a skip.
 
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+
+pub const INSTALL_HINT: &str = "run ./tests/run.sh, which installs influxdb graphite-carbon python3-whisper victoria-metrics";
+
+/// The directory of the PuyPuy binaries built in the same profile as this test.
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PUYPUY_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/suite-xxxx
+    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+}
+
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is missing: build the binaries first (cargo build --bins, or ./tests/run.sh)", path.display());
+    path
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `f` until it gives `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn require(command: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+        let p = Path::new(dir).join(command);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{command} is not installed: {INSTALL_HINT}");
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc { child, name: name.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+    }
+
+    /// Waits for the exit status, at most `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tcp_ready(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().ok()?;
+    Some((status, body))
+}
+
+pub fn http_post(url: &str, body: &str, auth: Option<(&str, &str)>) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut req = agent.post(url);
+    if let Some((u, p)) = auth {
+        use std::io::Write;
+        let mut enc = Vec::new();
+        let _ = write!(enc, "{u}:{p}");
+        req = req.header("Authorization", &format!("Basic {}", base64(&enc)));
+    }
+    let mut resp = req.send(body).ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.body_mut().read_to_string().ok()?;
+    Some((status, body))
+}
+
+fn base64(input: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(input)
+}
+
+// ---------------------------------------------------------------- InfluxDB 1.x
+
+pub struct Influx {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub auth: Option<(String, String)>,
+    pub proc: Proc,
+}
+
+impl Influx {
+    pub const DB: &'static str = "puypuy";
+
+    pub fn start(auth: bool) -> Influx {
+        let influxd = require("influxd");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let rpc = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n  auth-enabled = {auth}\n  log-enabled = false\n[monitor]\n  store-enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influx conf");
+        let log = std::fs::File::create(dir.path().join("influxd.log")).expect("log");
+        let proc = Proc::spawn(
+            "influxd",
+            Command::new(influxd)
+                .args(["run", "-config"])
+                .arg(dir.path().join("influxdb.conf"))
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        let mut influx = Influx { dir, port, auth: None, proc };
+        wait_for(Duration::from_secs(20), "influxd /ping", || {
+            http_get(&format!("http://127.0.0.1:{port}/ping")).filter(|(s, _)| *s == 204)
+        });
+        if auth {
+            influx.query_post("CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES");
+            influx.auth = Some(("admin".into(), "secret".into()));
+        }
+        influx.query_post(&format!("CREATE DATABASE {}", Self::DB));
+        influx
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn query_post(&self, q: &str) -> String {
+        let url = format!("{}/query?q={}", self.url(), urlencode(q));
+        let auth = self.auth.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
+        let (status, body) = http_post(&url, "", auth).expect("influx query");
+        assert_eq!(status, 200, "influx {q}: {body}");
+        body
+    }
+
+    /// Rows of `q` as JSON arrays (`epoch=s`), with the column names.
+    pub fn select(&self, q: &str) -> (Vec<String>, Vec<Vec<Json>>) {
+        let mut url = format!("{}/query?db={}&epoch=s&q={}", self.url(), Self::DB, urlencode(q));
+        if let Some((u, p)) = &self.auth {
+            url.push_str(&format!("&u={u}&p={p}"));
+        }
+        let Some((200, body)) = http_get(&url) else { return (vec![], vec![]) };
+        let v: Json = serde_json::from_str(&body).unwrap_or(Json::Null);
+        let series = &v["results"][0]["series"][0];
+        let columns = series["columns"].as_array().map(|c| c.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+        let rows = series["values"].as_array().map(|r| r.iter().filter_map(|x| x.as_array().cloned()).collect()).unwrap_or_default();
+        (columns, rows)
+    }
+
+    /// `(time, value, tags)` of every point of `measurement`.
+    pub fn points(&self, measurement: &str) -> Vec<(u64, Json, serde_json::Map<String, Json>)> {
+        let (columns, rows) = self.select(&format!("SELECT * FROM \"{measurement}\""));
+        rows.into_iter()
+            .map(|row| {
+                let mut tags = serde_json::Map::new();
+                let mut time = 0;
+                let mut value = Json::Null;
+                for (c, v) in columns.iter().zip(row) {
+                    match c.as_str() {
+                        "time" => time = v.as_u64().unwrap_or(0),
+                        "value" => value = v,
+                        _ => {
+                            if !v.is_null() {
+                                tags.insert(c.clone(), v);
+                            }
+                        }
+                    }
+                }
+                (time, value, tags)
+            })
+            .collect()
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- Graphite carbon-cache
+
+pub struct Carbon {
+    pub dir: tempfile::TempDir,
+    pub pickle_port: u16,
+    pub proc: Proc,
+}
+
+impl Carbon {
+    pub fn start() -> Carbon {
+        let carbon = require("carbon-cache");
+        require("whisper-fetch");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let (line, pickle, query) = (free_port(), free_port(), free_port());
+        std::fs::create_dir_all(dir.path().join("conf")).expect("conf dir");
+        let conf = format!(
+            "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\nWHITELISTS_DIR = {d}/storage/lists/\nLOG_DIR = {d}/storage/log/\nPID_DIR = {d}/storage/\nDATABASE = whisper\nUSER =\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle}\nPICKLE_RECEIVER_MAX_LENGTH = 1048576\nUSE_INSECURE_UNPICKLER = False\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\nLOG_CREATES = True\nLOG_UPDATES = False\nENABLE_TAGS = False\nCARBON_METRIC_INTERVAL = 0\n"
+        );
+        std::fs::write(dir.path().join("conf/carbon.conf"), conf).expect("carbon.conf");
+        std::fs::write(dir.path().join("conf/storage-schemas.conf"), "[default]\npattern = .*\nretentions = 1s:1d,60s:30d\n").expect("schemas");
+        let log = std::fs::File::create(dir.path().join("carbon.log")).expect("log");
+        let proc = Proc::spawn(
+            "carbon-cache",
+            Command::new(carbon)
+                .arg(format!("--config={d}/conf/carbon.conf"))
+                .arg(format!("--pidfile={d}/carbon.pid"))
+                .args(["--logfile=-", "--nodaemon", "start"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        wait_for(Duration::from_secs(30), "carbon-cache pickle port", || tcp_ready(pickle).then_some(()));
+        Carbon { dir, pickle_port: pickle, proc }
+    }
+
+    /// `(timestamp, value)` of the non-empty slots of a whisper file in the last `seconds`.
+    pub fn fetch(&self, metric_path: &str, seconds: u64) -> Vec<(u64, f64)> {
+        let file = self.dir.path().join("storage/whisper").join(metric_path.replace('.', "/") + ".wsp");
+        if !file.is_file() {
+            return Vec::new();
+        }
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+        let out = Command::new("whisper-fetch")
+            .arg(format!("--from={}", now - seconds))
+            .arg(format!("--until={}", now + 1))
+            .arg(&file)
+            .output();
+        let Ok(out) = out else { return Vec::new() };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let t = f.next()?.parse().ok()?;
+                let v = f.next()?.parse().ok()?;
+                Some((t, v))
+            })
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- VictoriaMetrics (OpenTSDB API)
+
+pub struct Victoria {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub otsdb_port: u16,
+    pub proc: Proc,
+}
+
+impl Victoria {
+    pub fn start() -> Victoria {
+        let vm = require("victoria-metrics");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, otsdb_port) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("vm.log")).expect("log");
+        let proc = Proc::spawn(
+            "victoria-metrics",
+            Command::new(vm)
+                .arg(format!("-storageDataPath={}/data", dir.path().display()))
+                .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
+                .arg(format!("-opentsdbHTTPListenAddr=127.0.0.1:{otsdb_port}"))
+                .args(["-retentionPeriod=100y", "-search.latencyOffset=0s", "-search.disableCache"])
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        wait_for(Duration::from_secs(20), "victoria-metrics /health", || {
+            http_get(&format!("http://127.0.0.1:{port}/health")).filter(|(s, _)| *s == 200)
+        });
+        wait_for(Duration::from_secs(10), "victoria-metrics OpenTSDB port", || tcp_ready(otsdb_port).then_some(()));
+        Victoria { dir, port, otsdb_port, proc }
+    }
+
+    /// Exported series matching `selector`, as JSON lines (`{"metric":{…},"values":[…],"timestamps":[…]}`).
+    pub fn export(&self, selector: &str) -> Vec<Json> {
+        let _ = http_get(&format!("http://127.0.0.1:{}/internal/force_flush", self.port));
+        let url = format!("http://127.0.0.1:{}/api/v1/export?match[]={}", self.port, urlencode(selector));
+        match http_get(&url) {
+            Some((200, body)) => body.lines().filter_map(|l| serde_json::from_str(l).ok()).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- KairosDB test double
+
+/// Checks KairosDB's documented `/api/v1/datapoints` contract: a JSON array of
+/// `{name, timestamp (ms), value, tags (non-empty, no empty values)}`, gzip bodies announced as
+/// `Content-Type: application/gzip`; 204 on success, 400 `{"errors":[…]}` for bad input.
+pub struct KairosMock {
+    pub port: u16,
+    pub received: Arc<Mutex<Vec<Json>>>,
+    pub requests: Arc<Mutex<Vec<(u16, String)>>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl KairosMock {
+    pub fn start() -> KairosMock {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("kairos mock bind"));
+        let port = server.server_addr().to_ip().expect("ip").port();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (s, r, q) = (Arc::clone(&server), Arc::clone(&received), Arc::clone(&requests));
+        thread::spawn(move || {
+            for mut req in s.incoming_requests() {
+                let (status, body) = Self::handle(&mut req, &r);
+                q.lock().expect("lock").push((status, body.clone()));
+                let resp = tiny_http::Response::from_string(body).with_status_code(status);
+                let _ = req.respond(resp);
+            }
+        });
+        KairosMock { port, received, requests, server }
+    }
+
+    fn handle(req: &mut tiny_http::Request, received: &Mutex<Vec<Json>>) -> (u16, String) {
+        let err = |m: String| (400, serde_json::json!({ "errors": [m] }).to_string());
+        if req.method() != &tiny_http::Method::Post || req.url() != "/api/v1/datapoints" {
+            return (404, String::new());
+        }
+        let content_type = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Content-Type"))
+            .map(|h| h.value.as_str().to_string())
+            .unwrap_or_default();
+        let mut raw = Vec::new();
+        if req.as_reader().read_to_end(&mut raw).is_err() {
+            return err("cannot read body".into());
+        }
+        let body = if content_type.starts_with("application/gzip") {
+            let mut out = Vec::new();
+            if flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut out).is_err() {
+                return err("body announced as gzip does not decompress".into());
+            }
+            out
+        } else {
+            raw
+        };
+        let Ok(Json::Array(points)) = serde_json::from_slice::<Json>(&body) else {
+            return err("body is not a JSON array".into());
+        };
+        for p in &points {
+            let ok_name = p["name"].as_str().is_some_and(|n| !n.is_empty());
+            let ok_ts = p["timestamp"].as_u64().is_some_and(|t| t > 1_000_000_000_000);
+            let ok_value = p["value"].is_number();
+            let ok_tags = p["tags"].as_object().is_some_and(|t| !t.is_empty() && t.values().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+            if !(ok_name && ok_ts && ok_value && ok_tags) {
+                return err(format!("invalid datapoint {p}"));
+            }
+        }
+        received.lock().expect("lock").extend(points);
+        (204, String::new())
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for KairosMock {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+// ---------------------------------------------------------------- PuyPuy itself
+
+/// A config and a temp dir for one test's PuyPuy processes.
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Agent {
+    /// `self_extra` lines go into `[SelfConfig]`; `rest` is the `[TSDB]` section and any other.
+    pub fn new(self_extra: &str, rest: &str) -> Agent {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("config.ini");
+        let text = format!(
+            "[SelfConfig]\ncheck_period_seconds: 1\ntmpdir: spool\nlog_file: puypuy.log\npid_file: run/puypuy.pid\ncluster_name: testcluster\nhost_group: testgroup\nlocation: testloc\nbatch_ms: 50\n{self_extra}\n\n{rest}\n"
+        );
+        std::fs::write(&config, text).expect("write config");
+        Agent { dir, config }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(bin(binary));
+        cmd.arg("--config").arg(&self.config).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("spool/shipper.sock")
+    }
+
+    pub fn start_shipper(&self) -> Proc {
+        let p = Proc::spawn("puypuy-shipper", &mut self.command("puypuy-shipper"));
+        let socket = self.socket();
+        wait_for(Duration::from_secs(10), "the shipper's socket", || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok().then_some(())
+        });
+        p
+    }
+
+    pub fn start_collector(&self) -> Proc {
+        Proc::spawn("puypuy-collector", &mut self.command("puypuy-collector"))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("puypuy.log")).unwrap_or_default()
+    }
+
+    pub fn host() -> String {
+        puypuy_common::hostname::host_name(false)
+    }
+}

@@ -1,1 +1,12 @@
+//! The integration suite: the real PuyPuy binaries against real servers on loopback.
 
+#[path = "suite/backends.rs"]
+mod backends;
+#[path = "suite/config_errors.rs"]
+mod config_errors;
+#[path = "suite/rates.rs"]
+mod rates;
+#[path = "suite/socket.rs"]
+mod socket;
+#[path = "suite/supervisor.rs"]
+mod supervisor;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: installs the test servers when missing (Debian packages), builds the
+# binaries, runs every unit and integration test. Run as root on Debian 12 (or with sudo rights).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+command -v carbon-cache >/dev/null 2>&1 || missing+=(graphite-carbon)
+/usr/bin/python3 -c 'import whisper' >/dev/null 2>&1 && command -v whisper-fetch >/dev/null 2>&1 || missing+=(python3-whisper)
+command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test servers: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}"
+fi
+
+cargo build --release --bins
+cargo test --release --workspace -- --test-threads="${PUYPUY_TEST_THREADS:-4}" "$@"
