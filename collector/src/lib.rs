@@ -3,7 +3,6 @@
 
 pub mod checks;
 pub mod context;
-pub mod schedule;
 
 #[cfg(test)]
 mod snapshot_tests;

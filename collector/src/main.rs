@@ -8,9 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use puypuy_collector::checks::{self, CheckFn};
 use puypuy_collector::context::{self, Context};
-use puypuy_collector::schedule;
 use puypuy_common::config::resolve;
 use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
+use puypuy_common::schedule;
 
 fn main() -> ExitCode {
     let producer = match Producer::init("puypuy-collector", "collector") {

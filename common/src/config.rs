@@ -116,6 +116,11 @@ pub struct SelfConfig {
     pub batch_points: usize,
     pub batch_ms: u64,
     pub producer_queue: usize,
+    pub scripts_dir: PathBuf,
+    /// `None`: the period.
+    pub script_timeout_seconds: Option<u64>,
+    pub script_concurrency: usize,
+    pub script_max_output_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -182,6 +187,10 @@ const SELF_KEYS: &[&str] = &[
     "batch_points",
     "batch_ms",
     "producer_queue",
+    "scripts_dir",
+    "script_timeout_seconds",
+    "script_concurrency",
+    "script_max_output_bytes",
 ];
 
 const TSDB_KEYS: &[&str] = &[
@@ -296,6 +305,9 @@ impl Config {
             ConfigErrors(vec![ConfigError { file: file.to_path_buf(), section: String::new(), key: None, message }])
         };
         let text = std::fs::read_to_string(file).map_err(|e| err(format!("cannot read the config file: {e}")))?;
+        // Paths in the config are relative to its folder, whatever the working directory later.
+        let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_path_buf());
+        let file = absolute.as_path();
         let base = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         Config::from_text(file, &base, &text)
@@ -312,6 +324,7 @@ impl Config {
         })?;
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        check_duplicates(file, &ini, &mut errors);
         let self_config = read_self_config(file, base, &ini, &mut errors, &mut warnings);
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
         let tags = read_tags(file, &ini, &mut errors);
@@ -326,6 +339,37 @@ impl Config {
 
     pub fn period(&self) -> Duration {
         Duration::from_secs(self.self_config.check_period_seconds)
+    }
+}
+
+/// Python's ConfigParser refuses a key given twice in a section, and a section given twice; so do
+/// we, rather than silently using one of the values.
+fn check_duplicates(file: &Path, ini: &Ini, errors: &mut Vec<ConfigError>) {
+    let mut error = |section: &str, key: Option<&str>, message: &str| {
+        errors.push(ConfigError {
+            file: file.to_path_buf(),
+            section: section.to_string(),
+            key: key.map(str::to_string),
+            message: message.to_string(),
+        })
+    };
+    let mut seen_sections = HashSet::new();
+    for name in ini.sections().flatten() {
+        if !seen_sections.insert(name) {
+            continue;
+        }
+        let all: Vec<&ini::Properties> = ini.section_all(Some(name)).collect();
+        if all.len() > 1 {
+            error(name, None, "section given more than once (merge them into one)");
+        }
+        for props in all {
+            let mut seen_keys = HashSet::new();
+            for (key, _) in props.iter() {
+                if seen_keys.insert(key) && props.get_all(key).count() > 1 {
+                    error(name, Some(key), "given more than once (keep one)");
+                }
+            }
+        }
     }
 }
 
@@ -386,6 +430,10 @@ fn read_self_config(
     let batch_points = r.number("batch_points", 5_000usize, 1);
     let batch_ms = r.number("batch_ms", 200u64, 0);
     let producer_queue = r.number("producer_queue", 10_000usize, 1);
+    let scripts_dir = path_or(&r, "scripts_dir", base.join("scripts_enabled"));
+    let script_timeout_seconds = r.get("script_timeout_seconds").map(|_| r.number("script_timeout_seconds", 5u64, 1));
+    let script_concurrency = r.number("script_concurrency", 16usize, 1);
+    let script_max_output_bytes = r.number("script_max_output_bytes", 1024 * 1024usize, 1);
     let debug_log = r.boolean("debug_log", false);
     let shorthostname = r.boolean("shorthostname", false);
     SelfConfig {
@@ -407,6 +455,10 @@ fn read_self_config(
         batch_points,
         batch_ms,
         producer_queue,
+        scripts_dir,
+        script_timeout_seconds,
+        script_concurrency,
+        script_max_output_bytes,
     }
 }
 
@@ -637,6 +689,15 @@ mod tests {
         assert_eq!(c.tags, vec![("datacenter".to_string(), "eu-1".to_string())]);
         let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Tags]\nhost: x\n").unwrap_err();
         assert!(e.to_string().contains("[Tags] host: is set by PuyPuy itself"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_as_configparser_does() {
+        let e = load("[SelfConfig]\ntmpdir: TMP\ncheck_period_seconds: 1\ncheck_period_seconds = 2\n[TSDB]\ntsdtype: File\npath: /tmp/x\n").unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert!(e.to_string().ends_with("[SelfConfig] check_period_seconds: given more than once (keep one)"), "{e}");
+        let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[SelfConfig]\nlocation: x\n").unwrap_err();
+        assert!(e.to_string().contains("[SelfConfig]: section given more than once"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod hostname;
 pub mod logging;
 pub mod point;
 pub mod producer;
+pub mod schedule;
 
 pub use config::{Config, ConfigError};
 pub use point::{Point, Style, Value};

@@ -14,6 +14,8 @@ use crate::client::SenderClient;
 use crate::config::Config;
 use crate::{logging, Point};
 
+pub use crate::schedule::{next_tick, until};
+
 /// How long `--once` waits for the shipper to acknowledge the cycle.
 pub const ONCE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -453,9 +453,24 @@ impl Agent {
     pub fn new(self_extra: &str, rest: &str) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("config.ini");
-        let text = format!(
-            "[SelfConfig]\ncheck_period_seconds: 1\ntmpdir: spool\nlog_file: puypuy.log\npid_file: run/puypuy.pid\ncluster_name: testcluster\nhost_group: testgroup\nlocation: testloc\nbatch_ms: 50\n{self_extra}\n\n{rest}\n"
-        );
+        let defaults = [
+            ("check_period_seconds", "1"),
+            ("tmpdir", "spool"),
+            ("log_file", "puypuy.log"),
+            ("pid_file", "run/puypuy.pid"),
+            ("cluster_name", "testcluster"),
+            ("host_group", "testgroup"),
+            ("location", "testloc"),
+            ("batch_ms", "50"),
+        ];
+        let given: Vec<&str> = self_extra.lines().filter_map(|l| l.split([':', '=']).next()).map(str::trim).collect();
+        let mut text = String::from("[SelfConfig]\n");
+        for (k, v) in defaults {
+            if !given.contains(&k) {
+                text.push_str(&format!("{k}: {v}\n"));
+            }
+        }
+        text.push_str(&format!("{self_extra}\n\n{rest}\n"));
         std::fs::write(&config, text).expect("write config");
         Agent { dir, config }
     }

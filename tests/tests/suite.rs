@@ -6,6 +6,8 @@ mod backends;
 mod config_errors;
 #[path = "suite/rates.rs"]
 mod rates;
+#[path = "suite/scripts.rs"]
+mod scripts;
 #[path = "suite/socket.rs"]
 mod socket;
 #[path = "suite/supervisor.rs"]

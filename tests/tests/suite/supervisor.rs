@@ -64,7 +64,8 @@ fn watchdog_restarts_killed_processes_and_stop_leaves_nothing() {
     let status = puypuy_sh(&agent, &["status"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert_eq!(status.status.code(), Some(0), "{text}");
-    assert!(text.contains("shipper") && text.contains("collector") && text.matches("running").count() == 2, "{text}");
+    assert!(text.contains("shipper") && text.contains("collector") && text.contains("script-runner"), "{text}");
+    assert_eq!(text.matches("running").count(), 3, "{text}");
 
     wait_for(Duration::from_secs(20), "first sys_load_1", || (!influx.points("sys_load_1").is_empty()).then_some(()));
     let collector_pidfile = agent.path("run/puypuy.collector.pid");
@@ -110,5 +111,34 @@ fn start_with_a_broken_config_fails_with_the_message() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[SelfConfig] check_period_seconds: \"soon\" is not a number"), "{err}");
+    assert!(processes_of(&agent).is_empty());
+}
+
+#[test]
+fn killed_script_runner_comes_back_and_collector_points_never_stop() {
+    let influx = Influx::start(false);
+    let agent = Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
+    std::fs::create_dir_all(agent.path("scripts_enabled")).expect("scripts dir");
+    let script = agent.path("scripts_enabled/check_one");
+    std::fs::write(&script, "#!/bin/sh\necho 'script_point 1 s stack'\n").expect("script");
+    Command::new("chmod").arg("755").arg(&script).status().expect("chmod");
+    let start = puypuy_sh(&agent, &["start"]);
+    assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
+    wait_for(Duration::from_secs(20), "script_point", || (!influx.points("script_point").is_empty()).then_some(()));
+    let first = influx.points("sys_load_1").first().map(|p| p.0).expect("collector points");
+    let runner_pidfile = agent.path("run/puypuy.script-runner.pid");
+    let old = read_pid(&runner_pidfile).expect("runner pid");
+    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill runner");
+    restarted(&runner_pidfile, old);
+    let killed_at = influx.points("sys_load_1").last().map(|p| p.0).expect("points");
+    let after = wait_for(Duration::from_secs(20), "script points after the restart", || {
+        let t = influx.points("script_point").last().map(|p| p.0)?;
+        (t > killed_at + 1).then_some(t)
+    });
+    let times: BTreeSet<u64> = influx.points("sys_load_1").into_iter().map(|p| p.0).collect();
+    let missing: Vec<u64> = (first..=after).filter(|t| !times.contains(t)).collect();
+    assert!(missing.is_empty(), "collector points missing while the runner was down: {missing:?}");
+    let stop = puypuy_sh(&agent, &["stop"]);
+    assert!(stop.status.success());
     assert!(processes_of(&agent).is_empty());
 }

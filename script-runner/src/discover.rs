@@ -1,0 +1,105 @@
+//! Finding the scripts: every executable `check_*` in the scripts folder, read afresh each cycle so
+//! that scripts added, removed or changed are picked up without a restart. Editor backups (`*~`,
+//! `*.swp`, `*.bak`) and files without an execute bit are ignored, with one log line each (not one
+//! per cycle).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Default)]
+pub struct Discovery {
+    known: BTreeSet<String>,
+    ignored: BTreeSet<String>,
+    folder_missing_logged: bool,
+}
+
+fn is_backup(name: &str) -> bool {
+    name.ends_with('~') || name.ends_with(".swp") || name.ends_with(".bak")
+}
+
+impl Discovery {
+    /// The scripts to run this cycle, sorted by name.
+    pub fn scan(&mut self, folder: &Path) -> Vec<(String, PathBuf)> {
+        let entries = match std::fs::read_dir(folder) {
+            Ok(e) => {
+                self.folder_missing_logged = false;
+                e
+            }
+            Err(e) => {
+                if !self.folder_missing_logged {
+                    log::warn!("cannot read the scripts folder {}: {e}; no scripts run", folder.display());
+                    self.folder_missing_logged = true;
+                }
+                return Vec::new();
+            }
+        };
+        let mut found: Vec<(String, PathBuf)> = Vec::new();
+        let mut seen_ignored = BTreeSet::new();
+        for entry in entries.flatten() {
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if !name.starts_with("check_") {
+                continue;
+            }
+            let path = entry.path();
+            let reason = if is_backup(&name) {
+                Some("an editor backup")
+            } else {
+                match std::fs::metadata(&path) {
+                    Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => None,
+                    Ok(m) if m.is_file() => Some("not executable (chmod +x it to run it)"),
+                    Ok(_) => Some("not a file"),
+                    Err(_) => Some("a broken link"),
+                }
+            };
+            match reason {
+                Some(why) => {
+                    if !self.ignored.contains(&name) {
+                        log::info!("ignoring {}: {why}", path.display());
+                    }
+                    seen_ignored.insert(name);
+                }
+                None => found.push((name, path)),
+            }
+        }
+        self.ignored = seen_ignored;
+        found.sort();
+        let now: BTreeSet<String> = found.iter().map(|(n, _)| n.clone()).collect();
+        for added in now.difference(&self.known) {
+            log::info!("script {added} found; running it every cycle");
+        }
+        for removed in self.known.difference(&now) {
+            log::info!("script {removed} is gone; no longer running it");
+        }
+        self.known = now;
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_executable_check_files_that_are_not_backups() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write("check_b", 0o755);
+        write("check_a.sh", 0o700);
+        write("check_c", 0o644);
+        write("check_d~", 0o755);
+        write("check_e.swp", 0o755);
+        write("check_f.bak", 0o755);
+        write("other", 0o755);
+        std::fs::create_dir(dir.path().join("check_dir")).unwrap();
+        let mut d = Discovery::default();
+        let names: Vec<String> = d.scan(dir.path()).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names, vec!["check_a.sh", "check_b"]);
+        write("check_g", 0o755);
+        assert_eq!(d.scan(dir.path()).len(), 3);
+    }
+}

@@ -1,0 +1,7 @@
+//! The script-runner: finds `check_*` executables in the scripts folder ([`discover`]), runs them
+//! on a fixed schedule with a timeout that kills the script's whole process group ([`run`]), and
+//! turns their output into points ([`parse`]).
+
+pub mod discover;
+pub mod parse;
+pub mod run;

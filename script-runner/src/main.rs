@@ -1,0 +1,175 @@
+//! `puypuy-script-runner`: runs every executable `check_*` of the scripts folder every
+//! `check_period_seconds`, concurrently (at most `script_concurrency` at a time) and each with a
+//! timeout, and hands each script's points to the shipper as soon as that script is done — a slow
+//! or hanging script never delays the others.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime};
+
+use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
+use puypuy_common::{hostname, Point};
+use puypuy_script_runner::discover::Discovery;
+use puypuy_script_runner::parse::parse_output;
+use puypuy_script_runner::run::{run_script, RunSettings};
+
+struct Job {
+    name: String,
+    path: PathBuf,
+    tick: u64,
+}
+
+/// The names of the scripts running now: a script still running at the next tick is not started
+/// a second time.
+type Running = Arc<Mutex<HashSet<String>>>;
+
+fn main() -> ExitCode {
+    let producer = match Producer::init("puypuy-script-runner", "script-runner") {
+        Ok(p) => Arc::new(p),
+        Err(code) => return code,
+    };
+    let s = producer.config.self_config.clone();
+    let timeout = Duration::from_secs(s.script_timeout_seconds.unwrap_or(s.check_period_seconds));
+    let host = hostname::host_name(s.shorthostname);
+    let user = match run_as(s.run_user.as_deref()) {
+        Ok(u) => u,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("puypuy-script-runner: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = Arc::new(RunSettings {
+        timeout,
+        max_output: s.script_max_output_bytes,
+        env: vec![
+            ("PUYPUY_PERIOD".into(), s.check_period_seconds.to_string()),
+            ("PUYPUY_TIMEOUT".into(), timeout.as_secs().to_string()),
+            ("PUYPUY_HOSTNAME".into(), host),
+            ("PUYPUY_CONFIG".into(), producer.config.file.display().to_string()),
+        ],
+        user,
+    });
+    log::info!("scripts folder {}, timeout {timeout:?}, {} at a time", s.scripts_dir.display(), s.script_concurrency);
+
+    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
+    let running: Running = Arc::default();
+    let mut workers = Vec::new();
+    for i in 0..s.script_concurrency {
+        let (rx, producer, settings, running) = (job_rx.clone(), Arc::clone(&producer), Arc::clone(&settings), Arc::clone(&running));
+        let spawned = thread::Builder::new().name(format!("script-{i}")).spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let points = run_one(&job, &settings);
+                producer.emit(points);
+                running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
+            }
+        });
+        match spawned {
+            Ok(h) => workers.push(h),
+            Err(e) => log::error!("cannot start a script worker: {e}"),
+        }
+    }
+
+    let mut discovery = Discovery::default();
+    let period = producer.config.period();
+    loop {
+        let tick = if producer.cli.once {
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+        } else {
+            let tick = puypuy_common::producer::next_tick(SystemTime::now(), period);
+            if !producer.sleep_until(Instant::now() + puypuy_common::producer::until(tick, SystemTime::now())) {
+                break;
+            }
+            tick
+        };
+        for (name, path) in discovery.scan(&s.scripts_dir) {
+            {
+                let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
+                if !r.insert(name.clone()) {
+                    log::warn!("{name} is still running from an earlier cycle; not started again at {tick}");
+                    continue;
+                }
+            }
+            let _ = job_tx.send(Job { name, path, tick });
+        }
+        if producer.cli.once {
+            drop(job_tx);
+            for w in workers {
+                let _ = w.join();
+            }
+            return producer.finish(ONCE_TIMEOUT);
+        }
+    }
+    log::info!("stopping");
+    let _ = producer.finish(Duration::from_secs(2));
+    ExitCode::SUCCESS
+}
+
+/// Runs one script and returns its points followed by its self-metrics.
+fn run_one(job: &Job, settings: &RunSettings) -> Vec<Point> {
+    let name = &job.name;
+    let result = match run_script(&job.path, settings) {
+        Ok(r) => r,
+        Err(e) => {
+            log::warn!("{name}: cannot run it: {e}");
+            return vec![self_metric("puypuy_script_exit_status", job, -1.0, true)];
+        }
+    };
+    let mut points = Vec::new();
+    let mut bad = 0i64;
+    for (line, parsed) in parse_output(&result.stdout, job.tick) {
+        match parsed {
+            Ok(p) => points.push(p),
+            Err(e) => {
+                bad += 1;
+                log::warn!("{name} line {line}: {e}; line skipped");
+            }
+        }
+    }
+    if result.truncated {
+        log::warn!("{name}: output over {} bytes; the rest was cut", settings.max_output);
+    }
+    let stderr = String::from_utf8_lossy(&result.stderr_tail).trim().replace('\n', " | ");
+    if result.timed_out {
+        log::warn!(
+            "{name}: still running after {:?}; killed its process group ({} points printed before are kept)",
+            settings.timeout,
+            points.len()
+        );
+    } else if let Some(code) = result.exit_code.filter(|c| *c != 0) {
+        log::warn!("{name}: exited with status {code}: {stderr}");
+    } else if let Some(sig) = result.signal {
+        log::warn!("{name}: killed by signal {sig}: {stderr}");
+    }
+    let status = result.exit_code.map(i64::from).or(result.signal.map(|s| -i64::from(s))).unwrap_or(-1);
+    points.push(self_metric("puypuy_script_duration", job, (result.duration.as_secs_f64() * 1000.0).round() / 1000.0, false));
+    points.push(self_metric("puypuy_script_exit_status", job, status as f64, true));
+    points.push(self_metric("puypuy_script_timeout", job, f64::from(u8::from(result.timed_out)), true));
+    points.push(self_metric("puypuy_script_bad_lines", job, bad as f64, true));
+    points
+}
+
+fn self_metric(name: &str, job: &Job, value: f64, integer: bool) -> Point {
+    let p = if integer {
+        Point::int(name, job.tick, value as i64, "puypuy")
+    } else {
+        Point::float(name, job.tick, value, "puypuy")
+    };
+    p.with_tag("script", job.name.clone())
+}
+
+/// uid and gid for the scripts when the runner runs as root and `run_user` names another user.
+fn run_as(user: Option<&str>) -> Result<Option<(u32, u32)>, String> {
+    let Some(name) = user else { return Ok(None) };
+    if !nix::unistd::geteuid().is_root() || name == "root" {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(Some((u.uid.as_raw(), u.gid.as_raw()))),
+        Ok(None) => Err(format!("[SelfConfig] run_user: no user {name:?} on this host")),
+        Err(e) => Err(format!("[SelfConfig] run_user: cannot look up {name:?}: {e}")),
+    }
+}
