@@ -121,6 +121,11 @@ pub struct SelfConfig {
     pub script_timeout_seconds: Option<u64>,
     pub script_concurrency: usize,
     pub script_max_output_bytes: usize,
+    pub max_cache_bytes: u64,
+    /// `cache_drop: newest` keeps the oldest data when the spool is full.
+    pub cache_drop_newest: bool,
+    pub rejected_max_files: usize,
+    pub self_metrics: bool,
 }
 
 #[derive(Clone)]
@@ -191,6 +196,10 @@ const SELF_KEYS: &[&str] = &[
     "script_timeout_seconds",
     "script_concurrency",
     "script_max_output_bytes",
+    "max_cache_bytes",
+    "cache_drop",
+    "rejected_max_files",
+    "self_metrics",
 ];
 
 const TSDB_KEYS: &[&str] = &[
@@ -434,6 +443,17 @@ fn read_self_config(
     let script_timeout_seconds = r.get("script_timeout_seconds").map(|_| r.number("script_timeout_seconds", 5u64, 1));
     let script_concurrency = r.number("script_concurrency", 16usize, 1);
     let script_max_output_bytes = r.number("script_max_output_bytes", 1024 * 1024usize, 1);
+    let max_cache_bytes = r.number("max_cache_bytes", 256 * 1024 * 1024u64, 1024);
+    let cache_drop_newest = match r.get("cache_drop") {
+        None | Some("oldest") => false,
+        Some("newest") => true,
+        Some(other) => {
+            r.error(Some("cache_drop"), format!("{other:?} is neither oldest nor newest"));
+            false
+        }
+    };
+    let rejected_max_files = r.number("rejected_max_files", 100usize, 0);
+    let self_metrics = r.boolean("self_metrics", true);
     let debug_log = r.boolean("debug_log", false);
     let shorthostname = r.boolean("shorthostname", false);
     SelfConfig {
@@ -459,6 +479,10 @@ fn read_self_config(
         script_timeout_seconds,
         script_concurrency,
         script_max_output_bytes,
+        max_cache_bytes,
+        cache_drop_newest,
+        rejected_max_files,
+        self_metrics,
     }
 }
 

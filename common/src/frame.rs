@@ -165,6 +165,17 @@ fn decode_exact<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, Fra
     Ok(value)
 }
 
+/// Encodes a list of points in the frame encoding (no length prefix), for the shipper's spool.
+pub fn encode_points(points: &[Point], out: &mut Vec<u8>) {
+    if let Err(e) = bincode::serde::encode_into_std_write(points, out, bincode_config()) {
+        unreachable!("bincode encoding into a Vec failed: {e}");
+    }
+}
+
+pub fn decode_points(bytes: &[u8]) -> Result<Vec<Point>, FrameError> {
+    decode_exact(bytes)
+}
+
 /// Reads one length-prefixed payload into `buf`. `Ok(false)` is a clean end of stream at a frame
 /// boundary.
 pub fn read_payload(reader: &mut impl Read, buf: &mut Vec<u8>) -> Result<bool, FrameError> {

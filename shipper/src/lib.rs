@@ -7,5 +7,7 @@ pub mod backends;
 pub mod pipeline;
 pub mod rate;
 pub mod receive;
+pub mod self_metrics;
+pub mod spool;
 pub mod tags;
 pub mod transport;

@@ -11,7 +11,8 @@ use anyhow::Context;
 use puypuy_common::cli::{Cli, USAGE_OPTIONS};
 use puypuy_common::{hostname, logging, Config};
 use puypuy_shipper::pipeline::{self, BatcherSettings, DeliverySettings, Input, Stats};
-use puypuy_shipper::{receive, tags::HostTags, transport};
+use puypuy_shipper::spool::{DropPolicy, RejectedDir, Spool};
+use puypuy_shipper::{receive, self_metrics, tags::HostTags, transport};
 
 const USAGE: &str = "usage: puypuy-shipper [--config PATH]";
 
@@ -80,15 +81,31 @@ fn run(config: Config) -> anyhow::Result<()> {
     let (input_tx, input_rx) = crossbeam_channel::bounded::<Input>(4096);
     let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
     let tags = HostTags::from_config(&config, &host);
-    let batcher_settings =
-        BatcherSettings { batch_points: s.batch_points, batch_wait: Duration::from_millis(s.batch_ms) };
+    let batcher_settings = BatcherSettings {
+        batch_points: s.batch_points,
+        batch_wait: Duration::from_millis(s.batch_ms),
+        rate_file: Some(s.tmpdir.join("rates.state")),
+    };
     let batcher_stats = Arc::clone(&stats);
     let batcher = thread::Builder::new()
         .name("batcher".into())
         .spawn(move || pipeline::run_batcher(input_rx, batch_tx, tags, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
     let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
-    let delivery_settings = DeliverySettings { max_batches: s.max_cache, shutdown_grace: grace };
+    let policy = if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest };
+    let spool = match Spool::open(&s.tmpdir.join("spool"), config.tsdb.backend.name(), s.max_cache, s.max_cache_bytes, policy) {
+        Ok(spool) => Some(spool),
+        Err(e) => {
+            log::error!("cannot open the spool in {}: {e}; buffering in memory only", s.tmpdir.join("spool").display());
+            None
+        }
+    };
+    let delivery_settings = DeliverySettings {
+        max_batches: s.max_cache,
+        shutdown_grace: grace,
+        spool,
+        rejected: RejectedDir::new(s.tmpdir.join("rejected"), s.rejected_max_files),
+    };
     let delivery_stats = Arc::clone(&stats);
     let delivery = thread::Builder::new()
         .name("delivery".into())
@@ -96,10 +113,19 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the delivery thread")?;
     let accept_tx = input_tx.clone();
     let listener = bound.listener.try_clone().context("cannot clone the listener")?;
+    let accept_stats = Arc::clone(&stats);
     thread::Builder::new()
         .name("accept".into())
-        .spawn(move || receive::serve(listener, accept_tx))
+        .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
+    if s.self_metrics {
+        let (tx, stats, period) = (input_tx.clone(), Arc::clone(&stats), config.period());
+        let stop = Arc::clone(&terminate);
+        thread::Builder::new()
+            .name("self-metrics".into())
+            .spawn(move || self_metrics::run(tx, stats, period, stop))
+            .context("cannot start the self-metrics thread")?;
+    }
 
     while !terminate.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
@@ -114,9 +140,10 @@ fn run(config: Config) -> anyhow::Result<()> {
         thread::sleep(Duration::from_millis(20));
     }
     log::info!(
-        "stopped: {} points received, {} sent, {} rejected, {} dropped",
+        "stopped: {} points received, {} sent, {} spooled, {} rejected, {} dropped",
         stats.points_received.load(Ordering::Relaxed),
         stats.points_sent.load(Ordering::Relaxed),
+        stats.points_spooled.load(Ordering::Relaxed),
         stats.points_rejected.load(Ordering::Relaxed),
         stats.points_dropped.load(Ordering::Relaxed)
     );

@@ -5,8 +5,15 @@
 //! the series re-bases on it. Δt ≤ 0 (a resent frame, a clock step back) → no point, state kept.
 //! Otherwise `(value - previous) / (t - previous_t)`, rounded to 2 decimals. The old agent sent 0.0
 //! for a first sample and 1.0 after a reset; both were wrong data.
+//!
+//! The state is saved to `tmpdir/rates.state` on shutdown and every few seconds, and loaded at
+//! start, so a restart (or kill -9) costs no rate point: the first sample after it is measured
+//! against the last saved one. File layout: magic `PUYRATES`, u32 LE CRC-32 of the rest, then per
+//! series a u32 LE key length, the key, the last value (f64 LE) and its timestamp (u64 LE).
 
 use std::collections::HashMap;
+use std::io::{self, Write};
+use std::path::Path;
 
 use puypuy_common::{Point, Style, Value};
 
@@ -23,6 +30,63 @@ impl RateState {
 
     pub fn len(&self) -> usize {
         self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    /// Writes the state atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> io::Result<()> {
+        let mut body = Vec::with_capacity(self.last.len() * 64);
+        for (key, (value, t)) in &self.last {
+            body.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            body.extend_from_slice(key.as_bytes());
+            body.extend_from_slice(&value.to_le_bytes());
+            body.extend_from_slice(&t.to_le_bytes());
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(b"PUYRATES")?;
+        f.write_all(&crc32fast::hash(&body).to_le_bytes())?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Loads a saved state; a missing file is an empty state, a damaged one an error.
+    pub fn load(path: &Path) -> Result<RateState, String> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(RateState::new()),
+            Err(e) => return Err(e.to_string()),
+        };
+        if bytes.len() < 12 || &bytes[..8] != b"PUYRATES" {
+            return Err("not a rate state file".into());
+        }
+        let crc = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        let body = &bytes[12..];
+        if crc32fast::hash(body) != crc {
+            return Err("checksum mismatch".into());
+        }
+        let mut state = RateState::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            let take = |rest: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
+                if rest.len() < n {
+                    return Err("truncated".into());
+                }
+                let (a, b) = rest.split_at(n);
+                *rest = b;
+                Ok(a.to_vec())
+            };
+            let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().map_err(|_| "bad length")?) as usize;
+            let key = String::from_utf8(take(&mut rest, len)?).map_err(|_| "bad key")?;
+            let value = f64::from_le_bytes(take(&mut rest, 8)?.try_into().map_err(|_| "bad value")?);
+            let t = u64::from_le_bytes(take(&mut rest, 8)?.try_into().map_err(|_| "bad time")?);
+            state.last.insert(key, (value, t));
+        }
+        Ok(state)
     }
 
     fn key_of(&mut self, p: &Point) {
@@ -112,6 +176,20 @@ mod tests {
         assert_eq!(r.apply(counter(100, 20).with_tag("if", "b")), None);
         assert!(r.apply(counter(200, 20).with_tag("if", "a")).is_some());
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn saved_state_gives_a_rate_after_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rates.state");
+        let mut r = RateState::new();
+        r.apply(counter(100, 10));
+        r.save(&path).unwrap();
+        let mut restored = RateState::load(&path).unwrap();
+        assert_eq!(restored.apply(counter(200, 20)).unwrap().value, Value::Float(10.0));
+        std::fs::write(&path, b"PUYRATES\0\0\0\0garbage").unwrap();
+        assert!(RateState::load(&path).is_err());
+        assert!(RateState::load(&dir.path().join("none")).unwrap().is_empty());
     }
 
     #[test]

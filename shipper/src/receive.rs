@@ -9,13 +9,15 @@ use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::{Receiver, Sender};
 use nix::fcntl::{Flock, FlockArg};
 use puypuy_common::frame::{self, Ack, Frame, FrameError};
 
-use crate::pipeline::{AckHandle, Input};
+use crate::pipeline::{AckHandle, Input, Stats};
 
 /// The bound socket and the lock that makes this shipper the only one on it.
 pub struct Listener {
@@ -47,10 +49,11 @@ pub fn bind(socket: &Path) -> Result<Listener, String> {
     Ok(Listener { listener, _lock: lock })
 }
 
-pub fn serve(listener: UnixListener, tx: Sender<Input>) {
+pub fn serve(listener: UnixListener, tx: Sender<Input>, stats: Arc<Stats>) {
     for conn in listener.incoming() {
         match conn {
             Ok(stream) => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
                 let tx = tx.clone();
                 if let Err(e) = thread::Builder::new().name("conn".into()).spawn(move || handle(stream, tx)) {
                     log::error!("cannot start a connection thread: {e}");

@@ -5,6 +5,10 @@
 //! (unreachable, timeout, 5xx, 408, 429, and 401/403/404, which an operator fixes by correcting the
 //! credentials or creating the database — the points must wait for that) and
 //! [`SendError::Rejected`] (the backend refused the data itself, e.g. 400: resending cannot help).
+//!
+//! What each backend reports on bad data: InfluxDB answers 400 `partial write: … dropped=N` and
+//! keeps the valid lines; OpenTSDB and KairosDB answer 400 and keep nothing of the request, so the
+//! delivery loop bisects such a batch to keep its good points; Carbon never answers.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -18,17 +22,58 @@ use puypuy_common::Point;
 
 use crate::backends;
 
+/// Why a retryable send failed, for the `puypuy_shipper_backend_errors` self-metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Connection refused, reset, name not resolved, …
+    Unreachable,
+    Timeout,
+    /// A retryable HTTP status (5xx, 429, 401, 403, 404, …).
+    Status,
+    /// The local file of the File backend.
+    Io,
+}
+
+impl ErrorKind {
+    pub const ALL: [ErrorKind; 4] = [ErrorKind::Unreachable, ErrorKind::Timeout, ErrorKind::Status, ErrorKind::Io];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Status => "status",
+            ErrorKind::Io => "io",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    #[error("{0}")]
-    Retryable(String),
+    #[error("{1}")]
+    Retryable(ErrorKind, String),
     #[error("{0}")]
     Rejected(String),
+}
+
+/// What to do with a batch the backend refused as invalid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRejection {
+    /// Split it and resend the halves, down to single points, to keep the good points
+    /// (OpenTSDB and KairosDB refuse a whole request for one bad point).
+    Bisect,
+    /// Set the whole batch aside: the backend already kept what it could (InfluxDB answers
+    /// `partial write` and stores the valid lines) or never refuses data (Carbon, File).
+    SetAside,
 }
 
 pub trait Transport: Send {
     fn send(&mut self, points: &[Point]) -> Result<(), SendError>;
     fn describe(&self) -> String;
+    /// The backend's name as `tsdtype` spells it, recorded in spool files.
+    fn describe_backend(&self) -> String;
+    fn on_rejection(&self) -> OnRejection {
+        OnRejection::SetAside
+    }
 }
 
 pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize) -> Box<dyn Transport> {
@@ -116,7 +161,13 @@ impl HttpTransport {
         }
         let mut response = match request.send(&self.body[..]) {
             Ok(r) => r,
-            Err(e) => return Err(SendError::Retryable(format!("{}: {e}", self.backend.name()))),
+            Err(e) => {
+                let kind = match e {
+                    ureq::Error::Timeout(_) => ErrorKind::Timeout,
+                    _ => ErrorKind::Unreachable,
+                };
+                return Err(SendError::Retryable(kind, format!("{}: {e}", self.backend.name())));
+            }
         };
         let status = response.status().as_u16();
         if (200..300).contains(&status) {
@@ -128,7 +179,7 @@ impl HttpTransport {
         let message = format!("{} answered {status}: {text}", self.backend.name());
         match status {
             400 | 413 | 422 => Err(SendError::Rejected(message)),
-            _ => Err(SendError::Retryable(message)),
+            _ => Err(SendError::Retryable(ErrorKind::Status, message)),
         }
     }
 }
@@ -143,6 +194,17 @@ impl Transport for HttpTransport {
 
     fn describe(&self) -> String {
         format!("{} at {}", self.backend.name(), self.url)
+    }
+
+    fn describe_backend(&self) -> String {
+        self.backend.name().to_string()
+    }
+
+    fn on_rejection(&self) -> OnRejection {
+        match self.backend {
+            Backend::OpenTsdb | Backend::KairosDb => OnRejection::Bisect,
+            _ => OnRejection::SetAside,
+        }
     }
 }
 
@@ -203,19 +265,23 @@ impl Transport for CarbonTransport {
         if self.stream.is_none() {
             let stream = self
                 .connect()
-                .map_err(|e| SendError::Retryable(format!("Carbon at {}: cannot connect: {e}", self.address)))?;
+                .map_err(|e| SendError::Retryable(ErrorKind::Unreachable, format!("Carbon at {}: cannot connect: {e}", self.address)))?;
             self.stream = Some(stream);
         }
-        let Some(stream) = self.stream.as_mut() else { return Err(SendError::Retryable("no connection".into())) };
+        let Some(stream) = self.stream.as_mut() else { return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into())) };
         if let Err(e) = stream.write_all(&self.buf) {
             self.stream = None;
-            return Err(SendError::Retryable(format!("Carbon at {}: write failed: {e}", self.address)));
+            return Err(SendError::Retryable(ErrorKind::Unreachable, format!("Carbon at {}: write failed: {e}", self.address)));
         }
         Ok(())
     }
 
     fn describe(&self) -> String {
         format!("Carbon at {}", self.address)
+    }
+
+    fn describe_backend(&self) -> String {
+        "Carbon".into()
     }
 }
 
@@ -232,25 +298,29 @@ impl Transport for FileTransport {
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)
-                    .map_err(|e| SendError::Retryable(format!("cannot create {}: {e}", dir.display())))?;
+                    .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("cannot create {}: {e}", dir.display())))?;
             }
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)
-                .map_err(|e| SendError::Retryable(format!("cannot open {}: {e}", self.path.display())))?;
+                .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("cannot open {}: {e}", self.path.display())))?;
             self.file = Some(file);
         }
-        let Some(file) = self.file.as_mut() else { return Err(SendError::Retryable("no file".into())) };
+        let Some(file) = self.file.as_mut() else { return Err(SendError::Retryable(ErrorKind::Io, "no file".into())) };
         if let Err(e) = file.write_all(&self.buf) {
             self.file = None;
-            return Err(SendError::Retryable(format!("cannot write {}: {e}", self.path.display())));
+            return Err(SendError::Retryable(ErrorKind::Io, format!("cannot write {}: {e}", self.path.display())));
         }
         Ok(())
     }
 
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
+    }
+
+    fn describe_backend(&self) -> String {
+        "File".into()
     }
 }
 

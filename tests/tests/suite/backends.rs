@@ -155,7 +155,8 @@ fn kairosdb_400_is_logged_with_the_server_error_and_later_points_go_through() {
     assert!(log.contains("invalid datapoint"), "server error text missing: {log}");
     client.send(vec![Point::int("fine", 1_700_000_000, 7, "test")]);
     assert!(client.flush(Duration::from_secs(10)));
-    let points = kairos.received.lock().expect("lock").clone();
+    let points: Vec<Json> =
+        kairos.received.lock().expect("lock").iter().filter(|p| p["tags"]["type"] != "puypuy").cloned().collect();
     assert_eq!(points.len(), 1, "{points:?}");
     assert_eq!(points[0]["name"], "fine");
     assert_eq!(points[0]["timestamp"], 1_700_000_000_000u64);

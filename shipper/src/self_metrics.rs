@@ -1,0 +1,72 @@
+//! The shipper's self-metrics, sent through its own pipeline every `check_period_seconds` with
+//! `type=puypuy` (so they are batched, spooled and replayed like any point). All are totals since
+//! the shipper started, except the spool's current size and the last send's duration:
+//!
+//! | metric | meaning |
+//! |---|---|
+//! | `puypuy_shipper_points_received` | points taken from producers (and these self-metrics) |
+//! | `puypuy_shipper_points_invalid` | points refused on arrival (empty name, NaN/inf) |
+//! | `puypuy_shipper_points_sent` | points the backend accepted |
+//! | `puypuy_shipper_points_spooled` | points written to the spool |
+//! | `puypuy_shipper_points_replayed` | spooled points the backend then accepted |
+//! | `puypuy_shipper_points_dropped` | producers' points dropped because every bound was full |
+//! | `puypuy_shipper_self_points_dropped` | the same, for these self-metrics |
+//! | `puypuy_shipper_points_rejected` | points the backend refused as invalid (set aside) |
+//! | `puypuy_shipper_spool_files`, `puypuy_shipper_spool_bytes` | the spool now |
+//! | `puypuy_shipper_backend_errors` (tag `kind`: unreachable, timeout, status, io) | failed sends |
+//! | `puypuy_shipper_connections` | producer connections accepted |
+//! | `puypuy_shipper_last_send_seconds` | duration of the last send (float) |
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use puypuy_common::{schedule, Point};
+
+use crate::pipeline::{Input, Stats};
+use crate::transport::ErrorKind;
+
+pub fn points(stats: &Stats, timestamp: u64) -> Vec<Point> {
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+    let counters: [(&str, &AtomicU64); 11] = [
+        ("puypuy_shipper_points_received", &stats.points_received),
+        ("puypuy_shipper_points_invalid", &stats.points_invalid),
+        ("puypuy_shipper_points_sent", &stats.points_sent),
+        ("puypuy_shipper_points_spooled", &stats.points_spooled),
+        ("puypuy_shipper_points_replayed", &stats.points_replayed),
+        ("puypuy_shipper_points_dropped", &stats.points_dropped),
+        ("puypuy_shipper_self_points_dropped", &stats.self_points_dropped),
+        ("puypuy_shipper_points_rejected", &stats.points_rejected),
+        ("puypuy_shipper_spool_files", &stats.spool_files),
+        ("puypuy_shipper_spool_bytes", &stats.spool_bytes),
+        ("puypuy_shipper_connections", &stats.connections),
+    ];
+    let mut out: Vec<Point> = counters.iter().map(|(name, a)| Point::int(*name, timestamp, get(a), "puypuy")).collect();
+    for kind in ErrorKind::ALL {
+        out.push(
+            Point::int("puypuy_shipper_backend_errors", timestamp, stats.errors_of(kind) as i64, "puypuy")
+                .with_tag("kind", kind.name()),
+        );
+    }
+    let micros = stats.last_send_micros.load(Ordering::Relaxed) as f64;
+    out.push(Point::float("puypuy_shipper_last_send_seconds", timestamp, micros / 1e6, "puypuy"));
+    out
+}
+
+/// Every period, on the same wall-clock ticks as the collector, until `stop`.
+pub fn run(tx: Sender<Input>, stats: Arc<Stats>, period: Duration, stop: Arc<AtomicBool>) {
+    loop {
+        let tick = schedule::next_tick(SystemTime::now(), period);
+        let deadline = Instant::now() + schedule::until(tick, SystemTime::now());
+        while Instant::now() < deadline {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
+        }
+        if tx.send(Input::SelfMetrics(points(&stats, tick))).is_err() {
+            return;
+        }
+    }
+}
