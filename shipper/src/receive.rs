@@ -30,12 +30,15 @@ pub fn bind(socket: &Path) -> Result<Listener, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     let lock_path = socket.with_extension("lock");
-    let lock_file = OpenOptions::new()
+    // Created, then held open read-only: a writable fd would keep the folder's filesystem from
+    // being remounted read-only.
+    OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&lock_path)
-        .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        .map_err(|e| format!("cannot create {}: {e}", lock_path.display()))?;
+    let lock_file = File::open(&lock_path).map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
     let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
         format!("another shipper is already running on {} (stop it first: ./puypuy.sh stop shipper)", socket.display())
     })?;

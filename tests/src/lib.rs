@@ -163,7 +163,6 @@ impl Influx {
     pub const DB: &'static str = "puypuy";
 
     pub fn start(auth: bool) -> Influx {
-        let influxd = require("influxd");
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let rpc = free_port();
@@ -172,25 +171,44 @@ impl Influx {
             "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n[http]\n  enabled = true\n  bind-address = \"127.0.0.1:{port}\"\n  auth-enabled = {auth}\n  log-enabled = false\n[monitor]\n  store-enabled = false\n"
         );
         std::fs::write(dir.path().join("influxdb.conf"), conf).expect("write influx conf");
-        let log = std::fs::File::create(dir.path().join("influxd.log")).expect("log");
-        let proc = Proc::spawn(
-            "influxd",
-            Command::new(influxd)
-                .args(["run", "-config"])
-                .arg(dir.path().join("influxdb.conf"))
-                .stdout(log.try_clone().expect("log"))
-                .stderr(log),
-        );
+        let proc = Self::spawn(dir.path(), port);
         let mut influx = Influx { dir, port, auth: None, proc };
-        wait_for(Duration::from_secs(20), "influxd /ping", || {
-            http_get(&format!("http://127.0.0.1:{port}/ping")).filter(|(s, _)| *s == 204)
-        });
         if auth {
             influx.query_post("CREATE USER admin WITH PASSWORD 'secret' WITH ALL PRIVILEGES");
             influx.auth = Some(("admin".into(), "secret".into()));
         }
         influx.query_post(&format!("CREATE DATABASE {}", Self::DB));
         influx
+    }
+
+    fn spawn(dir: &Path, port: u16) -> Proc {
+        let influxd = require("influxd");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("influxd.log")).expect("log");
+        let proc = Proc::spawn(
+            "influxd",
+            Command::new(influxd)
+                .args(["run", "-config"])
+                .arg(dir.join("influxdb.conf"))
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log),
+        );
+        wait_for(Duration::from_secs(20), "influxd /ping", || {
+            http_get(&format!("http://127.0.0.1:{port}/ping")).filter(|(s, _)| *s == 204)
+        });
+        proc
+    }
+
+    /// Stops the server (SIGTERM) and waits until its port is closed.
+    pub fn stop(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        self.proc.wait_exit(Duration::from_secs(10));
+        let port = self.port;
+        wait_for(Duration::from_secs(10), "influxd's port to close", || (!tcp_ready(port)).then_some(()));
+    }
+
+    /// Starts it again on the same data and port.
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(self.dir.path(), self.port);
     }
 
     pub fn url(&self) -> String {
@@ -256,6 +274,71 @@ pub fn urlencode(s: &str) -> String {
         .collect()
 }
 
+// ---------------------------------------------------------------- A failing proxy
+
+/// An HTTP proxy in front of a real server that answers 500 while `failing` is set, for the
+/// fault-injection tests. It forwards method, path, query, body and the headers that matter.
+pub struct FlakyProxy {
+    pub port: u16,
+    pub failing: Arc<std::sync::atomic::AtomicBool>,
+    pub failures: Arc<std::sync::atomic::AtomicU64>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream: &str) -> FlakyProxy {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("proxy bind"));
+        let port = server.server_addr().to_ip().expect("ip").port();
+        let failing = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicU64::new(0));
+        let (s, f, n, upstream) = (Arc::clone(&server), Arc::clone(&failing), Arc::clone(&failures), upstream.to_string());
+        thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into();
+            for mut req in s.incoming_requests() {
+                let mut body = Vec::new();
+                let _ = req.as_reader().read_to_end(&mut body);
+                if f.load(Ordering::SeqCst) {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    let _ = req.respond(tiny_http::Response::from_string("{\"error\":\"injected failure\"}").with_status_code(500));
+                    continue;
+                }
+                let mut forward = agent.post(&format!("{upstream}{}", req.url()));
+                for h in req.headers() {
+                    let name = h.field.as_str().as_str().to_string();
+                    if ["content-type", "content-encoding", "authorization"].contains(&name.to_ascii_lowercase().as_str()) {
+                        forward = forward.header(&name, h.value.as_str());
+                    }
+                }
+                let response = match forward.send(&body[..]) {
+                    Ok(mut r) => {
+                        let status = r.status().as_u16();
+                        let text = r.body_mut().read_to_string().unwrap_or_default();
+                        tiny_http::Response::from_string(text).with_status_code(status)
+                    }
+                    Err(e) => tiny_http::Response::from_string(e.to_string()).with_status_code(502),
+                };
+                let _ = req.respond(response);
+            }
+        });
+        FlakyProxy { port, failing, failures, server }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
 // ---------------------------------------------------------------- Graphite carbon-cache
 
 pub struct Carbon {
@@ -266,11 +349,15 @@ pub struct Carbon {
 
 impl Carbon {
     pub fn start() -> Carbon {
+        Self::start_on(tempfile::tempdir().expect("tempdir"), free_port())
+    }
+
+    /// Starts carbon-cache with its pickle receiver on a given port.
+    pub fn start_on(dir: tempfile::TempDir, pickle: u16) -> Carbon {
         let carbon = require("carbon-cache");
         require("whisper-fetch");
-        let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
-        let (line, pickle, query) = (free_port(), free_port(), free_port());
+        let (line, query) = (free_port(), free_port());
         std::fs::create_dir_all(dir.path().join("conf")).expect("conf dir");
         let conf = format!(
             "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\nWHITELISTS_DIR = {d}/storage/lists/\nLOG_DIR = {d}/storage/log/\nPID_DIR = {d}/storage/\nDATABASE = whisper\nUSER =\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle}\nPICKLE_RECEIVER_MAX_LENGTH = 1048576\nUSE_INSECURE_UNPICKLER = False\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\nLOG_CREATES = True\nLOG_UPDATES = False\nENABLE_TAGS = False\nCARBON_METRIC_INTERVAL = 0\n"
@@ -446,6 +533,7 @@ impl Drop for KairosMock {
 pub struct Agent {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    socket: PathBuf,
 }
 
 impl Agent {
@@ -471,8 +559,16 @@ impl Agent {
             }
         }
         text.push_str(&format!("{self_extra}\n\n{rest}\n"));
+        let value_of = |key: &str| {
+            self_extra.lines().find_map(|l| {
+                let (k, v) = l.split_once([':', '='])?;
+                (k.trim() == key).then(|| PathBuf::from(v.trim()))
+            })
+        };
+        let tmpdir = value_of("tmpdir").map(|t| dir.path().join(t)).unwrap_or_else(|| dir.path().join("spool"));
+        let socket = value_of("socket").map(|s| dir.path().join(s)).unwrap_or_else(|| tmpdir.join("shipper.sock"));
         std::fs::write(&config, text).expect("write config");
-        Agent { dir, config }
+        Agent { dir, config, socket }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -486,7 +582,7 @@ impl Agent {
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.path("spool/shipper.sock")
+        self.socket.clone()
     }
 
     pub fn start_shipper(&self) -> Proc {

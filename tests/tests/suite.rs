@@ -4,6 +4,8 @@
 mod backends;
 #[path = "suite/config_errors.rs"]
 mod config_errors;
+#[path = "suite/faults.rs"]
+mod faults;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/scripts.rs"]

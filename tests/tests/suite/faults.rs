@@ -1,0 +1,256 @@
+//! Fault injection: the backend down, answering 500, the shipper killed, the spool full, corrupt
+//! or on a full or read-only disk. Each test counts exactly what arrived.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use puypuy_common::client::SenderClient;
+use puypuy_common::Point;
+use puypuy_tests::{wait_for, Agent, Carbon, FlakyProxy, Influx};
+
+const BASE: u64 = 1_700_000_000;
+
+fn influx_config(url: &str) -> String {
+    format!("[TSDB]\ntsdtype = InfluxDB\naddress = {url}\ndatabase = {}\n", Influx::DB)
+}
+
+/// A producer sending point `i` (value i, timestamp BASE + i) every `every`, `count` points, from
+/// its own thread.
+fn steady_producer(agent: &Agent, name: &'static str, count: u64, every: Duration) -> thread::JoinHandle<SenderClient> {
+    let client = SenderClient::start(&agent.socket(), "fault-test", 100_000);
+    thread::spawn(move || {
+        let start = Instant::now();
+        for i in 0..count {
+            client.send(vec![Point::int(name, BASE + i, i as i64, "fault")]);
+            let next = start + every * (i as u32 + 1);
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+        client
+    })
+}
+
+fn arrived(influx: &Influx, name: &str) -> BTreeSet<u64> {
+    influx.points(name).into_iter().map(|p| p.0 - BASE).collect()
+}
+
+fn wait_all(influx: &Influx, name: &str, count: u64, timeout: Duration) {
+    let got = wait_for(timeout, &format!("all {count} {name} points"), || {
+        let got = arrived(influx, name);
+        (got.len() as u64 >= count).then_some(got)
+    });
+    let expected: BTreeSet<u64> = (0..count).collect();
+    assert_eq!(got, expected);
+}
+
+fn latest(influx: &Influx, name: &str) -> Option<i64> {
+    influx.points(name).last().and_then(|p| p.1.as_i64())
+}
+
+#[test]
+fn backend_down_for_a_minute_then_every_point_arrives() {
+    let outage = Duration::from_secs(std::env::var("PUYPUY_OUTAGE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60));
+    let mut influx = Influx::start(false);
+    let agent = Agent::new("", &influx_config(&influx.url()));
+    let _shipper = agent.start_shipper();
+    let count = (outage.as_secs() + 15) * 10;
+    let producer = steady_producer(&agent, "fi_steady", count, Duration::from_millis(100));
+    wait_for(Duration::from_secs(10), "the first points", || (!arrived(&influx, "fi_steady").is_empty()).then_some(()));
+    influx.stop();
+    thread::sleep(outage);
+    influx.restart();
+    let client = producer.join().expect("producer");
+    assert!(client.flush(Duration::from_secs(60)), "producer frames not acknowledged");
+    wait_all(&influx, "fi_steady", count, Duration::from_secs(60));
+    assert!(agent.log().contains("spooling and retrying"), "{}", agent.log());
+    // The spool drained and nothing was dropped.
+    wait_for(Duration::from_secs(10), "an empty spool", || (latest(&influx, "puypuy_shipper_spool_files") == Some(0)).then_some(()));
+    assert_eq!(latest(&influx, "puypuy_shipper_points_dropped"), Some(0));
+    assert!(latest(&influx, "puypuy_shipper_points_replayed").unwrap_or(0) > 0);
+}
+
+#[test]
+fn shipper_killed_repeatedly_under_load_loses_nothing() {
+    let influx = Influx::start(false);
+    let agent = Agent::new("", &influx_config(&influx.url()));
+    let mut shipper = agent.start_shipper();
+    let count = 400;
+    let producer = steady_producer(&agent, "fi_kill", count, Duration::from_millis(20));
+    for _ in 0..4 {
+        thread::sleep(Duration::from_millis(1200));
+        shipper.signal(nix::sys::signal::Signal::SIGKILL);
+        shipper.wait_exit(Duration::from_secs(5));
+        shipper = agent.start_shipper();
+    }
+    let client = producer.join().expect("producer");
+    assert!(client.flush(Duration::from_secs(30)), "producer frames not acknowledged");
+    wait_all(&influx, "fi_kill", count, Duration::from_secs(30));
+    assert!(client.stats().reconnects >= 4);
+}
+
+#[test]
+fn backend_answering_500_for_a_while_loses_nothing() {
+    let influx = Influx::start(false);
+    let proxy = FlakyProxy::start(&influx.url());
+    let agent = Agent::new("", &influx_config(&proxy.url()));
+    let _shipper = agent.start_shipper();
+    let count = 150;
+    let producer = steady_producer(&agent, "fi_500", count, Duration::from_millis(50));
+    thread::sleep(Duration::from_secs(2));
+    proxy.failing.store(true, Ordering::SeqCst);
+    thread::sleep(Duration::from_secs(4));
+    proxy.failing.store(false, Ordering::SeqCst);
+    let client = producer.join().expect("producer");
+    assert!(client.flush(Duration::from_secs(30)));
+    wait_all(&influx, "fi_500", count, Duration::from_secs(30));
+    assert!(proxy.failures.load(Ordering::SeqCst) > 0, "the proxy never failed a request");
+    assert!(agent.log().contains("answered 500"), "{}", agent.log());
+}
+
+#[test]
+fn full_spool_drops_exactly_the_oldest_and_counts_them() {
+    let mut influx = Influx::start(false);
+    let agent = Agent::new("max_cache: 8\nbatch_ms: 0", &influx_config(&influx.url()));
+    influx.stop();
+    let _shipper = agent.start_shipper();
+    let count = 60;
+    let producer = steady_producer(&agent, "fi_cap", count, Duration::from_millis(30));
+    let client = producer.join().expect("producer");
+    assert!(client.flush(Duration::from_secs(30)), "frames must be acked (spooled or dropped)");
+    influx.restart();
+    // Wait until the spool is drained: its self-metric reaches 0 after a replay.
+    wait_for(Duration::from_secs(60), "the spool to drain", || {
+        (latest(&influx, "puypuy_shipper_spool_files") == Some(0) && influx.points("puypuy_shipper_spool_files").len() > 1).then_some(())
+    });
+    let got = arrived(&influx, "fi_cap");
+    assert!(!got.is_empty() && (got.len() as u64) < count, "expected some but not all points: {got:?}");
+    let first = *got.iter().next().expect("first");
+    let expected: BTreeSet<u64> = (first..count).collect();
+    assert_eq!(got, expected, "the points kept are not exactly the newest ones");
+    let dropped = wait_for(Duration::from_secs(10), "the dropped self-metric", || latest(&influx, "puypuy_shipper_points_dropped"));
+    assert_eq!(dropped as u64, count - got.len() as u64, "dropped-points self-metric vs points missing");
+    assert!(agent.log().contains("spool full: dropped its oldest batch"), "{}", agent.log());
+}
+
+#[test]
+fn corrupt_spool_file_is_set_aside_and_the_rest_arrives() {
+    let mut influx = Influx::start(false);
+    let agent = Agent::new("batch_ms: 0\nself_metrics: no", &influx_config(&influx.url()));
+    influx.stop();
+    let mut shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "test", 100);
+    for i in 0..10u64 {
+        client.send(vec![Point::int("fi_corrupt", BASE + i, i as i64, "fault")]);
+        assert!(client.flush(Duration::from_secs(10)), "frame {i} not spooled");
+    }
+    shipper.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(shipper.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
+    let spool = agent.path("spool/spool");
+    let mut files: Vec<_> = std::fs::read_dir(&spool).expect("spool dir").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "spool")).collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    // Which points the victim holds, read through the documented layout.
+    let victim = files[1].clone();
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let b = bytes[11] as usize;
+    let payload = &bytes[12 + b + 12..];
+    let lost: BTreeSet<u64> = puypuy_common::frame::decode_points(payload).expect("decode").iter().map(|p| p.timestamp - BASE).collect();
+    let middle = bytes.len() - 3;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&victim, bytes).expect("corrupt");
+    influx.restart();
+    let _shipper = agent.start_shipper();
+    let expected: BTreeSet<u64> = (0..10).filter(|i| !lost.contains(i)).collect();
+    let got = wait_for(Duration::from_secs(30), "the other batches", || {
+        let got = arrived(&influx, "fi_corrupt");
+        (got.len() >= expected.len()).then_some(got)
+    });
+    assert_eq!(got, expected);
+    assert!(spool.join("corrupt").join(victim.file_name().expect("name")).exists());
+    assert!(agent.log().contains("is unreadable (checksum mismatch)"), "{}", agent.log());
+}
+
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).expect("mount point");
+        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().expect("mount");
+        assert!(ok.success(), "cannot mount a tmpfs (the suite runs as root)");
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    fn remount(&self, options: &str) {
+        let ok = Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(&self.path).status().expect("remount");
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
+    let mut influx = Influx::start(false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let fs = Tmpfs::mount(&work.path().join("tmpdir"), "512k");
+    let agent = Agent::new(&format!("tmpdir: {}\nbatch_ms: 0", fs.path.display()), &influx_config(&influx.url()));
+    let mut shipper = agent.start_shipper();
+    // Fill the disk, then take the backend away: the spool cannot be written.
+    let filler = fs.path.join("filler");
+    let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).args(["bs=4k", "count=1000"]).output();
+    influx.stop();
+    let client = SenderClient::start(&agent.socket(), "test", 1000);
+    for i in 0..20u64 {
+        client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
+        thread::sleep(Duration::from_millis(20));
+    }
+    wait_for(Duration::from_secs(15), "the spool error in the log", || agent.log().contains("cannot write to the spool").then_some(()));
+    // Read-only as well, for a while.
+    std::fs::remove_file(&filler).expect("free space");
+    fs.remount("ro");
+    for i in 20..30u64 {
+        client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
+    }
+    thread::sleep(Duration::from_secs(2));
+    assert!(shipper.is_running(), "the shipper died on a full or read-only disk");
+    fs.remount("rw");
+    influx.restart();
+    assert!(client.flush(Duration::from_secs(30)), "frames never acknowledged after recovery");
+    wait_all(&influx, "fi_full", 30, Duration::from_secs(30));
+    assert!(shipper.is_running());
+}
+
+#[test]
+fn carbon_down_at_first_then_spooled_points_arrive() {
+    let carbon_dir = tempfile::tempdir().expect("tempdir");
+    let port = puypuy_tests::free_port();
+    let agent = Agent::new("batch_ms: 0", &format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{port}\n"));
+    let _shipper = agent.start_shipper();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let client = SenderClient::start(&agent.socket(), "test", 100);
+    for i in 0..20u64 {
+        client.send(vec![Point::int("fi_carbon", now - 100 + i, i as i64, "fault")]);
+    }
+    assert!(client.flush(Duration::from_secs(15)), "points not spooled");
+    assert!(agent.log().contains("spooling and retrying"), "{}", agent.log());
+    let carbon = Carbon::start_on(carbon_dir, port);
+    let host = Agent::host().replace('.', "_");
+    let path = format!("testcluster.testgroup.{host}.fi_carbon");
+    let values = wait_for(Duration::from_secs(30), "20 points in whisper", || {
+        let v = carbon.fetch(&path, 200);
+        (v.len() == 20).then_some(v)
+    });
+    let got: Vec<(u64, f64)> = values.into_iter().map(|(t, v)| (t - (now - 100), v)).collect();
+    let expected: Vec<(u64, f64)> = (0..20).map(|i| (i, i as f64)).collect();
+    assert_eq!(got, expected);
+}
