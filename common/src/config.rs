@@ -159,6 +159,20 @@ impl fmt::Debug for Tsdb {
     }
 }
 
+/// `[Relay]`: the shipper's inputs for other programs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub opentsdb_listen: Option<std::net::SocketAddr>,
+    pub graphite_listen: Option<std::net::SocketAddr>,
+    pub graphite_udp: bool,
+    pub http_listen: Option<std::net::SocketAddr>,
+    pub max_line_bytes: usize,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    /// Group given to the shipper's Unix socket (mode 0660).
+    pub socket_group: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -166,6 +180,7 @@ pub struct Config {
     pub tsdb: Tsdb,
     /// `[Tags]`: extra tags for every point, in file order.
     pub tags: Vec<(String, String)>,
+    pub relay: RelayConfig,
     /// Lines worth a warning at start (unknown keys, deprecated ones); not errors.
     pub warnings: Vec<String>,
     /// The raw file, for the sections other processes read (service checks, JMX targets, …).
@@ -337,11 +352,12 @@ impl Config {
         let self_config = read_self_config(file, base, &ini, &mut errors, &mut warnings);
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
         let tags = read_tags(file, &ini, &mut errors);
+        let relay = read_relay(file, &ini, &mut errors, &mut warnings);
         if errors.is_empty() {
             check_tmpdir(file, &self_config.tmpdir, &mut errors);
         }
         match (errors.is_empty(), tsdb) {
-            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, warnings, ini }),
+            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, warnings, ini }),
             _ => Err(ConfigErrors(errors)),
         }
     }
@@ -614,6 +630,57 @@ fn read_tags(file: &Path, ini: &Ini, errors: &mut Vec<ConfigError>) -> Vec<(Stri
         tags.push((key.to_string(), value.trim().to_string()));
     }
     tags
+}
+
+const RELAY_KEYS: &[&str] = &[
+    "opentsdb_listen",
+    "graphite_listen",
+    "graphite_udp",
+    "http_listen",
+    "max_line_bytes",
+    "max_connections",
+    "idle_timeout_seconds",
+    "socket_group",
+];
+
+/// `PORT` alone binds loopback; `HOST:PORT` binds what it says.
+pub fn parse_listen(raw: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    raw.to_socket_addrs()
+        .map_err(|e| format!("{raw:?} is not an address: {e} (expected PORT or HOST:PORT)"))?
+        .next()
+        .ok_or_else(|| format!("{raw:?} resolves to nothing (expected PORT or HOST:PORT)"))
+}
+
+fn read_relay(file: &Path, ini: &Ini, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) -> RelayConfig {
+    warn_unknown_keys(ini, "Relay", RELAY_KEYS, warnings);
+    let mut r = SectionReader::new(file, ini, "Relay", errors);
+    let listen = |r: &mut SectionReader, key: &str| match r.get(key) {
+        None | Some("") => None,
+        Some(raw) => match parse_listen(raw) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                r.error(Some(key), e);
+                None
+            }
+        },
+    };
+    let opentsdb_listen = listen(&mut r, "opentsdb_listen");
+    let graphite_listen = listen(&mut r, "graphite_listen");
+    let http_listen = listen(&mut r, "http_listen");
+    RelayConfig {
+        opentsdb_listen,
+        graphite_listen,
+        graphite_udp: r.boolean("graphite_udp", false),
+        http_listen,
+        max_line_bytes: r.number("max_line_bytes", 65_536usize, 64),
+        max_connections: r.number("max_connections", 1024usize, 1),
+        idle_timeout: Duration::from_secs(r.number("idle_timeout_seconds", 300u64, 1)),
+        socket_group: r.get("socket_group").filter(|g| !g.is_empty()).map(str::to_string),
+    }
 }
 
 fn check_tmpdir(file: &Path, tmpdir: &Path, errors: &mut Vec<ConfigError>) {

@@ -12,9 +12,9 @@ use puypuy_common::cli::{Cli, USAGE_OPTIONS};
 use puypuy_common::{hostname, logging, Config};
 use puypuy_shipper::pipeline::{self, BatcherSettings, DeliverySettings, Input, Stats};
 use puypuy_shipper::spool::{DropPolicy, RejectedDir, Spool};
-use puypuy_shipper::{receive, self_metrics, tags::HostTags, transport};
+use puypuy_shipper::{receive, relay, self_metrics, send, tags::HostTags, transport};
 
-const USAGE: &str = "usage: puypuy-shipper [--config PATH]";
+const USAGE: &str = "usage: puypuy-shipper [--config PATH]\n       puypuy-shipper [--config PATH] send NAME VALUE [--type T] [--rate] [--timestamp TS] [tag=value ...]";
 
 fn main() -> ExitCode {
     let cli = match Cli::parse(std::env::args().skip(1)) {
@@ -28,10 +28,14 @@ fn main() -> ExitCode {
         println!("{USAGE}\n{USAGE_OPTIONS}");
         return ExitCode::SUCCESS;
     }
-    if let Some(extra) = cli.rest.first() {
-        eprintln!("puypuy-shipper: unexpected argument {extra:?}\n{USAGE}");
-        return ExitCode::from(2);
-    }
+    let send_args = match cli.rest.first().map(String::as_str) {
+        Some("send") => Some(cli.rest[1..].to_vec()),
+        Some(extra) => {
+            eprintln!("puypuy-shipper: unexpected argument {extra:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        None => None,
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -42,6 +46,9 @@ fn main() -> ExitCode {
     if cli.check_config {
         println!("{}: configuration OK", config.file.display());
         return ExitCode::SUCCESS;
+    }
+    if let Some(args) = send_args {
+        return send::run(&config, &args);
     }
     if let Err(e) = logging::init("puypuy-shipper", &config.self_config.log_file, config.self_config.debug_log) {
         eprintln!("puypuy-shipper: {e}");
@@ -67,7 +74,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     let s = &config.self_config;
     let socket = s.socket.clone();
-    let bound = receive::bind(&socket).map_err(anyhow::Error::msg)?;
+    let bound = receive::bind(&socket, config.relay.socket_group.as_deref()).map_err(anyhow::Error::msg)?;
     let host = hostname::host_name(s.shorthostname);
     let transport = transport::from_config(&config.tsdb, s.batch_points);
     log::info!(
@@ -118,12 +125,13 @@ fn run(config: Config) -> anyhow::Result<()> {
         .name("accept".into())
         .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
+    let relay_stats = relay::server::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
     if s.self_metrics {
         let (tx, stats, period) = (input_tx.clone(), Arc::clone(&stats), config.period());
         let stop = Arc::clone(&terminate);
         thread::Builder::new()
             .name("self-metrics".into())
-            .spawn(move || self_metrics::run(tx, stats, period, stop))
+            .spawn(move || self_metrics::run(tx, stats, relay_stats, period, stop))
             .context("cannot start the self-metrics thread")?;
     }
 

@@ -25,7 +25,7 @@ pub struct Listener {
     _lock: Flock<File>,
 }
 
-pub fn bind(socket: &Path) -> Result<Listener, String> {
+pub fn bind(socket: &Path, group: Option<&str>) -> Result<Listener, String> {
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
@@ -49,6 +49,14 @@ pub fn bind(socket: &Path) -> Result<Listener, String> {
     let listener = UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot set the mode of {}: {e}", socket.display()))?;
+    if let Some(name) = group {
+        let gid = match nix::unistd::Group::from_name(name) {
+            Ok(Some(g)) => g.gid,
+            _ => return Err(format!("[Relay] socket_group: no group {name:?} on this host")),
+        };
+        nix::unistd::chown(socket, None, Some(gid))
+            .map_err(|e| format!("cannot give {} to group {name}: {e}", socket.display()))?;
+    }
     Ok(Listener { listener, _lock: lock })
 }
 

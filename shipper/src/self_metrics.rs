@@ -16,6 +16,7 @@
 //! | `puypuy_shipper_backend_errors` (tag `kind`: unreachable, timeout, status, io) | failed sends |
 //! | `puypuy_shipper_connections` | producer connections accepted |
 //! | `puypuy_shipper_last_send_seconds` | duration of the last send (float) |
+//! | `puypuy_relay_lines_accepted`, `puypuy_relay_lines_rejected`, `puypuy_relay_connections` (tag `input`: opentsdb, graphite, http) | per relay input |
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,9 +26,10 @@ use crossbeam_channel::Sender;
 use puypuy_common::{schedule, Point};
 
 use crate::pipeline::{Input, Stats};
+use crate::relay::server::InputStats;
 use crate::transport::ErrorKind;
 
-pub fn points(stats: &Stats, timestamp: u64) -> Vec<Point> {
+pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<Point> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
     let counters: [(&str, &AtomicU64); 11] = [
         ("puypuy_shipper_points_received", &stats.points_received),
@@ -49,13 +51,22 @@ pub fn points(stats: &Stats, timestamp: u64) -> Vec<Point> {
                 .with_tag("kind", kind.name()),
         );
     }
+    for input in relay {
+        for (name, a) in [
+            ("puypuy_relay_lines_accepted", &input.accepted),
+            ("puypuy_relay_lines_rejected", &input.rejected),
+            ("puypuy_relay_connections", &input.connections),
+        ] {
+            out.push(Point::int(name, timestamp, get(a), "puypuy").with_tag("input", input.name));
+        }
+    }
     let micros = stats.last_send_micros.load(Ordering::Relaxed) as f64;
     out.push(Point::float("puypuy_shipper_last_send_seconds", timestamp, micros / 1e6, "puypuy"));
     out
 }
 
 /// Every period, on the same wall-clock ticks as the collector, until `stop`.
-pub fn run(tx: Sender<Input>, stats: Arc<Stats>, period: Duration, stop: Arc<AtomicBool>) {
+pub fn run(tx: Sender<Input>, stats: Arc<Stats>, relay: Vec<Arc<InputStats>>, period: Duration, stop: Arc<AtomicBool>) {
     loop {
         let tick = schedule::next_tick(SystemTime::now(), period);
         let deadline = Instant::now() + schedule::until(tick, SystemTime::now());
@@ -65,7 +76,7 @@ pub fn run(tx: Sender<Input>, stats: Arc<Stats>, period: Duration, stop: Arc<Ato
             }
             std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
         }
-        if tx.send(Input::SelfMetrics(points(&stats, tick))).is_err() {
+        if tx.send(Input::SelfMetrics(points(&stats, &relay, tick))).is_err() {
             return;
         }
     }

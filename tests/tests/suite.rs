@@ -8,6 +8,8 @@ mod config_errors;
 mod faults;
 #[path = "suite/rates.rs"]
 mod rates;
+#[path = "suite/relay.rs"]
+mod relay;
 #[path = "suite/scripts.rs"]
 mod scripts;
 #[path = "suite/socket.rs"]

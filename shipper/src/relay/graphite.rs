@@ -1,0 +1,77 @@
+//! Graphite plaintext lines (<https://graphite.readthedocs.io/en/latest/feeding-carbon.html>):
+//!
+//! ```text
+//! servers.web01.load 0.42 1700000000
+//! servers.web01.load;dc=eu 0.42 1700000000
+//! ```
+//!
+//! The path is kept whole as the metric name (tags after `;`, Graphite 1.1 style, become tags). A
+//! missing timestamp or `-1` means now. For the Carbon backend the usual `cluster.group.HOST.`
+//! prefix is added like for every point; for the others the dotted path is the name.
+
+use puypuy_common::{Point, Value};
+
+pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
+    let mut fields = line.split_ascii_whitespace();
+    let path = fields.next().ok_or("empty line")?;
+    let value = fields.next().ok_or("missing value (expected: path value timestamp)")?;
+    let value: f64 = value.parse().map_err(|_| format!("invalid value {value:?}"))?;
+    if !value.is_finite() {
+        return Err(format!("value {value} is not finite"));
+    }
+    let timestamp = match fields.next() {
+        None | Some("-1") => now,
+        Some(ts) => {
+            let t: f64 = ts.parse().map_err(|_| format!("invalid timestamp {ts:?}"))?;
+            if !(0.0..1e13).contains(&t) {
+                return Err(format!("invalid timestamp {ts:?}"));
+            }
+            t as u64
+        }
+    };
+    if let Some(extra) = fields.next() {
+        return Err(format!("unexpected field {extra:?} (expected: path value timestamp)"));
+    }
+    let mut parts = path.split(';');
+    let name = parts.next().filter(|n| !n.is_empty()).ok_or("empty metric path")?;
+    let mut point = Point::new(name, timestamp, Value::Float(value), "relay");
+    for tag in parts {
+        match tag.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => point.tags.push((k.to_string(), v.to_string())),
+            _ => return Err(format!("invalid tag {tag:?} (expected key=value)")),
+        }
+    }
+    Ok(point)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_plain_and_tagged_lines() {
+        let p = parse_plain("servers.web01.load 0.42 1700000000", 5).unwrap();
+        assert_eq!((p.name.as_str(), p.value, p.timestamp), ("servers.web01.load", Value::Float(0.42), 1700000000));
+        let t = parse_plain("a.b;dc=eu;rack=1 1 -1", 5).unwrap();
+        assert_eq!(t.timestamp, 5);
+        assert_eq!(t.tags, vec![("dc".into(), "eu".into()), ("rack".into(), "1".into())]);
+        assert!(parse_plain("a.b x 1", 5).is_err());
+        assert!(parse_plain("a.b 1 2 3", 5).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,100}") {
+            let _ = parse_plain(&s, 1);
+        }
+
+        #[test]
+        fn valid_lines_round_trip(path in "[a-z][a-z0-9_]{0,8}(\\.[a-z0-9_]{1,8}){0,3}", v in -1e9f64..1e9, ts in 1_000_000_000u64..2_000_000_000) {
+            let p = parse_plain(&format!("{path} {v} {ts}"), 0).unwrap();
+            prop_assert_eq!(p.name, path);
+            prop_assert_eq!(p.value, Value::Float(v));
+            prop_assert_eq!(p.timestamp, ts);
+        }
+    }
+}
