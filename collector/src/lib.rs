@@ -6,3 +6,6 @@ pub mod context;
 
 #[cfg(test)]
 mod snapshot_tests;
+
+#[cfg(test)]
+mod service_tests;

@@ -4,17 +4,68 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use puypuy_collector::checks::service::ServiceCheck;
 use puypuy_collector::checks::{self, CheckFn};
 use puypuy_collector::context::{self, Context};
 use puypuy_common::config::resolve;
 use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
 use puypuy_common::schedule;
 
+/// One configured service and whether its last run failed (to log once per outage).
+struct Service {
+    label: String,
+    check: Mutex<Box<dyn ServiceCheck>>,
+    failing: Mutex<bool>,
+    busy_logged: Mutex<bool>,
+}
+
+/// Runs one service check in its own thread and emits its points when it is done; a check still
+/// running from an earlier cycle is not started again.
+fn spawn_service(service: &Arc<Service>, producer: &Arc<Producer>, tick: u64) -> Option<thread::JoinHandle<()>> {
+    let (service, producer) = (Arc::clone(service), Arc::clone(producer));
+    thread::Builder::new()
+        .name(format!("check-{}", service.label))
+        .spawn(move || {
+            let Ok(mut check) = service.check.try_lock() else {
+                let mut logged = service.busy_logged.lock().unwrap_or_else(|e| e.into_inner());
+                if !*logged {
+                    log::warn!("check {} is still running from an earlier cycle; skipped", service.label);
+                    *logged = true;
+                }
+                return;
+            };
+            *service.busy_logged.lock().unwrap_or_else(|e| e.into_inner()) = false;
+            let result = check.collect(tick);
+            drop(check);
+            let mut failing = service.failing.lock().unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(points) => {
+                    if *failing {
+                        log::info!("check {} works again", service.label);
+                        *failing = false;
+                    }
+                    producer.emit(points);
+                }
+                Err(e) => {
+                    if !*failing {
+                        log::warn!("check {} failed: {e}; logged once until it works again", service.label);
+                        *failing = true;
+                    } else {
+                        log::debug!("check {} still failing: {e}", service.label);
+                    }
+                }
+            }
+        })
+        .ok()
+}
+
 fn main() -> ExitCode {
     let producer = match Producer::init("puypuy-collector", "collector") {
-        Ok(p) => p,
+        Ok(p) => Arc::new(p),
         Err(code) => return code,
     };
     let s = &producer.config.self_config;
@@ -29,6 +80,22 @@ fn main() -> ExitCode {
         .unwrap_or_default();
     let period = producer.config.period();
     log::info!("system checks: {}", enabled.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
+    let services: Vec<Arc<Service>> = producer
+        .config
+        .services
+        .iter()
+        .map(|c| {
+            Arc::new(Service {
+                label: c.section.clone(),
+                check: Mutex::new(checks::service_check(c)),
+                failing: Mutex::new(false),
+                busy_logged: Mutex::new(false),
+            })
+        })
+        .collect();
+    if !services.is_empty() {
+        log::info!("service checks: {}", services.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", "));
+    }
     let mut failing: HashSet<&str> = HashSet::new();
     loop {
         let tick = if producer.cli.once {
@@ -66,7 +133,11 @@ fn main() -> ExitCode {
         }
         log::debug!("cycle {tick}: {} points in {:.1?}", points.len(), started.elapsed());
         producer.emit(points);
+        let running: Vec<thread::JoinHandle<()>> = services.iter().filter_map(|s| spawn_service(s, &producer, tick)).collect();
         if producer.cli.once {
+            for r in running {
+                let _ = r.join();
+            }
             return producer.finish(ONCE_TIMEOUT);
         }
     }

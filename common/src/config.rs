@@ -181,6 +181,8 @@ pub struct Config {
     /// `[Tags]`: extra tags for every point, in file order.
     pub tags: Vec<(String, String)>,
     pub relay: RelayConfig,
+    /// Service checks configured by their sections.
+    pub services: Vec<crate::services::ServiceConfig>,
     /// Lines worth a warning at start (unknown keys, deprecated ones); not errors.
     pub warnings: Vec<String>,
     /// The raw file, for the sections other processes read (service checks, JMX targets, …).
@@ -353,11 +355,13 @@ impl Config {
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
         let tags = read_tags(file, &ini, &mut errors);
         let relay = read_relay(file, &ini, &mut errors, &mut warnings);
+        let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
+        let services = crate::services::read_services(file, &ini, default_timeout, &mut errors, &mut warnings);
         if errors.is_empty() {
             check_tmpdir(file, &self_config.tmpdir, &mut errors);
         }
         match (errors.is_empty(), tsdb) {
-            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, warnings, ini }),
+            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, services, warnings, ini }),
             _ => Err(ConfigErrors(errors)),
         }
     }

@@ -12,6 +12,7 @@ pub mod logging;
 pub mod point;
 pub mod producer;
 pub mod schedule;
+pub mod services;
 
 pub use config::{Config, ConfigError};
 pub use point::{Point, Style, Value};

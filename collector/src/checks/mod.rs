@@ -27,3 +27,28 @@ pub const ALL: &[(&str, CheckFn)] = &[
     ("ipconntrack", ipconntrack::collect),
     ("openfiles", openfiles::collect),
 ];
+
+pub mod apache;
+pub mod haproxy;
+pub mod memcached;
+pub mod mysql;
+pub mod nginx;
+pub mod phpfpm;
+pub mod redis;
+pub mod service;
+
+use puypuy_common::services::{ServiceConfig, ServiceKind};
+
+/// The check for one configured service section.
+pub fn service_check(config: &ServiceConfig) -> Box<dyn service::ServiceCheck> {
+    let c = config.clone();
+    match config.kind {
+        ServiceKind::MySql => Box::new(mysql::MySql::new(c)),
+        ServiceKind::Nginx => Box::new(nginx::Nginx(c)),
+        ServiceKind::Apache => Box::new(apache::Apache(c)),
+        ServiceKind::Redis => Box::new(redis::Redis(c)),
+        ServiceKind::Memcached => Box::new(memcached::Memcached(c)),
+        ServiceKind::PhpFpm => Box::new(phpfpm::PhpFpm(c)),
+        ServiceKind::HaProxy => Box::new(haproxy::HaProxy(c)),
+    }
+}
