@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the test servers when missing (Debian packages), builds the
-# binaries, runs every unit and integration test. Run as root on Debian 12 (or with sudo rights).
+# binaries, runs every unit and integration test.
+export PATH="$PATH:/usr/sbin:/sbin" Run as root on Debian 12 (or with sudo rights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,13 @@ command -v carbon-cache >/dev/null 2>&1 || missing+=(graphite-carbon)
 command -v victoria-metrics >/dev/null 2>&1 || missing+=(victoria-metrics)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v setsid >/dev/null 2>&1 || missing+=(util-linux)
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ -x /usr/sbin/apache2 ] || missing+=(apache2)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+command -v php-fpm8.2 >/dev/null 2>&1 || [ -x /usr/sbin/php-fpm8.2 ] || missing+=(php-fpm)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test servers: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod services;
+
 pub const INSTALL_HINT: &str = "run ./tests/run.sh, which installs influxdb graphite-carbon python3-whisper victoria-metrics";
 
 /// The directory of the PuyPuy binaries built in the same profile as this test.

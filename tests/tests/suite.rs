@@ -12,6 +12,8 @@ mod rates;
 mod relay;
 #[path = "suite/scripts.rs"]
 mod scripts;
+#[path = "suite/services.rs"]
+mod services;
 #[path = "suite/socket.rs"]
 mod socket;
 #[path = "suite/supervisor.rs"]
