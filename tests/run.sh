@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs the test servers when missing (Debian packages), builds the
-# binaries, runs every unit and integration test.
-export PATH="$PATH:/usr/sbin:/sbin" Run as root on Debian 12 (or with sudo rights).
+# binaries, runs every unit and integration test. Run as root on Debian 12 (or with sudo rights).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/sbin"
 
 missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
