@@ -183,6 +183,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// Service checks configured by their sections.
     pub services: Vec<crate::services::ServiceConfig>,
+    /// `[JMX]` / `[JMX:NAME]` targets and the bridge's JVM settings.
+    pub jmx: crate::jmx::JmxConfig,
     /// Lines worth a warning at start (unknown keys, deprecated ones); not errors.
     pub warnings: Vec<String>,
     /// The raw file, for the sections other processes read (service checks, JMX targets, …).
@@ -357,11 +359,12 @@ impl Config {
         let relay = read_relay(file, &ini, &mut errors, &mut warnings);
         let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
         let services = crate::services::read_services(file, &ini, default_timeout, &mut errors, &mut warnings);
+        let jmx = crate::jmx::read_jmx(file, base, &ini, default_timeout, &mut errors, &mut warnings);
         if errors.is_empty() {
             check_tmpdir(file, &self_config.tmpdir, &mut errors);
         }
         match (errors.is_empty(), tsdb) {
-            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, services, warnings, ini }),
+            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, services, jmx, warnings, ini }),
             _ => Err(ConfigErrors(errors)),
         }
     }

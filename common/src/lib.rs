@@ -8,6 +8,7 @@ pub mod client;
 pub mod config;
 pub mod frame;
 pub mod hostname;
+pub mod jmx;
 pub mod logging;
 pub mod point;
 pub mod producer;

@@ -189,3 +189,69 @@ pub fn haproxy(backend_port: u16) -> HaProxy {
     wait_for(Duration::from_secs(15), "haproxy", || tcp_ready(stats_port).then_some(()));
     HaProxy { server: Server { dir, port, proc }, stats_port }
 }
+
+/// The Java fixture `tests/fixtures/JmxTarget.java`, compiled with javac and run with JMX remote
+/// on a free loopback port (optionally with a password file: user `monitor`, password `jmxpw`).
+pub struct JavaTarget {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub auth: bool,
+    pub proc: Proc,
+}
+
+impl JavaTarget {
+    pub fn start(auth: bool) -> JavaTarget {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(require("javac"))
+            .arg("-d")
+            .arg(dir.path())
+            .arg(crate::repo_root().join("tests/fixtures/JmxTarget.java"))
+            .output()
+            .expect("javac");
+        assert!(out.status.success(), "javac: {}", String::from_utf8_lossy(&out.stderr));
+        if auth {
+            let pw = dir.path().join("jmx.password");
+            std::fs::write(&pw, "monitor jmxpw\n").expect("password file");
+            std::fs::write(dir.path().join("jmx.access"), "monitor readonly\n").expect("access file");
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        }
+        let port = free_port();
+        let proc = Self::spawn(dir.path(), port, auth);
+        JavaTarget { dir, port, auth, proc }
+    }
+
+    fn spawn(dir: &Path, port: u16, auth: bool) -> Proc {
+        let mut cmd = Command::new(require("java"));
+        cmd.arg("-cp")
+            .arg(dir)
+            .arg("-Xmx64m")
+            .arg(format!("-Dcom.sun.management.jmxremote.port={port}"))
+            .arg(format!("-Dcom.sun.management.jmxremote.rmi.port={port}"))
+            .arg("-Dcom.sun.management.jmxremote.ssl=false")
+            .arg("-Dcom.sun.management.jmxremote.host=127.0.0.1")
+            .arg("-Djava.rmi.server.hostname=127.0.0.1")
+            .arg(format!("-Dcom.sun.management.jmxremote.authenticate={auth}"));
+        if auth {
+            cmd.arg(format!("-Dcom.sun.management.jmxremote.password.file={}", dir.join("jmx.password").display()))
+                .arg(format!("-Dcom.sun.management.jmxremote.access.file={}", dir.join("jmx.access").display()));
+        }
+        cmd.arg("JmxTarget");
+        let proc = logged(dir, "java", &mut cmd);
+        wait_for(Duration::from_secs(30), "the Java target's JMX port", || tcp_ready(port).then_some(()));
+        proc
+    }
+
+    pub fn url(&self) -> String {
+        format!("service:jmx:rmi:///jndi/rmi://127.0.0.1:{}/jmxrmi", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        self.proc.wait_exit(Duration::from_secs(10));
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(self.dir.path(), self.port, self.auth);
+    }
+}

@@ -6,6 +6,8 @@ mod backends;
 mod config_errors;
 #[path = "suite/faults.rs"]
 mod faults;
+#[path = "suite/jmx.rs"]
+mod jmx;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/relay.rs"]

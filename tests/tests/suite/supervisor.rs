@@ -125,7 +125,7 @@ fn killed_script_runner_comes_back_and_collector_points_never_stop() {
     let start = puypuy_sh(&agent, &["start"]);
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     wait_for(Duration::from_secs(20), "script_point", || (!influx.points("script_point").is_empty()).then_some(()));
-    let first = influx.points("sys_load_1").first().map(|p| p.0).expect("collector points");
+    let first = wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
     let runner_pidfile = agent.path("run/puypuy.script-runner.pid");
     let old = read_pid(&runner_pidfile).expect("runner pid");
     kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill runner");
