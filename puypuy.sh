@@ -5,7 +5,8 @@
 #   [PUYPUY_CONFIG=/path/config.ini] ./puypuy.sh start|stop|restart|status [PROCESS]
 #
 # PROCESS is shipper, collector, script-runner or jmx-bridge; without it the command acts on all
-# (shipper first on start, last on stop). Binaries run in place from this checkout's
+# that the config uses (shipper first on start, last on stop; the jmx-bridge only with a [JMX]
+# section). Binaries run in place from this checkout's
 # target/release/, built with cargo when missing or older than the sources. Exit codes follow the
 # LSB init-script conventions (status: 0 running, 1 dead with a pid file left, 3 not running).
 set -u
@@ -86,8 +87,10 @@ build_if_needed() {
   done
   [ "$stale" = 1 ] || return 0
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (see README.md) to build PuyPuy"
-  echo "building PuyPuy (cargo build --release)…"
-  (cd "$HERE" && cargo build --release --quiet --bins) || die "cargo build failed"
+  local packages=()
+  for name in "$@"; do packages+=(-p "puypuy-$name"); done
+  echo "building PuyPuy (cargo build --release ${packages[*]})…"
+  (cd "$HERE" && cargo build --release --quiet "${packages[@]}") || die "cargo build failed"
 }
 
 # The watchdog: runs one process, restarts it with a short backoff when it dies, stops it on TERM.
