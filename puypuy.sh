@@ -72,7 +72,7 @@ configured() {
 
 build_if_needed() {
   local stale=0 name bin
-  if [ "$BIN_DIR" != "$HERE/target/release" ]; then
+  if [ -n "${PUYPUY_BIN_DIR:-}" ]; then
     # Binaries from elsewhere (a package, a test build): use them as they are.
     for name in "$@"; do [ -x "$(binary_of "$name")" ] || die "$(binary_of "$name") is missing"; done
     return 0

@@ -12,6 +12,7 @@ use puypuy_collector::checks::service::ServiceCheck;
 use puypuy_collector::checks::{self, CheckFn};
 use puypuy_collector::context::{self, Context};
 use puypuy_common::config::resolve;
+use puypuy_common::Config;
 use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
 use puypuy_common::schedule;
 
@@ -63,47 +64,68 @@ fn spawn_service(service: &Arc<Service>, producer: &Arc<Producer>, tick: u64) ->
         .ok()
 }
 
+/// What one cycle runs, built from the config (again on every reload).
+struct Plan {
+    config: Config,
+    enabled: Vec<(&'static str, CheckFn)>,
+    pid_files: Vec<(String, PathBuf)>,
+    services: Vec<Arc<Service>>,
+}
+
+impl Plan {
+    fn new(config: Config) -> Plan {
+        let s = &config.self_config;
+        let enabled: Vec<(&'static str, CheckFn)> =
+            checks::ALL.iter().filter(|(name, _)| s.system_checks.iter().any(|c| c == name)).copied().collect();
+        let base = config.file.parent().map(PathBuf::from).unwrap_or_default();
+        let pid_files: Vec<(String, PathBuf)> = config
+            .ini
+            .section(Some("Open Files"))
+            .map(|props| props.iter().map(|(k, v)| (k.to_string(), resolve(&base, v.trim()))).collect())
+            .unwrap_or_default();
+        let services: Vec<Arc<Service>> = config
+            .services
+            .iter()
+            .map(|c| {
+                Arc::new(Service {
+                    label: c.section.clone(),
+                    check: Mutex::new(checks::service_check(c)),
+                    failing: Mutex::new(false),
+                    busy_logged: Mutex::new(false),
+                })
+            })
+            .collect();
+        log::info!(
+            "period {} s; system checks: {}; service checks: {}",
+            s.check_period_seconds,
+            enabled.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            if services.is_empty() { "none".to_string() } else { services.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", ") }
+        );
+        Plan { config, enabled, pid_files, services }
+    }
+}
+
 fn main() -> ExitCode {
     let producer = match Producer::init("puypuy-collector", "collector") {
         Ok(p) => Arc::new(p),
         Err(code) => return code,
     };
-    let s = &producer.config.self_config;
-    let enabled: Vec<(&str, CheckFn)> =
-        checks::ALL.iter().filter(|(name, _)| s.system_checks.iter().any(|c| c == name)).copied().collect();
-    let base = producer.config.file.parent().map(PathBuf::from).unwrap_or_default();
-    let pid_files: Vec<(String, PathBuf)> = producer
-        .config
-        .ini
-        .section(Some("Open Files"))
-        .map(|props| props.iter().map(|(k, v)| (k.to_string(), resolve(&base, v.trim()))).collect())
-        .unwrap_or_default();
-    let period = producer.config.period();
-    log::info!("system checks: {}", enabled.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "));
-    let services: Vec<Arc<Service>> = producer
-        .config
-        .services
-        .iter()
-        .map(|c| {
-            Arc::new(Service {
-                label: c.section.clone(),
-                check: Mutex::new(checks::service_check(c)),
-                failing: Mutex::new(false),
-                busy_logged: Mutex::new(false),
-            })
-        })
-        .collect();
-    if !services.is_empty() {
-        log::info!("service checks: {}", services.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", "));
-    }
+    let mut plan = Plan::new(producer.config.clone());
     let mut failing: HashSet<&str> = HashSet::new();
     loop {
+        if let Some(config) = producer.reloaded_config() {
+            plan = Plan::new(config);
+        }
+        let s = &plan.config.self_config;
         let tick = if producer.cli.once {
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         } else {
-            let tick = schedule::next_tick(SystemTime::now(), period);
+            let tick = schedule::next_tick(SystemTime::now(), plan.config.period());
             if !producer.sleep_until(Instant::now() + schedule::until(tick, SystemTime::now())) {
                 break;
+            }
+            if producer.reload_pending() {
+                continue;
             }
             tick
         };
@@ -112,11 +134,11 @@ fn main() -> ExitCode {
             sys_root: &s.sys_root,
             timestamp: tick,
             statfs: &context::statvfs,
-            pid_files: &pid_files,
+            pid_files: &plan.pid_files,
         };
         let started = Instant::now();
         let mut points = Vec::with_capacity(128);
-        for (name, check) in &enabled {
+        for (name, check) in &plan.enabled {
             match check(&ctx) {
                 Ok(p) => {
                     if failing.remove(name) {
@@ -133,7 +155,7 @@ fn main() -> ExitCode {
         }
         log::debug!("cycle {tick}: {} points in {:.1?}", points.len(), started.elapsed());
         producer.emit(points);
-        let running: Vec<thread::JoinHandle<()>> = services.iter().filter_map(|s| spawn_service(s, &producer, tick)).collect();
+        let running: Vec<thread::JoinHandle<()>> = plan.services.iter().filter_map(|s| spawn_service(s, &producer, tick)).collect();
         if producer.cli.once {
             for r in running {
                 let _ = r.join();

@@ -292,7 +292,9 @@ mod tests {
     use super::*;
     use std::os::unix::net::UnixListener;
 
-    fn serve_one(listener: &UnixListener, ack_count: usize) -> Vec<Frame> {
+    /// Accepts one connection, acks `ack_count` frames, and returns them with the connection
+    /// (kept open by the caller, so the client does not reconnect meanwhile).
+    fn serve_one(listener: &UnixListener, ack_count: usize) -> (Vec<Frame>, std::os::unix::net::UnixStream) {
         let (mut conn, _) = listener.accept().unwrap();
         let mut frames = Vec::new();
         let mut buf = Vec::new();
@@ -302,7 +304,7 @@ mod tests {
             frame::write_ack(&mut conn, Ack::new(f.seq, frame::ACK_DELIVERED)).unwrap();
             frames.push(f);
         }
-        frames
+        (frames, conn)
     }
 
     #[test]
@@ -314,7 +316,7 @@ mod tests {
         client.send(vec![Point::int("b", 1, 2, "t")]);
         assert!(!client.flush(Duration::from_millis(100)));
         let listener = UnixListener::bind(&path).unwrap();
-        let frames = serve_one(&listener, 2);
+        let (frames, _conn) = serve_one(&listener, 2);
         assert_eq!(frames.iter().map(|f| f.points[0].name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(client.flush(Duration::from_secs(5)));
     }
@@ -333,7 +335,7 @@ mod tests {
             assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
         }
         client.send(vec![Point::int("b", 1, 2, "t")]);
-        let frames = serve_one(&listener, 2);
+        let (frames, _conn) = serve_one(&listener, 2);
         assert_eq!(frames.iter().map(|f| f.points[0].name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(client.flush(Duration::from_secs(5)));
         assert_eq!(client.stats().reconnects, 1);

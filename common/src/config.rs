@@ -227,6 +227,8 @@ const TSDB_KEYS: &[&str] = &[
     "datapoints",
     "user",
     "pass",
+    "pass_file",
+    "pass_env",
     "auth",
     "database",
     "path",
@@ -275,6 +277,33 @@ impl<'a> SectionReader<'a> {
 
     pub fn string(&self, key: &str, default: &str) -> String {
         self.get(key).unwrap_or(default).to_string()
+    }
+
+    /// A secret: `KEY` itself, or read from the file named by `KEY_file` (relative to the config's
+    /// folder; one trailing newline removed), or from the environment variable named by `KEY_env`.
+    pub fn secret(&mut self, key: &str, base: &Path) -> Option<String> {
+        let file_key = format!("{key}_file");
+        let env_key = format!("{key}_env");
+        if let Some(path) = self.get(&file_key).filter(|p| !p.is_empty()) {
+            let full = resolve(base, path);
+            return match std::fs::read_to_string(&full) {
+                Ok(text) => Some(text.strip_suffix('\n').unwrap_or(&text).trim_end_matches('\r').to_string()),
+                Err(e) => {
+                    self.error(Some(&file_key), format!("cannot read {}: {e}", full.display()));
+                    None
+                }
+            };
+        }
+        if let Some(var) = self.get(&env_key).filter(|v| !v.is_empty()) {
+            return match std::env::var(var) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    self.error(Some(&env_key), format!("environment variable {var} is not set"));
+                    None
+                }
+            };
+        }
+        self.get(key).map(str::to_string)
     }
 
     pub fn number<T: std::str::FromStr>(&mut self, key: &str, default: T, min: T) -> T
@@ -338,7 +367,23 @@ impl Config {
         let file = absolute.as_path();
         let base = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        Config::from_text(file, &base, &text)
+        let mut config = Config::from_text(file, &base, &text)?;
+        // A password in a file others can read is worth a warning.
+        let has_password = config.ini.iter().any(|(_, props)| {
+            props.iter().any(|(k, v)| (k == "pass" || k == "jmx_pass") && !v.trim().is_empty())
+        });
+        if has_password {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(meta) = std::fs::metadata(file) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    config.warnings.push(format!(
+                        "holds a password and is readable by group or others (mode {:o}): chmod 600 it, or use pass_file",
+                        meta.permissions().mode() & 0o777
+                    ));
+                }
+            }
+        }
+        Ok(config)
     }
 
     pub fn from_text(file: &Path, base: &Path, text: &str) -> Result<Config, ConfigErrors> {
@@ -358,7 +403,7 @@ impl Config {
         let tags = read_tags(file, &ini, &mut errors);
         let relay = read_relay(file, &ini, &mut errors, &mut warnings);
         let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
-        let services = crate::services::read_services(file, &ini, default_timeout, &mut errors, &mut warnings);
+        let services = crate::services::read_services(file, base, &ini, default_timeout, &mut errors, &mut warnings);
         let jmx = crate::jmx::read_jmx(file, base, &ini, default_timeout, &mut errors, &mut warnings);
         if errors.is_empty() {
             check_tmpdir(file, &self_config.tmpdir, &mut errors);
@@ -543,7 +588,7 @@ fn read_tsdb(
     let connect_timeout = r.number("connect_timeout_seconds", 5u64, 1);
     let timeout = r.number("timeout_seconds", 10u64, 1);
     let user = r.get("user").map(str::to_string);
-    let pass = r.get("pass").map(str::to_string);
+    let pass = r.secret("pass", base);
     let address = r.string("address", "").trim_end_matches('/').to_string();
     let backend = backend?;
     if auth && backend != Backend::File && backend != Backend::Carbon {
@@ -796,6 +841,24 @@ mod tests {
         assert!(e.to_string().ends_with("[SelfConfig] check_period_seconds: given more than once (keep one)"), "{e}");
         let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[SelfConfig]\nlocation: x\n").unwrap_err();
         assert!(e.to_string().contains("[SelfConfig]: section given more than once"), "{e}");
+    }
+
+    #[test]
+    fn passwords_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("influx.pass"), "s3cret\n").unwrap();
+        std::env::set_var("PUYPUY_TEST_REDIS_PASS", "fromenv");
+        let text = format!(
+            "[SelfConfig]\ntmpdir: {}\n[TSDB]\ntsdtype: InfluxDB\naddress: http://h:8086\ndatabase: d\nauth: True\nuser: u\npass_file: influx.pass\n[Redis]\npass_env: PUYPUY_TEST_REDIS_PASS\n",
+            dir.path().join("spool").display()
+        );
+        let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).unwrap();
+        assert_eq!(c.tsdb.pass.as_deref(), Some("s3cret"));
+        assert_eq!(c.services[0].pass, "fromenv");
+        let bad = text.replace("influx.pass", "missing.pass").replace("PUYPUY_TEST_REDIS_PASS", "PUYPUY_TEST_UNSET_VAR");
+        let e = Config::from_text(&dir.path().join("config.ini"), dir.path(), &bad).unwrap_err().to_string();
+        assert!(e.contains("[TSDB] pass_file: cannot read"), "{e}");
+        assert!(e.contains("[Redis] pass_env: environment variable PUYPUY_TEST_UNSET_VAR is not set"), "{e}");
     }
 
     #[test]

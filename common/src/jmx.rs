@@ -48,7 +48,7 @@ pub struct JmxConfig {
     pub jvm_options: Option<Vec<String>>,
 }
 
-const KEYS: &[&str] = &["url", "class", "jmx_user", "jmx_pass", "user", "java", "jmx", "beans", "java_home", "jvm_options", "timeout"];
+const KEYS: &[&str] = &["url", "class", "jmx_user", "jmx_pass", "jmx_pass_file", "jmx_pass_env", "user", "java", "jmx", "beans", "java_home", "jvm_options", "timeout"];
 
 /// Checks the syntax of an ObjectName (pattern): `domain:key=value[,key=value…]` with `*`/`?`
 /// wildcards, quoted values allowed, or `domain:*`.
@@ -170,7 +170,7 @@ pub fn read_jmx(file: &Path, base: &Path, ini: &Ini, default_timeout: Duration, 
             url,
             class,
             jmx_user: get(&r, "jmx_user"),
-            jmx_pass: get(&r, "jmx_pass"),
+            jmx_pass: r.secret("jmx_pass", base),
             os_user: get(&r, "user"),
             beans,
             timeout,

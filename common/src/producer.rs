@@ -16,6 +16,23 @@ use crate::{logging, Point};
 
 pub use crate::schedule::{next_tick, until};
 
+/// Loads the config again for a reload; logs and refuses an invalid one.
+pub fn reload(path: &std::path::Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(c) => {
+            log::info!("SIGHUP: configuration reloaded from {}", c.file.display());
+            for w in &c.warnings {
+                log::warn!("{}: {w}", c.file.display());
+            }
+            Some(c)
+        }
+        Err(errors) => {
+            log::error!("SIGHUP: new configuration refused, the running one stays:\n{errors}");
+            None
+        }
+    }
+}
+
 /// How long `--once` waits for the shipper to acknowledge the cycle.
 pub const ONCE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -24,6 +41,7 @@ pub struct Producer {
     pub cli: Cli,
     pub config: Config,
     pub terminate: Arc<AtomicBool>,
+    hup: Arc<AtomicBool>,
     client: Option<SenderClient>,
 }
 
@@ -67,13 +85,33 @@ impl Producer {
                 return Err(ExitCode::FAILURE);
             }
         }
+        // SIGHUP: fern reopens the log file (its own handler) and this flag asks for a reload.
+        let hup = Arc::new(AtomicBool::new(false));
+        if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)) {
+            eprintln!("{process}: cannot install the SIGHUP handler: {e}");
+            return Err(ExitCode::FAILURE);
+        }
         let client = (!cli.dry_run).then(|| {
             SenderClient::start(&config.self_config.socket, sender, config.self_config.producer_queue)
         });
         if !cli.once {
             log::info!("started (pid {}), period {} s", std::process::id(), config.self_config.check_period_seconds);
         }
-        Ok(Producer { process, cli, config, terminate, client })
+        Ok(Producer { process, cli, config, terminate, hup, client })
+    }
+
+    /// True when a SIGHUP arrived that [`Producer::reloaded_config`] has not handled yet.
+    pub fn reload_pending(&self) -> bool {
+        self.hup.load(Ordering::SeqCst)
+    }
+
+    /// After a SIGHUP: the config re-read and validated, or `None` (no SIGHUP, or the new file is
+    /// invalid: then it is logged and the running config stays).
+    pub fn reloaded_config(&self) -> Option<Config> {
+        if !self.hup.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        reload(&self.cli.config)
     }
 
     pub fn terminated(&self) -> bool {
@@ -94,9 +132,13 @@ impl Producer {
         }
     }
 
-    /// Sleeps until `deadline`; false when asked to stop meanwhile.
+    /// Sleeps until `deadline`; false when asked to stop meanwhile. Returns early (true) on SIGHUP
+    /// so that a reload is applied at once.
     pub fn sleep_until(&self, deadline: Instant) -> bool {
         while !self.terminated() {
+            if self.hup.load(Ordering::SeqCst) {
+                return true;
+            }
             let now = Instant::now();
             if now >= deadline {
                 return true;

@@ -60,12 +60,12 @@ impl ServiceKind {
 
     fn keys(self) -> &'static [&'static str] {
         match self {
-            ServiceKind::MySql => &["host", "port", "user", "pass", "socket", "timeout"],
-            ServiceKind::Nginx | ServiceKind::PhpFpm => &["address", "stats", "auth", "user", "pass", "timeout"],
-            ServiceKind::Apache => &["url", "auth", "user", "pass", "timeout"],
-            ServiceKind::Redis => &["host", "port", "pass", "timeout"],
+            ServiceKind::MySql => &["host", "port", "user", "pass", "pass_file", "pass_env", "socket", "timeout"],
+            ServiceKind::Nginx | ServiceKind::PhpFpm => &["address", "stats", "auth", "user", "pass", "pass_file", "pass_env", "timeout"],
+            ServiceKind::Apache => &["url", "auth", "user", "pass", "pass_file", "pass_env", "timeout"],
+            ServiceKind::Redis => &["host", "port", "pass", "pass_file", "pass_env", "timeout"],
             ServiceKind::Memcached => &["host", "port", "timeout"],
-            ServiceKind::HaProxy => &["url", "auth", "user", "pass", "upstream", "timeout"],
+            ServiceKind::HaProxy => &["url", "auth", "user", "pass", "pass_file", "pass_env", "upstream", "timeout"],
         }
     }
 }
@@ -108,14 +108,14 @@ fn default_port(kind: ServiceKind) -> u16 {
     }
 }
 
-pub fn read_services(file: &Path, ini: &Ini, default_timeout: Duration, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) -> Vec<ServiceConfig> {
+pub fn read_services(file: &Path, base: &Path, ini: &Ini, default_timeout: Duration, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) -> Vec<ServiceConfig> {
     let mut out = Vec::new();
     for section in ini.sections().flatten() {
-        let (base, instance) = match section.split_once(':') {
+        let (base_name, instance) = match section.split_once(':') {
             Some((b, i)) => (b, Some(i.to_string())),
             None => (section, None),
         };
-        let Some(kind) = ServiceKind::ALL.into_iter().find(|k| k.section() == base) else { continue };
+        let Some(kind) = ServiceKind::ALL.into_iter().find(|k| k.section() == base_name) else { continue };
         if out.iter().any(|s: &ServiceConfig| s.section == section) {
             continue;
         }
@@ -131,7 +131,7 @@ pub fn read_services(file: &Path, ini: &Ini, default_timeout: Duration, errors: 
         let port = r.number("port", default_port(kind), 1);
         let timeout = Duration::from_secs(r.number("timeout", default_timeout.as_secs().max(1), 1));
         let user = r.string("user", if kind == ServiceKind::MySql { "root" } else { "" });
-        let pass = r.string("pass", "");
+        let pass = r.secret("pass", base).unwrap_or_default();
         if auth && user.is_empty() {
             r.error(Some("user"), "missing (needed because auth is true)".into());
         }

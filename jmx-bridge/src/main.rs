@@ -51,6 +51,34 @@ fn run_target(jvm: &jvm::Jvm, target: &JmxTarget, tick: u64, failing: &mut bool)
     }
 }
 
+type Worker = (String, crossbeam_channel::Sender<u64>, Arc<AtomicBool>, thread::JoinHandle<()>);
+
+/// One worker thread per target, fed one tick at a time; a busy worker skips the tick. Dropping a
+/// worker's sender ends it after its current read.
+fn spawn_workers(targets: &[JmxTarget], jvm: &Arc<jvm::Jvm>, producer: &Arc<Producer>) -> Vec<Worker> {
+    let mut workers = Vec::new();
+    for target in targets {
+        // `busy` is set when a tick is handed over and cleared when the worker is done with it.
+        let (tx, rx) = crossbeam_channel::bounded::<u64>(1);
+        let busy = Arc::new(AtomicBool::new(false));
+        let label = target.section.clone();
+        let (jvm, producer, target, worker_busy) = (Arc::clone(jvm), Arc::clone(producer), target.clone(), Arc::clone(&busy));
+        let handle = thread::Builder::new().name(format!("jmx-{}", target.section)).spawn(move || {
+            let mut failing = false;
+            while let Ok(tick) = rx.recv() {
+                let points = run_target(&jvm, &target, tick, &mut failing);
+                producer.emit(points);
+                worker_busy.store(false, Ordering::SeqCst);
+            }
+        });
+        match handle {
+            Ok(h) => workers.push((label, tx, busy, h)),
+            Err(e) => log::error!("cannot start the worker of [{label}]: {e}"),
+        }
+    }
+    workers
+}
+
 fn main() -> ExitCode {
     let producer = match Producer::init("puypuy-jmx-bridge", "jmx-bridge") {
         Ok(p) => Arc::new(p),
@@ -84,36 +112,24 @@ fn main() -> ExitCode {
         Err(e) => log::warn!("JVM started but the helper class does not answer: {e}"),
     }
 
-    // One worker thread per target, fed one tick at a time; a busy worker skips the tick.
-    let mut workers = Vec::new();
-    for target in &jmx.targets {
-        // `busy` is set when a tick is handed over and cleared when the worker is done with it.
-        let (tx, rx) = crossbeam_channel::bounded::<u64>(1);
-        let busy = Arc::new(AtomicBool::new(false));
-        let label = target.section.clone();
-        let (jvm, producer, target, worker_busy) = (Arc::clone(&jvm), Arc::clone(&producer), target.clone(), Arc::clone(&busy));
-        let handle = thread::Builder::new().name(format!("jmx-{}", target.section)).spawn(move || {
-            let mut failing = false;
-            while let Ok(tick) = rx.recv() {
-                let points = run_target(&jvm, &target, tick, &mut failing);
-                producer.emit(points);
-                worker_busy.store(false, Ordering::SeqCst);
-            }
-        });
-        match handle {
-            Ok(h) => workers.push((label, tx, busy, h)),
-            Err(e) => log::error!("cannot start the worker of [{label}]: {e}"),
-        }
-    }
-    let period = producer.config.period();
+    let mut workers = spawn_workers(&jmx.targets, &jvm, &producer);
+    let mut period = producer.config.period();
     let mut reported_rss = false;
     loop {
+        if let Some(config) = producer.reloaded_config() {
+            // The JVM stays (java_home and jvm_options need a restart); targets and period change.
+            period = config.period();
+            workers = spawn_workers(&config.jmx.targets, &jvm, &producer);
+        }
         let tick = if producer.cli.once {
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         } else {
             let tick = schedule::next_tick(SystemTime::now(), period);
             if !producer.sleep_until(Instant::now() + schedule::until(tick, SystemTime::now())) {
                 break;
+            }
+            if producer.reload_pending() {
+                continue;
             }
             tick
         };

@@ -14,12 +14,13 @@ use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
 use puypuy_common::{hostname, Point};
 use puypuy_script_runner::discover::Discovery;
 use puypuy_script_runner::parse::parse_output;
-use puypuy_script_runner::run::{run_script, RunSettings};
+use puypuy_script_runner::run::{kill_all, run_script, Groups, RunSettings};
 
 struct Job {
     name: String,
     path: PathBuf,
     tick: u64,
+    settings: Arc<RunSettings>,
 }
 
 /// The names of the scripts running now: a script still running at the next tick is not started
@@ -31,38 +32,25 @@ fn main() -> ExitCode {
         Ok(p) => Arc::new(p),
         Err(code) => return code,
     };
-    let s = producer.config.self_config.clone();
-    let timeout = Duration::from_secs(s.script_timeout_seconds.unwrap_or(s.check_period_seconds));
-    let host = hostname::host_name(s.shorthostname);
-    let user = match run_as(s.run_user.as_deref()) {
-        Ok(u) => u,
+    let mut s = producer.config.self_config.clone();
+    let groups = Groups::default();
+    let mut settings = match settings_of(&s, &producer.config.file, &groups) {
+        Ok(settings) => settings,
         Err(e) => {
             log::error!("{e}");
             eprintln!("puypuy-script-runner: {e}");
             return ExitCode::from(2);
         }
     };
-    let settings = Arc::new(RunSettings {
-        timeout,
-        max_output: s.script_max_output_bytes,
-        env: vec![
-            ("PUYPUY_PERIOD".into(), s.check_period_seconds.to_string()),
-            ("PUYPUY_TIMEOUT".into(), timeout.as_secs().to_string()),
-            ("PUYPUY_HOSTNAME".into(), host),
-            ("PUYPUY_CONFIG".into(), producer.config.file.display().to_string()),
-        ],
-        user,
-    });
-    log::info!("scripts folder {}, timeout {timeout:?}, {} at a time", s.scripts_dir.display(), s.script_concurrency);
 
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let running: Running = Arc::default();
     let mut workers = Vec::new();
     for i in 0..s.script_concurrency {
-        let (rx, producer, settings, running) = (job_rx.clone(), Arc::clone(&producer), Arc::clone(&settings), Arc::clone(&running));
+        let (rx, producer, running) = (job_rx.clone(), Arc::clone(&producer), Arc::clone(&running));
         let spawned = thread::Builder::new().name(format!("script-{i}")).spawn(move || {
             while let Ok(job) = rx.recv() {
-                let points = run_one(&job, &settings);
+                let points = run_one(&job, &job.settings);
                 producer.emit(points);
                 running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
             }
@@ -74,14 +62,26 @@ fn main() -> ExitCode {
     }
 
     let mut discovery = Discovery::default();
-    let period = producer.config.period();
     loop {
+        if let Some(config) = producer.reloaded_config() {
+            match settings_of(&config.self_config, &config.file, &groups) {
+                Ok(new) => {
+                    settings = new;
+                    s = config.self_config.clone();
+                }
+                Err(e) => log::error!("SIGHUP: {e}; the running settings stay"),
+            }
+        }
+        let period = std::time::Duration::from_secs(s.check_period_seconds);
         let tick = if producer.cli.once {
             SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
         } else {
             let tick = puypuy_common::producer::next_tick(SystemTime::now(), period);
             if !producer.sleep_until(Instant::now() + puypuy_common::producer::until(tick, SystemTime::now())) {
                 break;
+            }
+            if producer.reload_pending() {
+                continue;
             }
             tick
         };
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
                     continue;
                 }
             }
-            let _ = job_tx.send(Job { name, path, tick });
+            let _ = job_tx.send(Job { name, path, tick, settings: Arc::clone(&settings) });
         }
         if producer.cli.once {
             drop(job_tx);
@@ -103,9 +103,34 @@ fn main() -> ExitCode {
             return producer.finish(ONCE_TIMEOUT);
         }
     }
-    log::info!("stopping");
+    log::info!("stopping; killing the scripts still running");
+    kill_all(&groups);
     let _ = producer.finish(Duration::from_secs(2));
     ExitCode::SUCCESS
+}
+
+/// The settings every script run gets, from `[SelfConfig]`.
+fn settings_of(s: &puypuy_common::config::SelfConfig, config_file: &std::path::Path, groups: &Groups) -> Result<Arc<RunSettings>, String> {
+    let timeout = Duration::from_secs(s.script_timeout_seconds.unwrap_or(s.check_period_seconds));
+    let user = run_as(s.run_user.as_deref())?;
+    log::info!(
+        "scripts folder {}, period {} s, timeout {timeout:?}, {} at a time",
+        s.scripts_dir.display(),
+        s.check_period_seconds,
+        s.script_concurrency
+    );
+    Ok(Arc::new(RunSettings {
+        timeout,
+        max_output: s.script_max_output_bytes,
+        env: vec![
+            ("PUYPUY_PERIOD".into(), s.check_period_seconds.to_string()),
+            ("PUYPUY_TIMEOUT".into(), timeout.as_secs().to_string()),
+            ("PUYPUY_HOSTNAME".into(), hostname::host_name(s.shorthostname)),
+            ("PUYPUY_CONFIG".into(), config_file.display().to_string()),
+        ],
+        user,
+        groups: Arc::clone(groups),
+    }))
 }
 
 /// Runs one script and returns its points followed by its self-metrics.

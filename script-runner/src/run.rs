@@ -19,6 +19,17 @@ use nix::unistd::Pid;
 pub const KILL_GRACE: Duration = Duration::from_millis(500);
 const STDERR_TAIL: usize = 2048;
 
+/// The process groups of the scripts running now, so that a stopping runner can kill them all.
+pub type Groups = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
+
+/// Kills every script process group still running (the runner is stopping).
+pub fn kill_all(groups: &Groups) {
+    let groups = groups.lock().unwrap_or_else(|e| e.into_inner());
+    for pgid in groups.iter() {
+        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RunSettings {
     pub timeout: Duration,
@@ -26,6 +37,7 @@ pub struct RunSettings {
     pub env: Vec<(String, String)>,
     /// Run as this uid/gid (the runner started as root with `run_user`).
     pub user: Option<(u32, u32)>,
+    pub groups: Groups,
 }
 
 #[derive(Debug, Default)]
@@ -65,8 +77,19 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     if let Some((uid, gid)) = settings.user {
         command.uid(uid).gid(gid);
     }
+    // If the runner dies (even by SIGKILL), the script gets SIGKILL too.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut child = command.spawn()?;
     let pgid = Pid::from_raw(child.id() as i32);
+    settings.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pgid.as_raw());
     let mut result = RunResult::default();
     let (mut stdout, mut stderr) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (Some(o), Some(e)),
@@ -160,6 +183,7 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     };
     // Whatever the script left in its group (a background grandchild) goes with it.
     let _ = killpg(pgid, Signal::SIGKILL);
+    settings.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid.as_raw());
     if let Some(s) = status {
         result.exit_code = s.code();
         result.signal = s.signal();
@@ -209,7 +233,7 @@ mod tests {
     }
 
     fn settings(timeout_ms: u64) -> RunSettings {
-        RunSettings { timeout: Duration::from_millis(timeout_ms), max_output: 1 << 20, env: vec![], user: None }
+        RunSettings { timeout: Duration::from_millis(timeout_ms), max_output: 1 << 20, env: vec![], user: None, groups: Groups::default() }
     }
 
     #[test]

@@ -64,6 +64,43 @@ fn main() -> ExitCode {
     }
 }
 
+/// Applies what a reload can change while running: tags, batching, the backend. The rest is
+/// logged as needing a restart.
+fn apply_reload(
+    old: &Config,
+    new: &Config,
+    input: &crossbeam_channel::Sender<Input>,
+    new_transport: &std::sync::Mutex<Option<Box<dyn transport::Transport>>>,
+) {
+    let s = &new.self_config;
+    let host = hostname::host_name(s.shorthostname);
+    let _ = input.send(Input::Reload {
+        tags: HostTags::from_config(new, &host),
+        batch_points: s.batch_points,
+        batch_wait: Duration::from_millis(s.batch_ms),
+    });
+    if format!("{:?}", old.tsdb) != format!("{:?}", new.tsdb) || old.tsdb.pass != new.tsdb.pass {
+        *new_transport.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport::from_config(&new.tsdb, s.batch_points));
+    }
+    let o = &old.self_config;
+    let mut restart = Vec::new();
+    if o.socket != s.socket {
+        restart.push("socket");
+    }
+    if o.tmpdir != s.tmpdir {
+        restart.push("tmpdir");
+    }
+    if o.max_cache != s.max_cache || o.max_cache_bytes != s.max_cache_bytes || o.cache_drop_newest != s.cache_drop_newest {
+        restart.push("max_cache/max_cache_bytes/cache_drop");
+    }
+    if format!("{:?}", old.relay) != format!("{:?}", new.relay) {
+        restart.push("[Relay]");
+    }
+    if !restart.is_empty() {
+        log::warn!("SIGHUP: {} changed; these take effect at the next restart of the shipper", restart.join(", "));
+    }
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         log::warn!("{}: {w}", config.file.display());
@@ -107,7 +144,9 @@ fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let new_transport = Arc::new(std::sync::Mutex::new(None));
     let delivery_settings = DeliverySettings {
+        new_transport: Arc::clone(&new_transport),
         max_batches: s.max_cache,
         shutdown_grace: grace,
         spool,
@@ -135,8 +174,17 @@ fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot start the self-metrics thread")?;
     }
 
+    let hup = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("cannot install the SIGHUP handler")?;
+    let mut running = config.clone();
     while !terminate.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(100));
+        if hup.swap(false, Ordering::SeqCst) {
+            if let Some(new) = puypuy_common::producer::reload(&running.file) {
+                apply_reload(&running, &new, &input_tx, &new_transport);
+                running = new;
+            }
+        }
     }
     log::info!("stopping: no new connections, delivering what is held (up to {grace:.0?})");
     let _ = std::fs::remove_file(&socket);

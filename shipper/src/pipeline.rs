@@ -44,6 +44,8 @@ pub enum Input {
     Points { points: Vec<Point>, ack: Option<AckHandle> },
     /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
     SelfMetrics(Vec<Point>),
+    /// A reloaded config's tags and batch settings (SIGHUP).
+    Reload { tags: HostTags, batch_points: usize, batch_wait: Duration },
     Shutdown,
 }
 
@@ -101,7 +103,8 @@ pub struct BatcherSettings {
 
 pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(10);
 
-pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, settings: BatcherSettings, stats: Arc<Stats>) {
+pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut settings: BatcherSettings, stats: Arc<Stats>) {
+    let mut tags = tags;
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
             Ok(r) => {
@@ -118,8 +121,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, sett
         None => RateState::new(),
     };
     let mut last_save = Instant::now();
+    let rate_file = settings.rate_file.clone();
     let save = |rates: &RateState| {
-        if let Some(path) = &settings.rate_file {
+        if let Some(path) = &rate_file {
             if let Err(e) = rates.save(path) {
                 log::warn!("cannot save the rate state to {}: {e}", path.display());
             }
@@ -133,7 +137,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, sett
             let _ = out.send(std::mem::take(batch));
         }
     };
-    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| {
+    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState, tags: &HostTags| {
         stats.points_received.fetch_add(points.len() as u64, Ordering::Relaxed);
         for p in points {
             if p.name.is_empty() || !p.value.is_finite() {
@@ -154,7 +158,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, sett
         };
         match message {
             Ok(Input::Points { points, ack }) => {
-                prepare(points, &mut batch.points, &mut rates);
+                prepare(points, &mut batch.points, &mut rates, &tags);
                 if let Some(a) = ack {
                     batch.acks.push(a);
                 }
@@ -167,8 +171,14 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, sett
             }
             Ok(Input::SelfMetrics(points)) => {
                 let mut own = Batch { own: true, ..Batch::default() };
-                prepare(points, &mut own.points, &mut rates);
+                prepare(points, &mut own.points, &mut rates, &tags);
                 let _ = out.send(own);
+            }
+            Ok(Input::Reload { tags: new_tags, batch_points, batch_wait }) => {
+                flush(&mut batch, &mut deadline);
+                tags = new_tags;
+                settings.batch_points = batch_points;
+                settings.batch_wait = batch_wait;
             }
             Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
@@ -192,6 +202,8 @@ pub struct DeliverySettings {
     /// `None` when the spool folder could not be opened at start: memory only.
     pub spool: Option<Spool>,
     pub rejected: RejectedDir,
+    /// A new transport to use from now on (a SIGHUP changed `[TSDB]`).
+    pub new_transport: Arc<std::sync::Mutex<Option<Box<dyn Transport>>>>,
 }
 
 struct Outage {
@@ -255,6 +267,15 @@ pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings
     d.update_spool_stats();
     let mut shutdown_deadline: Option<Instant> = None;
     loop {
+        if let Some(t) = settings.new_transport.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            log::info!("delivering to {} from now on", t.describe());
+            if let Some(s) = d.spool.as_mut() {
+                s.set_backend(&t.describe_backend());
+            }
+            d.transport = t;
+            d.outage = None;
+            d.next_attempt = Instant::now();
+        }
         let has_work = !d.memory.is_empty() || d.spool.as_ref().is_some_and(|s| !s.is_empty());
         if shutdown_deadline.is_none() {
             let received = if has_work {

@@ -130,6 +130,11 @@ impl Spool {
         self.entries.len()
     }
 
+    /// The backend recorded in files written from now on.
+    pub fn set_backend(&mut self, backend: &str) {
+        self.backend = backend.to_string();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

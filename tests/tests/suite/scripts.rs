@@ -141,9 +141,10 @@ fn hanging_scripts_are_killed_and_never_delay_the_others() {
     let log = agent.log();
     assert!(log.contains("check_hang: still running after 2s; killed its process group"), "{log}");
     assert!(log.contains("is still running from an earlier cycle"), "the overlapping cycle was not reported:\n{log}");
-    // Stop the runner; at most the current run's processes may exist until it is stopped, and
-    // none after: every script process is killed and reaped.
-    drop(_runner);
+    // Stop the runner: the scripts it is running are killed with it, and nothing is left.
+    let mut runner = _runner;
+    runner.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(runner.wait_exit(Duration::from_secs(10)).is_some_and(|s| s.success()));
     wait_for(Duration::from_secs(5), "no hanging process left", || processes_with(&marker).is_empty().then_some(()));
 }
 
