@@ -2,7 +2,10 @@
 # puypuy.sh — start, stop, restart and report the PuyPuy processes, each under a watchdog that
 # restarts it when it dies.
 #
-#   [PUYPUY_CONFIG=/path/config.ini] ./puypuy.sh start|stop|restart|status [PROCESS]
+#   [PUYPUY_CONFIG=/path/config.ini] ./puypuy.sh start|stop|restart|status|reload [PROCESS]
+#   ./puypuy.sh status --json        processes and the shipper's self-metrics as JSON
+#   ./puypuy.sh once                 run every producer once, print what would be sent (no sending)
+#   ./puypuy.sh check-config         validate config.ini, print every problem (exit 2 if any)
 #
 # PROCESS is shipper, collector, script-runner or jmx-bridge; without it the command acts on all
 # that the config uses (shipper first on start, last on stop; the jmx-bridge only with a [JMX]
@@ -213,8 +216,58 @@ prepare_dirs() {
   fi
 }
 
+reload_one() {
+  local name=$1 cpid
+  cpid=$(read_pid "$(child_pidfile "$name")")
+  if alive "$cpid"; then
+    kill -HUP "$cpid" && echo "$name: reloading (SIGHUP to pid $cpid)"
+  else
+    echo "$name: not running"
+  fi
+}
+
+json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
+
+status_json() {
+  local n wpid cpid state up restarts first=1 status_file
+  printf '{"config":"%s","processes":[' "$(json_escape "$CONFIG")"
+  for n in "$@"; do
+    wpid=$(read_pid "$(watchdog_pidfile "$n")"); cpid=$(read_pid "$(child_pidfile "$n")")
+    restarts=$(cat "$(restarts_file "$n")" 2>/dev/null || echo 0)
+    if alive "$cpid"; then state=running; up=$(ps -o etimes= -p "$cpid" | tr -d ' ')
+    elif alive "$wpid"; then state=restarting; up=0; cpid=""
+    else state=stopped; up=0; cpid=""; fi
+    [ "$first" = 1 ] || printf ','
+    first=0
+    printf '{"name":"%s","state":"%s","pid":%s,"uptime_seconds":%s,"restarts":%s}' "$n" "$state" "${cpid:-null}" "${up:-0}" "${restarts:-0}"
+  done
+  status_file="$TMPDIR_/shipper-status.json"
+  printf '],"shipper":'
+  if [ -s "$status_file" ] && alive "$(read_pid "$(child_pidfile shipper)")"; then cat "$status_file"; else printf 'null'; fi
+  printf '}\n'
+}
+
+once_table() {
+  local n out rc=0
+  build_if_needed "$@"
+  printf '%-12s %-44s %16s  %-5s %s\n' PROCESS METRIC VALUE STYLE TAGS
+  for n in "$@"; do
+    [ "$n" = shipper ] && continue
+    out=$("$(binary_of "$n")" --config "$CONFIG" --once --dry-run 2>/dev/null) || rc=1
+    printf '%s\n' "$out" | awk -v proc="$n" 'NF >= 3 {
+      style = "stack"; last = NF
+      if ($NF == "rate") { style = "rate"; last = NF - 1 }
+      tags = ""
+      for (i = 4; i <= last; i++) tags = tags (tags == "" ? "" : " ") $i
+      printf "%-12s %-44s %16s  %-5s %s\n", proc, $1, $3, style, tags
+    }'
+  done
+  return "$rc"
+}
+
 main() {
-  local cmd=${1:-} target=${2:-} names=() rc=0 n
+  local cmd=${1:-} target=${2:-} names=() rc=0 n json=0
+  if [ "$target" = "--json" ]; then json=1; target=${3:-}; fi
   [ -n "$cmd" ] || die "usage: $0 start|stop|restart|status [shipper|collector|script-runner|jmx-bridge]" 2
   if [ "$cmd" != _watchdog ]; then
     [ -r "$CONFIG" ] || die "config file $CONFIG not found (set PUYPUY_CONFIG)" 6
@@ -242,14 +295,24 @@ main() {
       build_if_needed "${names[@]}"
       for n in "${names[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
+    reload)
+      for n in "${names[@]}"; do reload_one "$n"; done
+      exit 0 ;;
+    once)
+      once_table "${names[@]}"; exit $? ;;
+    check-config)
+      build_if_needed shipper
+      "$(binary_of shipper)" --config "$CONFIG" --check-config; exit $? ;;
     status)
+      if [ "$json" = 1 ]; then status_json "${names[@]}"; fi
       local worst=0 s
       for n in "${names[@]}"; do
-        s=0; status_one "$n" || s=$?
+        s=0
+        if [ "$json" = 1 ]; then status_one "$n" >/dev/null || s=$?; else status_one "$n" || s=$?; fi
         [ "$s" -gt "$worst" ] && worst=$s
       done
       exit "$worst" ;;
-    *) die "unknown command $cmd (expected start, stop, restart or status)" 2 ;;
+    *) die "unknown command $cmd (expected start, stop, restart, status, reload, once or check-config)" 2 ;;
   esac
 }
 

@@ -165,12 +165,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
     let relay_stats = relay::server::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
-    if s.self_metrics {
+    {
         let (tx, stats, period) = (input_tx.clone(), Arc::clone(&stats), config.period());
-        let stop = Arc::clone(&terminate);
+        let (stop, status_file, send) = (Arc::clone(&terminate), s.tmpdir.join("shipper-status.json"), s.self_metrics);
         thread::Builder::new()
             .name("self-metrics".into())
-            .spawn(move || self_metrics::run(tx, stats, relay_stats, period, stop))
+            .spawn(move || self_metrics::run(tx, stats, relay_stats, period, stop, status_file, send))
             .context("cannot start the self-metrics thread")?;
     }
 

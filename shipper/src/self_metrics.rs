@@ -65,8 +65,39 @@ pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<P
     out
 }
 
-/// Every period, on the same wall-clock ticks as the collector, until `stop`.
-pub fn run(tx: Sender<Input>, stats: Arc<Stats>, relay: Vec<Arc<InputStats>>, period: Duration, stop: Arc<AtomicBool>) {
+/// Writes the current self-metrics as JSON (`{"timestamp":…,"metrics":{"name{tag=v}":value,…}}`)
+/// to `path` atomically, for `./puypuy.sh status --json`.
+pub fn write_status(path: &std::path::Path, points: &[Point], timestamp: u64) -> std::io::Result<()> {
+    let mut metrics = serde_json::Map::new();
+    for p in points {
+        let mut key = p.name.clone();
+        if !p.tags.is_empty() {
+            let tags: Vec<String> = p.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            key.push_str(&format!("{{{}}}", tags.join(",")));
+        }
+        let value = match p.value {
+            puypuy_common::Value::Int(i) => serde_json::Value::from(i),
+            puypuy_common::Value::Float(f) => serde_json::Value::from(f),
+        };
+        metrics.insert(key, value);
+    }
+    let body = serde_json::json!({ "timestamp": timestamp, "pid": std::process::id(), "metrics": metrics });
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Every period, on the same wall-clock ticks as the collector, until `stop`: the status file
+/// always, the self-metrics into the pipeline when `send` is true.
+pub fn run(
+    tx: Sender<Input>,
+    stats: Arc<Stats>,
+    relay: Vec<Arc<InputStats>>,
+    period: Duration,
+    stop: Arc<AtomicBool>,
+    status_file: std::path::PathBuf,
+    send: bool,
+) {
     loop {
         let tick = schedule::next_tick(SystemTime::now(), period);
         let deadline = Instant::now() + schedule::until(tick, SystemTime::now());
@@ -76,7 +107,11 @@ pub fn run(tx: Sender<Input>, stats: Arc<Stats>, relay: Vec<Arc<InputStats>>, pe
             }
             std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
         }
-        if tx.send(Input::SelfMetrics(points(&stats, &relay, tick))).is_err() {
+        let points = points(&stats, &relay, tick);
+        if let Err(e) = write_status(&status_file, &points, tick) {
+            log::debug!("cannot write {}: {e}", status_file.display());
+        }
+        if send && tx.send(Input::SelfMetrics(points)).is_err() {
             return;
         }
     }
