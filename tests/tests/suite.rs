@@ -8,6 +8,8 @@ mod config_errors;
 mod faults;
 #[path = "suite/jmx.rs"]
 mod jmx;
+#[path = "suite/ops.rs"]
+mod ops;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/relay.rs"]
