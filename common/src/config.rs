@@ -140,6 +140,10 @@ pub struct Tsdb {
     pub database: Option<String>,
     pub path: Option<PathBuf>,
     pub gzip: bool,
+    /// PEM file of the CA(s) to trust for an https:// backend instead of the built-in roots.
+    pub ca_file: Option<PathBuf>,
+    /// Certificate verification off (unsafe: anyone on the path can read and change the data).
+    pub insecure: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
 }
@@ -233,6 +237,8 @@ const TSDB_KEYS: &[&str] = &[
     "database",
     "path",
     "gzip",
+    "ca_file",
+    "insecure",
     "connect_timeout_seconds",
     "timeout_seconds",
 ];
@@ -585,6 +591,24 @@ fn read_tsdb(
     };
     let auth = r.boolean("auth", false);
     let gzip = r.boolean("gzip", true);
+    let insecure = r.boolean("insecure", false);
+    let ca_file = match r.get("ca_file").filter(|v| !v.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let path = resolve(base, raw);
+            match std::fs::read_to_string(&path) {
+                Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
+                Ok(_) => {
+                    r.error(Some("ca_file"), format!("{} holds no PEM certificate", path.display()));
+                    None
+                }
+                Err(e) => {
+                    r.error(Some("ca_file"), format!("cannot read {}: {e}", path.display()));
+                    None
+                }
+            }
+        }
+    };
     let connect_timeout = r.number("connect_timeout_seconds", 5u64, 1);
     let timeout = r.number("timeout_seconds", 10u64, 1);
     let user = r.get("user").map(str::to_string);
@@ -623,10 +647,12 @@ fn read_tsdb(
                         format!("{address:?} is not a usable URL (expected http://host:port; put credentials in user and pass)"),
                     );
                 }
-            } else if address.starts_with("https://") {
-                r.error(Some("address"), format!("{address:?}: https is not supported by this build yet (use http://)"));
+            } else if let Some(rest) = address.strip_prefix("https://") {
+                if rest.is_empty() || rest.contains('@') {
+                    r.error(Some("address"), format!("{address:?} is not a usable URL (expected https://host:port)"));
+                }
             } else {
-                r.error(Some("address"), format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086)"));
+                r.error(Some("address"), format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086 or https://…)"));
             }
             if backend == Backend::InfluxDb {
                 match r.get("database") {
@@ -658,6 +684,8 @@ fn read_tsdb(
         database,
         path,
         gzip,
+        ca_file,
+        insecure,
         connect_timeout: Duration::from_secs(connect_timeout),
         timeout: Duration::from_secs(timeout),
     })

@@ -100,10 +100,26 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(tsdb: &Tsdb, max_points: usize) -> HttpTransport {
+        let mut tls = ureq::tls::TlsConfig::builder();
+        if let Some(ca) = &tsdb.ca_file {
+            let pem = std::fs::read(ca).unwrap_or_default();
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        if tsdb.insecure {
+            log::warn!("[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics");
+            tls = tls.disable_verification(true);
+        }
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(tsdb.connect_timeout))
             .timeout_global(Some(tsdb.timeout))
             .http_status_as_error(false)
+            .tls_config(tls.build())
             .build();
         let mut url = format!("{}{}", tsdb.address, tsdb.datapoints);
         if tsdb.backend == Backend::InfluxDb {

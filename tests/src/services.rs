@@ -255,3 +255,37 @@ impl JavaTarget {
         self.proc = Self::spawn(self.dir.path(), self.port, self.auth);
     }
 }
+
+/// nginx terminating TLS on a free port in front of `upstream_port` (plain HTTP), with a
+/// certificate for 127.0.0.1 and localhost signed by a test CA made here with openssl. Returns the
+/// server and the CA's PEM file.
+pub fn tls_proxy(upstream_port: u16) -> (Server, std::path::PathBuf) {
+    let nginx = require("nginx");
+    let openssl = require("openssl");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=PuyPuy Test CA"]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("san");
+    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    let port = free_port();
+    let p = d.display();
+    std::fs::write(
+        d.join("nginx.conf"),
+        format!(
+            "daemon off; worker_processes 1; pid {p}/nginx.pid; error_log {p}/error.log;\nevents {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {p}/t1; proxy_temp_path {p}/t2; fastcgi_temp_path {p}/t3; uwsgi_temp_path {p}/t4; scgi_temp_path {p}/t5;\n\
+             server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {p}/server.pem; ssl_certificate_key {p}/server.key;\n\
+             location / {{ proxy_pass http://127.0.0.1:{upstream_port}; }} }} }}\n"
+        ),
+    )
+    .expect("nginx.conf");
+    let proc = logged(d, "nginx", Command::new(nginx).arg("-c").arg(d.join("nginx.conf")));
+    wait_for(Duration::from_secs(15), "nginx TLS", || tcp_ready(port).then_some(()));
+    let ca = d.join("ca.pem");
+    (Server { dir, port, proc }, ca)
+}

@@ -20,5 +20,7 @@ mod scripts;
 mod services;
 #[path = "suite/socket.rs"]
 mod socket;
+#[path = "suite/tls.rs"]
+mod tls;
 #[path = "suite/supervisor.rs"]
 mod supervisor;
