@@ -6,6 +6,7 @@
 #   ./puypuy.sh status --json        processes and the shipper's self-metrics as JSON
 #   ./puypuy.sh once                 run every producer once, print what would be sent (no sending)
 #   ./puypuy.sh check-config         validate config.ini, print every problem (exit 2 if any)
+#   ./puypuy.sh package              build the Debian package into target/debian/ (cargo-deb)
 #
 # PROCESS is shipper, collector, script-runner or jmx-bridge; without it the command acts on all
 # that the config uses (shipper first on start, last on stop; the jmx-bridge only with a [JMX]
@@ -15,10 +16,17 @@
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-CONFIG=${PUYPUY_CONFIG:-$HERE/config.ini}
+# Installed from the Debian package (/usr/share/puypuy): the config is in /etc, binaries in /usr/bin.
+INSTALLED=0
+if [ ! -f "$HERE/Cargo.toml" ] && [ -x /usr/bin/puypuy-shipper ]; then INSTALLED=1; fi
+DEFAULT_CONFIG=$HERE/config.ini
+[ "$INSTALLED" = 1 ] && DEFAULT_CONFIG=/etc/puypuy/config.ini
+CONFIG=${PUYPUY_CONFIG:-$DEFAULT_CONFIG}
 case "$CONFIG" in /*) ;; *) CONFIG="$PWD/$CONFIG" ;; esac
 CONFIG_DIR=$(dirname "$CONFIG")
-BIN_DIR=${PUYPUY_BIN_DIR:-$HERE/target/release}
+DEFAULT_BIN_DIR=$HERE/target/release
+[ "$INSTALLED" = 1 ] && DEFAULT_BIN_DIR=/usr/bin
+BIN_DIR=${PUYPUY_BIN_DIR:-$DEFAULT_BIN_DIR}
 ALL_PROCESSES=(shipper collector script-runner jmx-bridge)
 STOP_TIMEOUT=${PUYPUY_STOP_TIMEOUT:-30}
 
@@ -75,7 +83,7 @@ configured() {
 
 build_if_needed() {
   local stale=0 name bin
-  if [ -n "${PUYPUY_BIN_DIR:-}" ]; then
+  if [ -n "${PUYPUY_BIN_DIR:-}" ] || [ "$INSTALLED" = 1 ]; then
     # Binaries from elsewhere (a package, a test build): use them as they are.
     for name in "$@"; do [ -x "$(binary_of "$name")" ] || die "$(binary_of "$name") is missing"; done
     return 0
@@ -265,8 +273,22 @@ once_table() {
   return "$rc"
 }
 
+package() {
+  command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust to build the package"
+  (cd "$HERE" && cargo build --release --quiet --bins) || die "cargo build failed"
+  local deb="$HERE/target/tools/bin/cargo-deb"
+  if [ ! -x "$deb" ]; then
+    echo "installing cargo-deb into target/tools…"
+    cargo install --quiet --locked --root "$HERE/target/tools" cargo-deb || die "cannot install cargo-deb"
+  fi
+  mkdir -p "$HERE/target/debian"
+  (cd "$HERE" && "$deb" --no-build --strip --quiet -p puypuy-shipper -o target/debian/) || die "cargo-deb failed"
+  ls -1 "$HERE"/target/debian/*.deb
+}
+
 main() {
   local cmd=${1:-} target=${2:-} names=() rc=0 n json=0
+  if [ "$cmd" = package ]; then package; exit $?; fi
   if [ "$target" = "--json" ]; then json=1; target=${3:-}; fi
   [ -n "$cmd" ] || die "usage: $0 start|stop|restart|status [shipper|collector|script-runner|jmx-bridge]" 2
   if [ "$cmd" != _watchdog ]; then

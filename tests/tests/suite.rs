@@ -10,6 +10,8 @@ mod faults;
 mod jmx;
 #[path = "suite/ops.rs"]
 mod ops;
+#[path = "suite/package.rs"]
+mod package;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/relay.rs"]
