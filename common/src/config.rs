@@ -511,7 +511,7 @@ fn read_self_config(
     let period = r.number("check_period_seconds", 5u64, 1);
     let max_cache = r.number("max_cache", 50_000usize, 1);
     let batch_points = r.number("batch_points", 5_000usize, 1);
-    let batch_ms = r.number("batch_ms", 200u64, 0);
+    let batch_ms = r.number("batch_ms", 20u64, 0);
     let producer_queue = r.number("producer_queue", 10_000usize, 1);
     let scripts_dir = path_or(&r, "scripts_dir", base.join("scripts_enabled"));
     let script_timeout_seconds = r.get("script_timeout_seconds").map(|_| r.number("script_timeout_seconds", 5u64, 1));

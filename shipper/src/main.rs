@@ -122,8 +122,11 @@ fn run(config: Config) -> anyhow::Result<()> {
     );
 
     let stats = Arc::new(Stats::default());
-    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input>(4096);
-    let (batch_tx, batch_rx) = crossbeam_channel::unbounded();
+    // Both queues are short: when delivery is behind, the batcher waits, the readers wait, and the
+    // producers and relay clients feel it (their own bounded queues, TCP backpressure) instead of
+    // the shipper's memory growing.
+    let (input_tx, input_rx) = crossbeam_channel::bounded::<Input>(8);
+    let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
     let tags = HostTags::from_config(&config, &host);
     let batcher_settings = BatcherSettings {
         batch_points: s.batch_points,

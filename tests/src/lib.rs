@@ -24,8 +24,9 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/suite-xxxx
-    exe.parent().and_then(Path::parent).expect("target dir").to_path_buf()
+    // target/<profile>/deps/suite-xxxx for tests, target/<profile>/puypuy-bench for the bench
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
 }
 
 pub fn bin(name: &str) -> PathBuf {

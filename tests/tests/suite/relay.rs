@@ -24,6 +24,15 @@ fn relay_agent(tsdb: &str, extra: &str) -> (Agent, Ports) {
     (Agent::new("", &format!("{tsdb}\n{relay}")), ports)
 }
 
+/// Starts the shipper and waits until its TCP inputs listen too (they open after the socket).
+fn start_relay(agent: &Agent, ports: &Ports) -> puypuy_tests::Proc {
+    let shipper = agent.start_shipper();
+    for port in [ports.opentsdb, ports.graphite, ports.http] {
+        wait_for(Duration::from_secs(10), "the relay inputs", || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+    }
+    shipper
+}
+
 fn influx_tsdb(influx: &Influx) -> String {
     format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB)
 }
@@ -41,7 +50,7 @@ fn one(influx: &Influx, name: &str) -> (u64, Json, serde_json::Map<String, Json>
 fn every_input_delivers_into_influxdb() {
     let influx = Influx::start(false);
     let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
     let t = 1_700_000_000u64;
 
     tcp_send(ports.opentsdb, &format!("put relay.telnet {t} 42.5 host=app01 dc=eu\nput bad\nput relay.telnet2 {t}123 7\n"));
@@ -109,7 +118,7 @@ fn every_input_delivers_into_influxdb() {
 fn graphite_plaintext_in_carbon_pickle_out() {
     let carbon = Carbon::start();
     let (agent, ports) = relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
     tcp_send(ports.graphite, &format!("app.requests 17 {}\napp.requests 19 {}\n", now - 5, now - 4));
     let host = Agent::host().replace('.', "_");
@@ -124,7 +133,7 @@ fn graphite_plaintext_in_carbon_pickle_out() {
 fn many_clients_a_silent_one_and_a_slow_one() {
     let influx = Influx::start(false);
     let (agent, ports) = relay_agent(&influx_tsdb(&influx), "idle_timeout_seconds = 30\nmax_line_bytes = 1024");
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
     let t = 1_700_000_000u64;
     // A client that connects and says nothing, and one that sends a byte a second.
     let _silent = TcpStream::connect(("127.0.0.1", ports.graphite)).expect("silent");
@@ -170,7 +179,9 @@ fn many_clients_a_silent_one_and_a_slow_one() {
 fn max_connections_and_idle_timeout() {
     let influx = Influx::start(false);
     let (agent, ports) = relay_agent(&influx_tsdb(&influx), "max_connections = 2\nidle_timeout_seconds = 1");
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
+    // The readiness probes' connections must be gone before counting.
+    std::thread::sleep(Duration::from_millis(300));
     let a = TcpStream::connect(("127.0.0.1", ports.opentsdb)).expect("a");
     let b = TcpStream::connect(("127.0.0.1", ports.opentsdb)).expect("b");
     std::thread::sleep(Duration::from_millis(200));
@@ -193,13 +204,13 @@ fn max_connections_and_idle_timeout() {
 #[test]
 fn send_command_and_python_client() {
     let influx = Influx::start(false);
-    let (agent, _ports) = relay_agent(&influx_tsdb(&influx), "");
+    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
     // With no shipper running, send fails with a clear message.
     let out = agent.command("puypuy-shipper").args(["send", "x", "1"]).stderr(std::process::Stdio::piped()).output().expect("send");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no shipper is running on"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
     let status = agent
         .command("puypuy-shipper")
         .args(["send", "backup_bytes", "1234", "--type", "backup", "--timestamp", "1700000000", "job=db"])
@@ -247,7 +258,7 @@ fn listening_addresses(port: u16) -> Vec<String> {
 fn listeners_without_an_address_bind_loopback_only() {
     let influx = Influx::start(false);
     let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
-    let _shipper = agent.start_shipper();
+    let _shipper = start_relay(&agent, &ports);
     for port in [ports.opentsdb, ports.graphite] {
         assert_eq!(listening_addresses(port), vec!["0100007F".to_string()], "port {port} must listen on 127.0.0.1 only");
     }

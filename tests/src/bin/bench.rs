@@ -1,0 +1,553 @@
+//! `puypuy-bench`: the benchmarks of BENCHMARKS.md, side by side in one run, on loopback. Writes
+//! `report.md` and `report.json` into `--out DIR`. `--quick` runs every part at a tiny size (the
+//! test suite does, so the bench keeps working); the numbers are then meaningless.
+//!
+//! CPU is utime+stime from /proc/PID/stat of the process measured (children excluded), RSS is
+//! VmRSS (steady, at the end) and VmHWM (peak) from /proc/PID/status.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use puypuy_common::client::SenderClient;
+use puypuy_common::Point;
+use puypuy_tests::{bin, free_port, require, wait_for, Agent, Proc};
+use serde_json::{json, Value as Json};
+
+fn clk_tck() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / clk_tck()
+}
+
+/// (VmRSS, VmHWM) in bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024;
+    (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+fn mib(b: u64) -> f64 {
+    (b as f64 / 1048576.0 * 10.0).round() / 10.0
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+// ------------------------------------------------------------------ sinks that answer at once
+
+#[derive(Default)]
+struct SinkStats {
+    points: AtomicU64,
+    bytes: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+/// HTTP/1.1 keep-alive sink: answers 204 at once; counts line-protocol lines or OpenTSDB datapoints.
+fn http_sink() -> (u16, Arc<SinkStats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("sink");
+    let port = listener.local_addr().expect("addr").port();
+    let stats = Arc::new(SinkStats::default());
+    let s = Arc::clone(&stats);
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = Arc::clone(&s);
+            thread::spawn(move || serve_http(conn, &s));
+        }
+    });
+    (port, stats)
+}
+
+fn serve_http(conn: TcpStream, stats: &SinkStats) {
+    let mut reader = BufReader::with_capacity(1 << 20, conn.try_clone().expect("clone"));
+    let mut writer = conn;
+    let mut body = Vec::new();
+    loop {
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        body.resize(length, 0);
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let arrived = now_micros();
+        stats.bytes.fetch_add(length as u64, Ordering::Relaxed);
+        let points = if body.first() == Some(&b'[') {
+            body.windows(9).filter(|w| w == b"\"metric\":").count()
+        } else {
+            body.iter().filter(|b| **b == b'\n').count()
+        };
+        stats.points.fetch_add(points as u64, Ordering::Relaxed);
+        if body.starts_with(b"bench_latency") || body.windows(14).any(|w| w == b"\nbench_latency") {
+            for line in body.split(|b| *b == b'\n').filter(|l| l.starts_with(b"bench_latency")) {
+                let text = String::from_utf8_lossy(line);
+                if let Some(v) = text.split("value=").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok()) {
+                    stats.latencies_us.lock().expect("lock").push(arrived.saturating_sub(v as u64));
+                }
+            }
+        }
+        if writer.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n").is_err() {
+            return;
+        }
+    }
+}
+
+/// Carbon pickle sink: length-prefixed pickles, each a list whose items are counted.
+fn pickle_sink() -> (u16, Arc<SinkStats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("sink");
+    let port = listener.local_addr().expect("addr").port();
+    let stats = Arc::new(SinkStats::default());
+    let s = Arc::clone(&stats);
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let mut r = BufReader::with_capacity(1 << 20, conn);
+                let mut buf = Vec::new();
+                loop {
+                    let mut len = [0u8; 4];
+                    if r.read_exact(&mut len).is_err() {
+                        return;
+                    }
+                    buf.resize(u32::from_be_bytes(len) as usize, 0);
+                    if r.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    s.bytes.fetch_add(buf.len() as u64 + 4, Ordering::Relaxed);
+                    let items = match serde_pickle::value_from_slice(&buf, serde_pickle::DeOptions::new()) {
+                        Ok(serde_pickle::Value::List(l)) => l.len(),
+                        _ => 0,
+                    };
+                    s.points.fetch_add(items as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, stats)
+}
+
+/// Graphite plaintext sink (collectd's write_graphite): counts lines.
+fn line_sink() -> (u16, Arc<SinkStats>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("sink");
+    let port = listener.local_addr().expect("addr").port();
+    let stats = Arc::new(SinkStats::default());
+    let s = Arc::clone(&stats);
+    thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                let mut r = conn;
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n) = r.read(&mut buf) {
+                    if n == 0 {
+                        return;
+                    }
+                    s.points.fetch_add(buf[..n].iter().filter(|b| **b == b'\n').count() as u64, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    (port, stats)
+}
+
+// ------------------------------------------------------------------ the parts
+
+struct Bench {
+    quick: bool,
+    md: String,
+    json: serde_json::Map<String, Json>,
+}
+
+impl Bench {
+    fn secs(&self, full: u64) -> Duration {
+        Duration::from_secs(if self.quick { 1 } else { full })
+    }
+
+    fn section(&mut self, title: &str, header: &str) {
+        self.md.push_str(&format!("\n## {title}\n\n{header}\n"));
+        let cols = header.matches('|').count().saturating_sub(1);
+        self.md.push_str(&format!("|{}\n", "---|".repeat(cols)));
+    }
+
+    fn row(&mut self, cells: &[String]) {
+        self.md.push_str(&format!("| {} |\n", cells.join(" | ")));
+    }
+}
+
+fn influx_tsdb(port: u16) -> String {
+    format!("[TSDB]\ntsdtype = InfluxDB\naddress = http://127.0.0.1:{port}\ndatabase = bench\ngzip = False\n")
+}
+
+fn footprint(b: &mut Bench) {
+    let d = b.secs(60);
+    let warm = Duration::from_secs(if b.quick { 1 } else { 5 });
+    // PuyPuy: collector + shipper, all system checks, 1 s.
+    let (port, sink) = http_sink();
+    let agent = Agent::new("self_metrics: no", &influx_tsdb(port));
+    let shipper = agent.start_shipper();
+    let collector = agent.start_collector();
+    thread::sleep(warm);
+    let (c0, s0, p0) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+    thread::sleep(d);
+    let (c1, s1, p1) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+    let cycles = d.as_secs_f64();
+    let values = (p1 - p0) as f64 / cycles;
+    let ours_cpu = (c1 - c0 + s1 - s0) / cycles;
+    let (rc, hc) = rss(collector.pid());
+    let (rs, hs) = rss(shipper.pid());
+    drop((collector, shipper));
+
+    // collectd with cpu, memory, load, interface, df, disk → write_graphite to a local sink.
+    let collectd = require("collectd");
+    let (gport, gsink) = line_sink();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("collectd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Interval 1\nFQDNLookup false\nBaseDir \"{0}\"\nPIDFile \"{0}/collectd.pid\"\nPluginDir \"/usr/lib/collectd\"\nTypesDB \"/usr/share/collectd/types.db\"\n\
+             LoadPlugin cpu\nLoadPlugin memory\nLoadPlugin load\nLoadPlugin interface\nLoadPlugin df\nLoadPlugin disk\nLoadPlugin write_graphite\n\
+             <Plugin write_graphite>\n  <Node \"sink\">\n    Host \"127.0.0.1\"\n    Port \"{gport}\"\n    Protocol \"tcp\"\n  </Node>\n</Plugin>\n",
+            dir.path().display()
+        ),
+    )
+    .expect("collectd.conf");
+    let cd = Proc::spawn("collectd", Command::new(collectd).arg("-f").arg("-C").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()));
+    thread::sleep(warm);
+    let (k0, q0) = (cpu_seconds(cd.pid()), gsink.points.load(Ordering::Relaxed));
+    thread::sleep(d);
+    let (k1, q1) = (cpu_seconds(cd.pid()), gsink.points.load(Ordering::Relaxed));
+    let theirs_values = (q1 - q0) as f64 / cycles;
+    let theirs_cpu = (k1 - k0) / cycles;
+    let (rk, hk) = rss(cd.pid());
+    drop(cd);
+
+    let per_value = |cpu: f64, v: f64| if v > 0.0 { cpu * 1e6 / v } else { f64::NAN };
+    b.section(
+        &format!("1. Host footprint: system checks at 1 s for {} s", d.as_secs()),
+        "| agent | values/cycle | CPU ms/cycle | CPU µs/value | steady RSS MiB | peak RSS MiB |",
+    );
+    b.row(&[
+        "PuyPuy collector + shipper".into(),
+        format!("{values:.0}"),
+        format!("{:.2}", ours_cpu * 1000.0),
+        format!("{:.1}", per_value(ours_cpu, values)),
+        format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
+        format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
+    ]);
+    b.row(&[
+        "collectd 5.12 (cpu memory load interface df disk)".into(),
+        format!("{theirs_values:.0}"),
+        format!("{:.2}", theirs_cpu * 1000.0),
+        format!("{:.1}", per_value(theirs_cpu, theirs_values)),
+        format!("{}", mib(rk)),
+        format!("{}", mib(hk)),
+    ]);
+    let ratio = per_value(ours_cpu, values) / per_value(theirs_cpu, theirs_values);
+    b.md.push_str(&format!("\nCPU per value, PuyPuy ÷ collectd: **{ratio:.2}** (target ≤ 0.5); RSS together: {} MiB (target ≤ 6).\n", mib(rc + rs)));
+    b.json.insert(
+        "footprint".into(),
+        json!({"seconds": d.as_secs(), "puypuy": {"values_per_cycle": values, "cpu_ms_per_cycle": ours_cpu * 1000.0, "cpu_us_per_value": per_value(ours_cpu, values), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs},
+               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": per_value(theirs_cpu, theirs_values), "rss_bytes": rk, "peak_rss_bytes": hk},
+               "cpu_per_value_ratio": ratio}),
+    );
+}
+
+/// Producers pushing frames of 1000 points as fast as acks allow (at most 16 frames in flight each).
+fn push(socket: &Path, producers: usize, d: Duration) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for p in 0..producers {
+        let (socket, stop) = (socket.to_path_buf(), Arc::clone(&stop));
+        thread::spawn(move || {
+            let client = SenderClient::start(&socket, &format!("bench-{p}"), 64);
+            let mut t = 1_700_000_000u64;
+            while !stop.load(Ordering::Relaxed) {
+                if client.stats().queued_frames >= 16 {
+                    thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                t += 1;
+                let frame: Vec<Point> = (0..1000).map(|i| Point::int(format!("bench_m{}", i % 100), t, i as i64, "bench").with_tag("p", p.to_string())).collect();
+                client.send(frame);
+            }
+        });
+    }
+    let s = Arc::clone(&stop);
+    thread::spawn(move || {
+        thread::sleep(d);
+        s.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+fn throughput(b: &mut Bench) {
+    let d = b.secs(10);
+    b.section(
+        &format!("2. Shipper throughput ({} s per row, frames of 1000 points, sink answering at once)", d.as_secs()),
+        "| backend | producers | points/s | shipper CPU µs/point | shipper CPU cores | peak RSS MiB |",
+    );
+    let mut rows = Vec::new();
+    let counts: &[usize] = if b.quick { &[1] } else { &[1, 4, 16] };
+    for backend in ["InfluxDB line", "OpenTSDB JSON", "Carbon pickle"] {
+        for &producers in counts {
+            let (port, sink) = if backend == "Carbon pickle" { pickle_sink() } else { http_sink() };
+            let tsdb = match backend {
+                "InfluxDB line" => influx_tsdb(port),
+                "OpenTSDB JSON" => format!("[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{port}\ngzip = False\n"),
+                _ => format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n"),
+            };
+            let agent = Agent::new("self_metrics: no\nmax_cache: 1000000", &tsdb);
+            let shipper = agent.start_shipper();
+            let warm = push(&agent.socket(), producers, Duration::from_millis(500));
+            while !warm.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            thread::sleep(Duration::from_millis(300));
+            let (c0, p0) = (cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+            let started = Instant::now();
+            let stop = push(&agent.socket(), producers, d);
+            while !stop.load(Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let (c1, p1) = (cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+            let points = (p1 - p0) as f64;
+            let (_, peak) = rss(shipper.pid());
+            let rate = points / elapsed;
+            let cpu_us = if points > 0.0 { (c1 - c0) * 1e6 / points } else { f64::NAN };
+            b.row(&[backend.into(), producers.to_string(), format!("{rate:.0}"), format!("{cpu_us:.2}"), format!("{:.2}", (c1 - c0) / elapsed), format!("{}", mib(peak))]);
+            rows.push(json!({"backend": backend, "producers": producers, "points_per_second": rate, "cpu_us_per_point": cpu_us, "peak_rss_bytes": peak}));
+            drop(shipper);
+        }
+    }
+    b.json.insert("throughput".into(), Json::from(rows));
+}
+
+fn relay(b: &mut Bench) {
+    let d = b.secs(20);
+    let (sink_port, sink) = pickle_sink();
+    // Pre-built plaintext lines, sent by 4 connections as fast as the relay reads them.
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|x| x.as_secs()).unwrap_or(0);
+    let chunk: Vec<u8> = (0..10_000).map(|i| format!("bench.relay.m{} {} {}\n", i % 500, i, now)).collect::<String>().into_bytes();
+    let chunk = Arc::new(chunk);
+    let load = |port: u16, d: Duration| -> u64 {
+        let sent = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let (chunk, sent) = (Arc::clone(&chunk), Arc::clone(&sent));
+                thread::spawn(move || {
+                    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return };
+                    let end = Instant::now() + d;
+                    while Instant::now() < end {
+                        if s.write_all(&chunk).is_err() {
+                            return;
+                        }
+                        sent.fetch_add(10_000, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        sent.load(Ordering::Relaxed)
+    };
+    let drain = |stats: &SinkStats, before: u64| {
+        let mut last = u64::MAX;
+        for _ in 0..100 {
+            let now = stats.points.load(Ordering::Relaxed);
+            if now == last {
+                break;
+            }
+            last = now;
+            thread::sleep(Duration::from_millis(300));
+        }
+        stats.points.load(Ordering::Relaxed) - before
+    };
+    b.section(
+        &format!("3. Relay: Graphite plaintext in, Carbon pickle out ({} s, 4 connections sending as fast as accepted)", d.as_secs()),
+        "| relay | lines sent | points delivered | points/s (delivered ÷ send time) | dropped | relay CPU cores | peak RSS MiB |",
+    );
+    // PuyPuy
+    let gport = free_port();
+    let agent = Agent::new("self_metrics: no\nmax_cache: 1000000", &format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{sink_port}\n[Relay]\ngraphite_listen = {gport}\n"));
+    let shipper = agent.start_shipper();
+    wait_for(Duration::from_secs(5), "the graphite input", || TcpStream::connect(("127.0.0.1", gport)).ok().map(|_| ()));
+    let (c0, p0) = (cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+    let started = Instant::now();
+    let sent = load(gport, d);
+    let send_time = started.elapsed().as_secs_f64();
+    let delivered = drain(&sink, p0);
+    let c1 = cpu_seconds(shipper.pid());
+    let (_, peak) = rss(shipper.pid());
+    let ours = delivered as f64 / send_time;
+    b.row(&["PuyPuy shipper".into(), sent.to_string(), delivered.to_string(), format!("{ours:.0}"), (sent - delivered.min(sent)).to_string(), format!("{:.2}", (c1 - c0) / started.elapsed().as_secs_f64()), mib(peak).to_string()]);
+    drop(shipper);
+    // carbon-relay
+    let relay = require("carbon-relay");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lport, pport) = (free_port(), free_port());
+    let dd = dir.path().display();
+    std::fs::write(
+        dir.path().join("carbon.conf"),
+        format!(
+            "[relay]\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {lport}\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pport}\nRELAY_METHOD = rules\n\
+             DESTINATIONS = 127.0.0.1:{sink_port}\nUSE_FLOW_CONTROL = True\nLOG_DIR = {dd}/\nPID_DIR = {dd}/\nSTORAGE_DIR = {dd}/\nUSER =\n[cache]\nSTORAGE_DIR = {dd}/\nLOG_DIR = {dd}/\nPID_DIR = {dd}/\n"
+        ),
+    )
+    .expect("carbon.conf");
+    std::fs::write(dir.path().join("relay-rules.conf"), format!("[default]\ndefault = true\ndestinations = 127.0.0.1:{sink_port}\n")).expect("rules");
+    std::fs::write(dir.path().join("storage-schemas.conf"), "[default]\npattern = .*\nretentions = 1s:1d\n").expect("schemas");
+    let cr = Proc::spawn(
+        "carbon-relay",
+        Command::new(relay)
+            .arg(format!("--config={dd}/carbon.conf"))
+            .arg(format!("--pidfile={dd}/relay.pid"))
+            .args(["--logfile=-", "--nodaemon", "start"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    wait_for(Duration::from_secs(30), "carbon-relay", || TcpStream::connect(("127.0.0.1", lport)).ok().map(|_| ()));
+    thread::sleep(Duration::from_millis(500));
+    let (k0, q0) = (cpu_seconds(cr.pid()), sink.points.load(Ordering::Relaxed));
+    let started = Instant::now();
+    let sent_r = load(lport, d);
+    let send_time_r = started.elapsed().as_secs_f64();
+    let delivered_r = drain(&sink, q0);
+    let k1 = cpu_seconds(cr.pid());
+    let (_, peak_r) = rss(cr.pid());
+    let theirs = delivered_r as f64 / send_time_r;
+    b.row(&["carbon-relay (graphite-carbon 1.1.7, stock queue)".into(), sent_r.to_string(), delivered_r.to_string(), format!("{theirs:.0}"), (sent_r - delivered_r.min(sent_r)).to_string(), format!("{:.2}", (k1 - k0) / started.elapsed().as_secs_f64()), mib(peak_r).to_string()]);
+    drop(cr);
+    b.md.push_str(&format!("\nDelivered points/s, PuyPuy ÷ carbon-relay: **{:.1}×** (target ≥ 20×).\n", ours / theirs.max(1.0)));
+    b.json.insert(
+        "relay".into(),
+        json!({"puypuy": {"sent": sent, "delivered": delivered, "points_per_second": ours, "peak_rss_bytes": peak},
+               "carbon_relay": {"sent": sent_r, "delivered": delivered_r, "points_per_second": theirs, "peak_rss_bytes": peak_r}}),
+    );
+}
+
+fn scripts(b: &mut Bench) {
+    let d = b.secs(20);
+    let agent = Agent::new("", "[TSDB]\ntsdtype: File\npath: out.txt\n");
+    let dir = agent.path("scripts_enabled");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for i in 0..100 {
+        let p = dir.join(format!("check_trivial_{i:03}"));
+        std::fs::write(&p, format!("#!/bin/sh\necho trivial_{i} 1 bench stack\n")).expect("script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let runner = Proc::spawn("puypuy-script-runner", agent.command("puypuy-script-runner").arg("--dry-run"));
+    thread::sleep(Duration::from_secs(if b.quick { 1 } else { 3 }));
+    let c0 = cpu_seconds(runner.pid());
+    thread::sleep(d);
+    let c1 = cpu_seconds(runner.pid());
+    let runs = 100.0 * d.as_secs_f64();
+    let per_run_ms = (c1 - c0) * 1000.0 / runs;
+    let (steady, peak) = rss(runner.pid());
+    b.section("4. script-runner: 100 trivial scripts per 1 s cycle", "| runs | runner CPU per script run (ms, the scripts' own excluded) | steady RSS MiB | peak RSS MiB |");
+    b.row(&[format!("{runs:.0}"), format!("{per_run_ms:.3}"), mib(steady).to_string(), mib(peak).to_string()]);
+    b.md.push_str("\nTarget ≤ 0.2 ms per script run.\n");
+    b.json.insert("scripts".into(), json!({"runs": runs, "runner_cpu_ms_per_run": per_run_ms, "rss_bytes": steady, "peak_rss_bytes": peak}));
+}
+
+fn jmx(b: &mut Bench) {
+    let d = b.secs(20);
+    let target = puypuy_tests::services::JavaTarget::start(false);
+    let agent = Agent::new("", &format!("[TSDB]\ntsdtype: File\npath: out.txt\n[JMX:app]\nurl: {}\n", target.url()));
+    let bridge = Proc::spawn("puypuy-jmx-bridge", agent.command("puypuy-jmx-bridge").arg("--dry-run"));
+    thread::sleep(Duration::from_secs(if b.quick { 2 } else { 5 }));
+    let c0 = cpu_seconds(bridge.pid());
+    thread::sleep(d);
+    let c1 = cpu_seconds(bridge.pid());
+    let (steady, peak) = rss(bridge.pid());
+    let per_cycle = (c1 - c0) * 1000.0 / d.as_secs_f64();
+    b.section("5. jmx-bridge: one remote target at 1 s", "| CPU ms/cycle | steady RSS MiB | peak RSS MiB |");
+    b.row(&[format!("{per_cycle:.2}"), mib(steady).to_string(), mib(peak).to_string()]);
+    b.json.insert("jmx".into(), json!({"cpu_ms_per_cycle": per_cycle, "rss_bytes": steady, "peak_rss_bytes": peak}));
+}
+
+fn latency(b: &mut Bench) {
+    let samples = if b.quick { 3 } else { 60 };
+    let (port, sink) = http_sink();
+    // The shipped default batch_ms (the test helper's own default is 50).
+    let agent = Agent::new("self_metrics: no\nbatch_ms: 20", &influx_tsdb(port));
+    let _shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "latency", 100);
+    for i in 0..samples {
+        let sent = now_micros();
+        client.send(vec![Point::float("bench_latency", 1_700_000_000 + i, sent as f64, "bench")]);
+        thread::sleep(Duration::from_secs(1));
+    }
+    let mut lat = sink.latencies_us.lock().expect("lock").clone();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0) as f64 / 1000.0;
+    b.section("6. End-to-end latency, producer send → backend received (1 point per second, default batching)", "| samples | p50 ms | p99 ms | max ms |");
+    b.row(&[lat.len().to_string(), format!("{:.1}", pct(0.5)), format!("{:.1}", pct(0.99)), format!("{:.1}", pct(1.0))]);
+    b.md.push_str("\nTarget p99 < 50 ms.\n");
+    b.json.insert("latency".into(), json!({"samples": lat.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}));
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut out = PathBuf::from("bench-results");
+    let mut quick = false;
+    let mut only: Vec<String> = Vec::new();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = PathBuf::from(args.next().expect("--out DIR")),
+            "--only" => only.push(args.next().expect("--only PART")),
+            _ => {
+                eprintln!("usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let _ = bin("puypuy-shipper");
+    let mut b = Bench { quick, md: String::new(), json: serde_json::Map::new() };
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    b.md.push_str(&format!(
+        "# PuyPuy benchmark report\n\nOne run, side by side, on this machine ({cpus} cores), loopback only{}.\n",
+        if quick { " — **--quick: tiny sizes, numbers not meaningful**" } else { "" }
+    ));
+    let parts: [(&str, fn(&mut Bench)); 6] =
+        [("footprint", footprint), ("throughput", throughput), ("relay", relay), ("scripts", scripts), ("jmx", jmx), ("latency", latency)];
+    for (name, part) in parts {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            eprintln!("puypuy-bench: {name}…");
+            part(&mut b);
+        }
+    }
+    std::fs::create_dir_all(&out).expect("out dir");
+    std::fs::write(out.join("report.md"), &b.md).expect("report.md");
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&Json::Object(b.json)).expect("json")).expect("report.json");
+    println!("{}", b.md);
+}
