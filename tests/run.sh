@@ -21,6 +21,7 @@ command -v php-fpm8.2 >/dev/null 2>&1 || [ -x /usr/sbin/php-fpm8.2 ] || missing+
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v collectd >/dev/null 2>&1 || missing+=(collectd-core)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test servers: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

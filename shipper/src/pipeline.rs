@@ -277,7 +277,11 @@ pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings
             d.next_attempt = Instant::now();
         }
         let has_work = !d.memory.is_empty() || d.spool.as_ref().is_some_and(|s| !s.is_empty());
-        if shutdown_deadline.is_none() {
+        // While the backend keeps up, take a new batch only when the one in hand is sent, so that
+        // a slow backend slows the producers (backpressure) instead of filling memory. During an
+        // outage every batch goes to the spool at once.
+        let can_take = d.outage.is_some() || d.memory.len() < 2;
+        if shutdown_deadline.is_none() && can_take {
             let received = if has_work {
                 match rx.recv_deadline(d.next_attempt.max(Instant::now())) {
                     Ok(b) => Some(b),
@@ -299,8 +303,15 @@ pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings
             if let Some(b) = received {
                 d.accept(b);
             }
-            while let Ok(b) = rx.try_recv() {
-                d.accept(b);
+            while d.outage.is_some() || d.memory.len() < 2 {
+                match rx.try_recv() {
+                    Ok(b) => d.accept(b),
+                    Err(_) => break,
+                }
+            }
+        } else if shutdown_deadline.is_none() {
+            if let Some(wait) = d.next_attempt.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
             }
         }
         if let Some(deadline) = shutdown_deadline {

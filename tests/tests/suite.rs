@@ -1,5 +1,7 @@
 //! The integration suite: the real PuyPuy binaries against real servers on loopback.
 
+#[path = "suite/bench.rs"]
+mod bench;
 #[path = "suite/backends.rs"]
 mod backends;
 #[path = "suite/config_errors.rs"]
