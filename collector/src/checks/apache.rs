@@ -3,10 +3,7 @@
 //! apache_bytespersec apache_bytesperreq` (floats), `apache_busyworkers apache_idleworkers`; new:
 //! `apache_connstotal apache_uptime`.
 
-use puypuy_common::services::{ServiceConfig, ServiceKind};
-use puypuy_common::Point;
-
-use super::service::{http_get, int_of, Metrics, ServiceCheck};
+use super::service::{int_of, Metrics};
 
 pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
     let get = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':').map(str::trim));
@@ -26,15 +23,4 @@ pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-pub struct Apache(pub ServiceConfig);
-
-impl ServiceCheck for Apache {
-    fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
-        let body = http_get(&self.0)?;
-        let mut m = Metrics::new(ServiceKind::Apache, self.0.instance.clone(), timestamp);
-        parse(&body, &mut m).map_err(|e| format!("{}: not a mod_status ?auto page: {e}", self.0.url))?;
-        Ok(m.points)
-    }
 }

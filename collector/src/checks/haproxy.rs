@@ -6,10 +6,7 @@
 //! `upstream: a,b` keeps the rows whose proxy or server name is listed (the old filter); empty
 //! keeps all.
 
-use puypuy_common::services::{ServiceConfig, ServiceKind};
-use puypuy_common::Point;
-
-use super::service::{http_get, int_of, Metrics, ServiceCheck};
+use super::service::{int_of, Metrics};
 
 pub fn parse(text: &str, upstream: &[String], m: &mut Metrics) -> Result<(), String> {
     let mut lines = text.lines();
@@ -50,15 +47,4 @@ pub fn parse(text: &str, upstream: &[String], m: &mut Metrics) -> Result<(), Str
         }
     }
     Ok(())
-}
-
-pub struct HaProxy(pub ServiceConfig);
-
-impl ServiceCheck for HaProxy {
-    fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
-        let body = http_get(&self.0)?;
-        let mut m = Metrics::new(ServiceKind::HaProxy, self.0.instance.clone(), timestamp);
-        parse(&body, &self.0.upstream, &mut m).map_err(|e| format!("{}: not HAProxy stats CSV: {e}", self.0.url))?;
-        Ok(m.points)
-    }
 }

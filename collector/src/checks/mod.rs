@@ -42,13 +42,14 @@ use puypuy_common::services::{ServiceConfig, ServiceKind};
 /// The check for one configured service section.
 pub fn service_check(config: &ServiceConfig) -> Box<dyn service::ServiceCheck> {
     let c = config.clone();
+    let http = |what, parse| Box::new(service::HttpCheck { config: config.clone(), what, parse }) as Box<dyn service::ServiceCheck>;
     match config.kind {
         ServiceKind::MySql => Box::new(mysql::MySql::new(c)),
-        ServiceKind::Nginx => Box::new(nginx::Nginx(c)),
-        ServiceKind::Apache => Box::new(apache::Apache(c)),
         ServiceKind::Redis => Box::new(redis::Redis(c)),
         ServiceKind::Memcached => Box::new(memcached::Memcached(c)),
-        ServiceKind::PhpFpm => Box::new(phpfpm::PhpFpm(c)),
-        ServiceKind::HaProxy => Box::new(haproxy::HaProxy(c)),
+        ServiceKind::Nginx => http("a stub_status page", |t, _, m| nginx::parse(t, m)),
+        ServiceKind::Apache => http("a mod_status ?auto page", |t, _, m| apache::parse(t, m)),
+        ServiceKind::PhpFpm => http("a php-fpm JSON status", |t, _, m| phpfpm::parse(t, m)),
+        ServiceKind::HaProxy => http("HAProxy stats CSV", |t, c, m| haproxy::parse(t, &c.upstream, m)),
     }
 }

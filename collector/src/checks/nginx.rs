@@ -2,10 +2,7 @@
 //! nginx_reading nginx_writing nginx_waiting`, counters (sent as rates) `nginx_accept
 //! nginx_handled nginx_requests`.
 
-use puypuy_common::services::{ServiceConfig, ServiceKind};
-use puypuy_common::Point;
-
-use super::service::{http_get, int_of, Metrics, ServiceCheck};
+use super::service::{int_of, Metrics};
 
 pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
     let mut lines = text.lines();
@@ -26,15 +23,4 @@ pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
     m.counter("nginx_handled", handled);
     m.counter("nginx_requests", requests);
     Ok(())
-}
-
-pub struct Nginx(pub ServiceConfig);
-
-impl ServiceCheck for Nginx {
-    fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
-        let body = http_get(&self.0)?;
-        let mut m = Metrics::new(ServiceKind::Nginx, self.0.instance.clone(), timestamp);
-        parse(&body, &mut m).map_err(|e| format!("{}: not a stub_status page: {e}", self.0.url))?;
-        Ok(m.points)
-    }
 }

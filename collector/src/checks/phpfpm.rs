@@ -4,10 +4,7 @@
 //! phpfpm_total_processes phpfpm_max_active_processes phpfpm_max_children_reached
 //! phpfpm_slow_requests phpfpm_start_since`.
 
-use puypuy_common::services::{ServiceConfig, ServiceKind};
-use puypuy_common::Point;
-
-use super::service::{http_get, Metrics, ServiceCheck};
+use super::service::Metrics;
 
 const GAUGES: [&str; 10] = [
     "listen queue",
@@ -32,15 +29,4 @@ pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-pub struct PhpFpm(pub ServiceConfig);
-
-impl ServiceCheck for PhpFpm {
-    fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
-        let body = http_get(&self.0)?;
-        let mut m = Metrics::new(ServiceKind::PhpFpm, self.0.instance.clone(), timestamp);
-        parse(&body, &mut m).map_err(|e| format!("{}: not a php-fpm JSON status: {e}", self.0.url))?;
-        Ok(m.points)
-    }
 }

@@ -66,6 +66,23 @@ impl Metrics {
     }
 }
 
+/// A check that GETs a status page and parses it: nginx, Apache, php-fpm, HAProxy.
+pub struct HttpCheck {
+    pub config: ServiceConfig,
+    /// What the page should be, for the error when it does not parse.
+    pub what: &'static str,
+    pub parse: fn(&str, &ServiceConfig, &mut Metrics) -> Result<(), String>,
+}
+
+impl ServiceCheck for HttpCheck {
+    fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
+        let body = http_get(&self.config)?;
+        let mut m = Metrics::new(self.config.kind, self.config.instance.clone(), timestamp);
+        (self.parse)(&body, &self.config, &mut m).map_err(|e| format!("{}: not {}: {e}", self.config.url, self.what))?;
+        Ok(m.points)
+    }
+}
+
 /// Integer value of a status field; floats are truncated (some servers print `12.0`).
 pub fn int_of(s: &str) -> Option<i64> {
     let s = s.trim();
