@@ -17,37 +17,32 @@ use puypuy_common::Point;
 
 pub const MAX_PICKLE_BYTES: usize = 1_000_000;
 
-fn clean_component(s: &str, keep_dots: bool) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '#' | '@' | '%' | '+' | '=') || (c == '.' && keep_dots) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
+    out.extend(s.chars().map(|c| {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '#' | '@' | '%' | '+' | '=') || (c == '.' && keep_dots) {
+            c
+        } else {
+            '_'
+        }
+    }));
 }
 
 fn tag<'a>(p: &'a Point, key: &str) -> &'a str {
     p.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
 }
 
-/// `cluster.group.HOST.name`.
+/// `cluster.group.HOST.name`, built in one allocation.
 pub fn path(p: &Point) -> String {
-    let mut parts: Vec<String> = Vec::with_capacity(4);
-    for (key, keep_dots) in [("cluster", true), ("group", true)] {
-        let v = tag(p, key);
-        if !v.is_empty() {
-            parts.push(clean_component(v, keep_dots));
+    let (cluster, group, host) = (tag(p, "cluster"), tag(p, "group"), tag(p, "host"));
+    let mut out = String::with_capacity(cluster.len() + group.len() + host.len() + p.name.len() + 3);
+    for (part, keep_dots) in [(cluster, true), (group, true), (host, false)] {
+        if !part.is_empty() {
+            push_clean(&mut out, part, keep_dots);
+            out.push('.');
         }
     }
-    let host = tag(p, "host");
-    if !host.is_empty() {
-        parts.push(clean_component(&host.replace('.', "_"), false));
-    }
-    parts.push(clean_component(&p.name, true));
-    parts.join(".")
+    push_clean(&mut out, &p.name, true);
+    out
 }
 
 fn pickle(items: &[(String, (u64, f64))], out: &mut Vec<u8>) {
