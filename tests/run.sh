@@ -31,4 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 cargo build --release --bins
+# The package test needs cargo-deb; install it before the tests so its compile does not compete
+# with timing-sensitive tests for the two cores.
+[ -x target/tools/bin/cargo-deb ] || cargo install --quiet --locked --root target/tools cargo-deb
 cargo test --release --workspace -- --test-threads="${PUYPUY_TEST_THREADS:-4}" "$@"
