@@ -74,14 +74,10 @@ fn apply_reload(
 ) {
     let s = &new.self_config;
     let host = hostname::host_name(s.shorthostname);
-    let _ = input.send(Input::Reload {
-        tags: HostTags::from_config(new, &host),
-        batch_points: s.batch_points,
-        batch_wait: Duration::from_millis(s.batch_ms),
-    });
-    if format!("{:?}", old.tsdb) != format!("{:?}", new.tsdb) || old.tsdb.pass != new.tsdb.pass {
-        *new_transport.lock().unwrap_or_else(|e| e.into_inner()) = Some(transport::from_config(&new.tsdb, s.batch_points));
-    }
+    let _ = input.send(Input::Reload { batch_points: s.batch_points, batch_wait: Duration::from_millis(s.batch_ms) });
+    // A new transport carries the new backend settings and the new host tags.
+    *new_transport.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(transport::from_config(&new.tsdb, s.batch_points, HostTags::from_config(new, &host)));
     let o = &old.self_config;
     let mut restart = Vec::new();
     if o.socket != s.socket {
@@ -119,7 +115,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let socket = s.socket.clone();
     let bound = receive::bind(&socket, config.relay.socket_group.as_deref()).map_err(anyhow::Error::msg)?;
     let host = hostname::host_name(s.shorthostname);
-    let transport = transport::from_config(&config.tsdb, s.batch_points);
+    let transport = transport::from_config(&config.tsdb, s.batch_points, HostTags::from_config(&config, &host));
     log::info!(
         "started (pid {}), listening on {}, host {host}, delivering to {}",
         std::process::id(),
@@ -133,7 +129,6 @@ fn run(config: Config) -> anyhow::Result<()> {
     // the shipper's memory growing.
     let (input_tx, input_rx) = crossbeam_channel::bounded::<Input>(8);
     let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
-    let tags = HostTags::from_config(&config, &host);
     let batcher_settings = BatcherSettings {
         batch_points: s.batch_points,
         batch_wait: Duration::from_millis(s.batch_ms),
@@ -142,7 +137,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let batcher_stats = Arc::clone(&stats);
     let batcher = thread::Builder::new()
         .name("batcher".into())
-        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, tags, batcher_settings, batcher_stats))
+        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
     let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
     let policy = if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest };

@@ -1,5 +1,5 @@
-//! The shipper's two stages after the socket: the batcher (rates, host tags, batching) and the
-//! delivery loop (send, spool, replay, acks).
+//! The shipper's two stages after the socket: the batcher (rates, batching) and the delivery loop
+//! (send, spool, replay, acks). The host's tags are added by the encoders while writing.
 //!
 //! A frame is never split between batches, and a frame is acknowledged only once the one batch
 //! holding its points was accepted by the backend, or written and fsynced to the spool, or refused
@@ -24,7 +24,6 @@ use puypuy_common::Point;
 
 use crate::rate::RateState;
 use crate::spool::{Pushed, RejectedDir, Spool};
-use crate::tags::HostTags;
 use crate::transport::{ErrorKind, OnRejection, SendError, Transport};
 
 /// Where to send the ack of one frame: the writer of the connection it came on.
@@ -44,8 +43,8 @@ pub enum Input {
     Points { points: Vec<Point>, ack: Option<AckHandle> },
     /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
     SelfMetrics(Vec<Point>),
-    /// A reloaded config's tags and batch settings (SIGHUP).
-    Reload { tags: HostTags, batch_points: usize, batch_wait: Duration },
+    /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
+    Reload { batch_points: usize, batch_wait: Duration },
     Shutdown,
 }
 
@@ -103,8 +102,7 @@ pub struct BatcherSettings {
 
 pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(10);
 
-pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut settings: BatcherSettings, stats: Arc<Stats>) {
-    let mut tags = tags;
+pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
             Ok(r) => {
@@ -137,7 +135,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut 
             let _ = out.send(std::mem::take(batch));
         }
     };
-    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState, tags: &HostTags| {
+    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| {
         stats.points_received.fetch_add(points.len() as u64, Ordering::Relaxed);
         for p in points {
             if p.name.is_empty() || !p.value.is_finite() {
@@ -145,8 +143,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut 
                 log::warn!("dropped an invalid point (empty name or NaN/inf value): {}", p.dry_run_line());
                 continue;
             }
-            if let Some(mut p) = rates.apply(p) {
-                tags.apply(&mut p);
+            if let Some(p) = rates.apply(p) {
                 into.push(p);
             }
         }
@@ -158,7 +155,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut 
         };
         match message {
             Ok(Input::Points { points, ack }) => {
-                prepare(points, &mut batch.points, &mut rates, &tags);
+                prepare(points, &mut batch.points, &mut rates);
                 if let Some(a) = ack {
                     batch.acks.push(a);
                 }
@@ -171,12 +168,11 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, tags: HostTags, mut 
             }
             Ok(Input::SelfMetrics(points)) => {
                 let mut own = Batch { own: true, ..Batch::default() };
-                prepare(points, &mut own.points, &mut rates, &tags);
+                prepare(points, &mut own.points, &mut rates);
                 let _ = out.send(own);
             }
-            Ok(Input::Reload { tags: new_tags, batch_points, batch_wait }) => {
+            Ok(Input::Reload { batch_points, batch_wait }) => {
                 flush(&mut batch, &mut deadline);
-                tags = new_tags;
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
             }

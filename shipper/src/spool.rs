@@ -16,7 +16,7 @@
 //! | 12+B | 4 | number of points, u32 LE |
 //! | 16+B | 4 | payload length P, u32 LE |
 //! | 20+B | 4 | CRC-32 (IEEE) of the payload, u32 LE |
-//! | 24+B | P | payload: the points in the frame encoding (`common/src/frame.rs`), rates and tags already applied |
+//! | 24+B | P | payload: the points in the frame encoding (`common/src/frame.rs`), rates applied; the host's tags are added when they are sent |
 //!
 //! # Replay order
 //! Oldest first, by sequence number. A file is deleted only after the backend accepted its points.
@@ -302,7 +302,8 @@ fn read_file(path: &Path) -> Result<(String, Vec<Point>, bool), String> {
 }
 
 /// Rejected batches: `tmpdir/rejected/<time>-<n>.txt` holding the server's answer and the points as
-/// InfluxDB line protocol, at most `max_files` (the oldest are deleted beyond).
+/// InfluxDB line protocol (with their own tags, not the host's), at most `max_files` (the oldest
+/// are deleted beyond).
 pub struct RejectedDir {
     dir: PathBuf,
     max_files: usize,
@@ -321,7 +322,7 @@ impl RejectedDir {
         let path = self.dir.join(format!("{now}-{}-{}.txt", std::process::id(), self.counter));
         let mut text = Vec::new();
         writeln!(text, "# {error}")?;
-        crate::backends::influxdb::encode(points, &mut text);
+        crate::backends::influxdb::encode(points, &crate::tags::HostTags::empty(), &mut text);
         fs::write(&path, text)?;
         let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)?.flatten().map(|e| e.path()).collect();
         if files.len() > self.max_files {

@@ -5,6 +5,7 @@
 
 use puypuy_common::{Config, Point};
 
+#[derive(Debug, Clone, Default)]
 pub struct HostTags {
     tags: Vec<(String, String)>,
 }
@@ -27,21 +28,30 @@ impl HostTags {
         HostTags { tags }
     }
 
-    /// Adds the host-wide tags and `type`; drops empty tags. Own tags come after the host-wide
-    /// ones so that every series of a host lists them in the same order.
-    pub fn apply(&self, p: &mut Point) {
-        let own = std::mem::take(&mut p.tags);
-        let mut tags = Vec::with_capacity(self.tags.len() + own.len() + 1);
-        for (k, v) in &self.tags {
-            if !own.iter().any(|(ok, _)| ok == k) {
-                tags.push((k.clone(), v.clone()));
-            }
-        }
-        if !p.check_type.is_empty() && !own.iter().any(|(k, _)| k == "type") {
-            tags.push(("type".to_string(), p.check_type.clone()));
-        }
-        tags.extend(own.into_iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()));
-        p.tags = tags;
+    /// No host-wide tags (encoder tests, rejected-points files).
+    pub fn empty() -> HostTags {
+        HostTags::default()
+    }
+
+    /// Every tag a point leaves with, in order: the host-wide ones (unless the point has its own of
+    /// that name), `type` (its check type, unless it has its own), then its own non-empty tags.
+    /// The encoders call this while writing, so no point carries a copy of the host's tags.
+    pub fn tags_of<'a>(&'a self, p: &'a Point) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
+        let host = self.tags.iter().filter(move |(k, _)| !own(k)).map(|(k, v)| (k.as_str(), v.as_str()));
+        let kind = (!p.check_type.is_empty() && !own("type")).then_some(("type", p.check_type.as_str()));
+        let own_tags = p.tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str()));
+        host.chain(kind).chain(own_tags)
+    }
+
+    /// The value a point leaves with for one tag (its own first, else the host's), or "".
+    pub fn get<'a>(&'a self, p: &'a Point, key: &str) -> &'a str {
+        p.tags
+            .iter()
+            .chain(self.tags.iter())
+            .find(|(k, v)| k == key && !v.is_empty())
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
     }
 }
 
@@ -53,12 +63,15 @@ mod tests {
         HostTags::new(vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())])
     }
 
+    fn applied(t: &HostTags, p: &Point) -> Vec<(String, String)> {
+        t.tags_of(p).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
     #[test]
     fn adds_host_tags_and_type() {
-        let mut p = Point::int("x", 1, 1, "system").with_tag("if", "eth0");
-        tags().apply(&mut p);
+        let p = Point::int("x", 1, 1, "system").with_tag("if", "eth0");
         assert_eq!(
-            p.tags,
+            applied(&tags(), &p),
             vec![
                 ("host".into(), "web01".into()),
                 ("cluster".into(), "prod".into()),
@@ -70,10 +83,11 @@ mod tests {
 
     #[test]
     fn own_host_tag_wins_and_empty_tags_are_left_out() {
-        let mut p = Point::int("x", 1, 1, "relay").with_tag("host", "other").with_tag("empty", "");
-        tags().apply(&mut p);
+        let p = Point::int("x", 1, 1, "relay").with_tag("host", "other").with_tag("empty", "");
+        assert_eq!(tags().get(&p, "host"), "other");
+        assert_eq!(tags().get(&p, "cluster"), "prod");
         assert_eq!(
-            p.tags,
+            applied(&tags(), &p),
             vec![("cluster".into(), "prod".into()), ("type".into(), "relay".into()), ("host".into(), "other".into())]
         );
     }

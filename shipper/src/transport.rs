@@ -21,6 +21,7 @@ use puypuy_common::config::{Backend, Tsdb};
 use puypuy_common::Point;
 
 use crate::backends;
+use crate::tags::HostTags;
 
 /// Why a retryable send failed, for the `puypuy_shipper_backend_errors` self-metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,15 +77,17 @@ pub trait Transport: Send {
     }
 }
 
-pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize) -> Box<dyn Transport> {
+/// The transport for `[TSDB]`; `host` are the tags every point leaves with.
+pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize, host: HostTags) -> Box<dyn Transport> {
     match tsdb.backend {
-        Backend::Carbon => Box::new(CarbonTransport::new(tsdb)),
+        Backend::Carbon => Box::new(CarbonTransport::new(tsdb, host)),
         Backend::File => Box::new(FileTransport {
             path: tsdb.path.clone().unwrap_or_else(|| PathBuf::from("puypuy-metrics.txt")),
             file: None,
             buf: Vec::new(),
+            host,
         }),
-        _ => Box::new(HttpTransport::new(tsdb, max_points_per_request)),
+        _ => Box::new(HttpTransport::new(tsdb, max_points_per_request, host)),
     }
 }
 
@@ -96,10 +99,11 @@ pub struct HttpTransport {
     gzip: bool,
     max_points: usize,
     body: Vec<u8>,
+    host: HostTags,
 }
 
 impl HttpTransport {
-    pub fn new(tsdb: &Tsdb, max_points: usize) -> HttpTransport {
+    pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> HttpTransport {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(ca) = &tsdb.ca_file {
             let pem = std::fs::read(ca).unwrap_or_default();
@@ -143,15 +147,16 @@ impl HttpTransport {
             gzip: tsdb.gzip,
             max_points: max_points.max(1),
             body: Vec::new(),
+            host,
         }
     }
 
     fn post(&mut self, points: &[Point]) -> Result<(), SendError> {
         let mut raw = Vec::with_capacity(points.len() * 96);
         match self.backend {
-            Backend::OpenTsdb => backends::opentsdb::encode(points, &mut raw),
-            Backend::KairosDb => backends::kairosdb::encode(points, &mut raw),
-            _ => backends::influxdb::encode(points, &mut raw),
+            Backend::OpenTsdb => backends::opentsdb::encode(points, &self.host, &mut raw),
+            Backend::KairosDb => backends::kairosdb::encode(points, &self.host, &mut raw),
+            _ => backends::influxdb::encode(points, &self.host, &mut raw),
         }
         let content_type = match self.backend {
             Backend::InfluxDb => "text/plain; charset=utf-8",
@@ -230,16 +235,18 @@ pub struct CarbonTransport {
     timeout: Duration,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
+    host: HostTags,
 }
 
 impl CarbonTransport {
-    fn new(tsdb: &Tsdb) -> CarbonTransport {
+    fn new(tsdb: &Tsdb, host: HostTags) -> CarbonTransport {
         CarbonTransport {
             address: tsdb.address.clone(),
             connect_timeout: tsdb.connect_timeout,
             timeout: tsdb.timeout,
             stream: None,
             buf: Vec::new(),
+            host,
         }
     }
 
@@ -271,7 +278,7 @@ impl CarbonTransport {
 impl Transport for CarbonTransport {
     fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
         self.buf.clear();
-        backends::carbon::encode(points, &mut self.buf);
+        backends::carbon::encode(points, &self.host, &mut self.buf);
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -305,12 +312,13 @@ pub struct FileTransport {
     path: PathBuf,
     file: Option<File>,
     buf: Vec<u8>,
+    host: HostTags,
 }
 
 impl Transport for FileTransport {
     fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
         self.buf.clear();
-        backends::influxdb::encode(points, &mut self.buf);
+        backends::influxdb::encode(points, &self.host, &mut self.buf);
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)

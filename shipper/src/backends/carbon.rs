@@ -15,6 +15,8 @@
 
 use puypuy_common::Point;
 
+use crate::tags::HostTags;
+
 pub const MAX_PICKLE_BYTES: usize = 1_000_000;
 
 fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
@@ -27,13 +29,9 @@ fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
     }));
 }
 
-fn tag<'a>(p: &'a Point, key: &str) -> &'a str {
-    p.tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str()).unwrap_or("")
-}
-
 /// `cluster.group.HOST.name`, built in one allocation.
-pub fn path(p: &Point) -> String {
-    let (cluster, group, host) = (tag(p, "cluster"), tag(p, "group"), tag(p, "host"));
+pub fn path(p: &Point, tags: &HostTags) -> String {
+    let (cluster, group, host) = (tags.get(p, "cluster"), tags.get(p, "group"), tags.get(p, "host"));
     let mut out = String::with_capacity(cluster.len() + group.len() + host.len() + p.name.len() + 3);
     for (part, keep_dots) in [(cluster, true), (group, true), (host, false)] {
         if !part.is_empty() {
@@ -55,14 +53,14 @@ fn pickle(items: &[(String, (u64, f64))], out: &mut Vec<u8>) {
 }
 
 /// Appends one or more length-prefixed pickles to `out`, each under [`MAX_PICKLE_BYTES`].
-pub fn encode(points: &[Point], out: &mut Vec<u8>) {
+pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
     let mut items: Vec<(String, (u64, f64))> = Vec::new();
     let mut estimate = 0usize;
     for p in points {
         if !p.value.is_finite() {
             continue;
         }
-        let path = path(p);
+        let path = path(p, host);
         // A tuple costs its path plus ~30 bytes of opcodes and numbers.
         let cost = path.len() + 32;
         if estimate + cost > MAX_PICKLE_BYTES && !items.is_empty() {
@@ -95,15 +93,17 @@ mod tests {
             .with_tag("host", "web01.example.com")
             .with_tag("cluster", "prod")
             .with_tag("group", "web servers");
-        assert_eq!(path(&p), "prod.web_servers.web01_example_com.drive_sda_bytes_read");
+        assert_eq!(path(&p, &HostTags::empty()), "prod.web_servers.web01_example_com.drive_sda_bytes_read");
         let bare = Point::int("x y", 1, 1, "system").with_tag("host", "h");
-        assert_eq!(path(&bare), "h.x_y");
+        assert_eq!(path(&bare, &HostTags::empty()), "h.x_y");
+        let host_wide = HostTags::new(vec![("host".into(), "a.b".into()), ("cluster".into(), "c".into())]);
+        assert_eq!(path(&Point::int("m", 1, 1, "t"), &host_wide), "c.a_b.m");
     }
 
     #[test]
     fn encodes_the_documented_bytes() {
         let mut out = Vec::new();
-        encode(&[point()], &mut out);
+        encode(&[point()], &HostTags::empty(), &mut out);
         let mut expected = vec![0, 0, 0, 0x31, 0x80, 0x02, 0x5d, 0x28, 0x28, 0x58, 0x14, 0, 0, 0];
         expected.extend_from_slice(b"a.b.web01.sys_load_1");
         expected.extend_from_slice(&[0x28, 0x4a, 0x00, 0xf1, 0x53, 0x65, 0x47, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0]);
@@ -115,7 +115,7 @@ mod tests {
     fn big_batches_split_under_the_carbon_limit() {
         let points: Vec<Point> = (0..60_000).map(|i| point().with_style(puypuy_common::Style::Stack).tap_name(i)).collect();
         let mut out = Vec::new();
-        encode(&points, &mut out);
+        encode(&points, &HostTags::empty(), &mut out);
         let mut rest = &out[..];
         let mut total = 0;
         let mut messages = 0;

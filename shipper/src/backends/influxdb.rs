@@ -13,6 +13,8 @@ use std::io::Write;
 
 use puypuy_common::{Point, Value};
 
+use crate::tags::HostTags;
+
 fn escape(out: &mut Vec<u8>, s: &str, specials: &[char]) {
     let last = s.chars().count().saturating_sub(1);
     for (i, c) in s.chars().enumerate() {
@@ -29,13 +31,13 @@ fn escape(out: &mut Vec<u8>, s: &str, specials: &[char]) {
 }
 
 /// Appends one line per point.
-pub fn encode(points: &[Point], out: &mut Vec<u8>) {
+pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
     for p in points {
         if !p.value.is_finite() || p.name.is_empty() {
             continue;
         }
         escape(out, &p.name, &[',', ' ']);
-        for (k, v) in &p.tags {
+        for (k, v) in host.tags_of(p) {
             out.push(b',');
             escape(out, k, &[',', '=', ' ']);
             out.push(b'=');
@@ -61,7 +63,7 @@ mod tests {
             Point::float("whole", 1700000000, 2.0, "system"),
         ];
         let mut out = Vec::new();
-        encode(&points, &mut out);
+        encode(&points, &HostTags::empty(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "sys_load_1,host=web01,type=system value=0.5 1700000000\nmem_total,host=web01 value=8589934592i 1700000000\nwhole value=2 1700000000\n"
@@ -72,7 +74,7 @@ mod tests {
     fn escapes_per_spec() {
         let points = vec![Point::int("my m,x=1", 1, 1, "t").with_tag("k ey", "a,b=c d").with_tag("nl", "x\ny\\")];
         let mut out = Vec::new();
-        encode(&points, &mut out);
+        encode(&points, &HostTags::empty(), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "my\\ m\\,x=1,k\\ ey=a\\,b\\=c\\ d,nl=x_y_ value=1i 1\n");
     }
 }

@@ -7,8 +7,10 @@
 
 use puypuy_common::Point;
 
-pub fn encode(points: &[Point], out: &mut Vec<u8>) {
-    super::tsdb_json::encode(points, "name", 1000, out)
+use crate::tags::HostTags;
+
+pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
+    super::tsdb_json::encode(points, host, "name", 1000, out)
 }
 
 #[cfg(test)]
@@ -19,7 +21,7 @@ mod tests {
     fn encodes_milliseconds_and_name_key() {
         let points = vec![Point::float("sys_load_1", 1700000000, 0.5, "system").with_tag("host", "web01")];
         let mut out = Vec::new();
-        encode(&points, &mut out);
+        encode(&points, &HostTags::empty(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"[{"name":"sys_load_1","timestamp":1700000000000,"value":0.5,"tags":{"host":"web01"}}]"#

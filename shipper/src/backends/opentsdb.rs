@@ -7,8 +7,10 @@
 
 use puypuy_common::Point;
 
-pub fn encode(points: &[Point], out: &mut Vec<u8>) {
-    super::tsdb_json::encode(points, "metric", 1, out)
+use crate::tags::HostTags;
+
+pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
+    super::tsdb_json::encode(points, host, "metric", 1, out)
 }
 
 #[cfg(test)]
@@ -22,7 +24,7 @@ mod tests {
             Point::int("mem total", 1700000000, 42, "system").with_tag("host", "web01").with_tag("dc", "eu 1\"x"),
         ];
         let mut out = Vec::new();
-        encode(&points, &mut out);
+        encode(&points, &HostTags::empty(), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
             r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"host":"web01","type":"system"}},{"metric":"mem_total","timestamp":1700000000,"value":42,"tags":{"host":"web01","dc":"eu_1_x"}}]"#

@@ -9,6 +9,8 @@ use std::io::Write;
 
 use puypuy_common::{Point, Value};
 
+use crate::tags::HostTags;
+
 pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     fn ok(c: char) -> bool {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') || (!c.is_ascii() && c.is_alphabetic())
@@ -25,7 +27,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-pub fn encode(points: &[Point], name_key: &str, timestamp_scale: u64, out: &mut Vec<u8>) {
+pub fn encode(points: &[Point], host: &HostTags, name_key: &str, timestamp_scale: u64, out: &mut Vec<u8>) {
     out.push(b'[');
     let mut first = true;
     for p in points {
@@ -50,7 +52,7 @@ pub fn encode(points: &[Point], name_key: &str, timestamp_scale: u64, out: &mut 
             }
         }
         out.extend_from_slice(b",\"tags\":{");
-        for (i, (k, v)) in p.tags.iter().enumerate() {
+        for (i, (k, v)) in host.tags_of(p).enumerate() {
             if i > 0 {
                 out.push(b',');
             }
