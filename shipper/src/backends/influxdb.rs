@@ -58,15 +58,15 @@ mod tests {
     #[test]
     fn encodes_integers_with_i_and_floats_plain() {
         let points = vec![
-            Point::float("sys_load_1", 1700000000, 0.5, "system").with_tag("host", "web01").with_tag("type", "system"),
-            Point::int("mem_total", 1700000000, 8589934592, "system").with_tag("host", "web01"),
-            Point::float("whole", 1700000000, 2.0, "system"),
+            Point::float("sys_load_1", 1700000000, 0.5, "system"),
+            Point::int("mem_total", 1700000000, 8589934592, "system"),
+            Point::float("whole", 1700000000, 2.0, ""),
         ];
         let mut out = Vec::new();
-        encode(&points, &HostTags::empty(), &mut out);
+        encode(&points, &HostTags::new(vec![("host".into(), "web01".into())]), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "sys_load_1,host=web01,type=system value=0.5 1700000000\nmem_total,host=web01 value=8589934592i 1700000000\nwhole value=2 1700000000\n"
+            "sys_load_1,host=web01,type=system value=0.5 1700000000\nmem_total,host=web01,type=system value=8589934592i 1700000000\nwhole,host=web01 value=2 1700000000\n"
         );
     }
 
@@ -75,6 +75,6 @@ mod tests {
         let points = vec![Point::int("my m,x=1", 1, 1, "t").with_tag("k ey", "a,b=c d").with_tag("nl", "x\ny\\")];
         let mut out = Vec::new();
         encode(&points, &HostTags::empty(), &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "my\\ m\\,x=1,k\\ ey=a\\,b\\=c\\ d,nl=x_y_ value=1i 1\n");
+        assert_eq!(String::from_utf8(out).unwrap(), "my\\ m\\,x=1,type=t,k\\ ey=a\\,b\\=c\\ d,nl=x_y_ value=1i 1\n");
     }
 }

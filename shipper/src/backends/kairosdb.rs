@@ -19,12 +19,12 @@ mod tests {
 
     #[test]
     fn encodes_milliseconds_and_name_key() {
-        let points = vec![Point::float("sys_load_1", 1700000000, 0.5, "system").with_tag("host", "web01")];
+        let points = vec![Point::float("sys_load_1", 1700000000, 0.5, "system")];
         let mut out = Vec::new();
-        encode(&points, &HostTags::empty(), &mut out);
+        encode(&points, &HostTags::new(vec![("host".into(), "web01".into())]), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"[{"name":"sys_load_1","timestamp":1700000000000,"value":0.5,"tags":{"host":"web01"}}]"#
+            r#"[{"name":"sys_load_1","timestamp":1700000000000,"value":0.5,"tags":{"host":"web01","type":"system"}}]"#
         );
     }
 }

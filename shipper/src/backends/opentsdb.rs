@@ -20,14 +20,14 @@ mod tests {
     #[test]
     fn encodes_the_documented_json() {
         let points = vec![
-            Point::float("sys_load_1", 1700000000, 0.5, "system").with_tag("host", "web01").with_tag("type", "system"),
-            Point::int("mem total", 1700000000, 42, "system").with_tag("host", "web01").with_tag("dc", "eu 1\"x"),
+            Point::float("sys_load_1", 1700000000, 0.5, "system"),
+            Point::int("mem total", 1700000000, 42, "system").with_tag("dc", "eu 1\"x"),
         ];
         let mut out = Vec::new();
-        encode(&points, &HostTags::empty(), &mut out);
+        encode(&points, &HostTags::new(vec![("host".into(), "web01".into())]), &mut out);
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"host":"web01","type":"system"}},{"metric":"mem_total","timestamp":1700000000,"value":42,"tags":{"host":"web01","dc":"eu_1_x"}}]"#
+            r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"host":"web01","type":"system"}},{"metric":"mem_total","timestamp":1700000000,"value":42,"tags":{"host":"web01","type":"system","dc":"eu_1_x"}}]"#
         );
     }
 }
