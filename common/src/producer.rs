@@ -143,7 +143,7 @@ impl Producer {
             if now >= deadline {
                 return true;
             }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(100)));
+            std::thread::sleep((deadline - now).min(Duration::from_millis(250)));
         }
         false
     }

@@ -111,6 +111,9 @@ fn run(config: Config) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&terminate)).context("cannot install the signal handler")?;
     }
+    // The main thread sleeps in here until a signal comes: no polling while idle.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP])
+        .context("cannot install the signal handlers")?;
     let s = &config.self_config;
     let socket = s.socket.clone();
     let bound = receive::bind(&socket, config.relay.socket_group.as_deref()).map_err(anyhow::Error::msg)?;
@@ -178,16 +181,14 @@ fn run(config: Config) -> anyhow::Result<()> {
             .context("cannot start the self-metrics thread")?;
     }
 
-    let hup = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup)).context("cannot install the SIGHUP handler")?;
     let mut running = config.clone();
-    while !terminate.load(Ordering::Relaxed) {
-        thread::sleep(Duration::from_millis(100));
-        if hup.swap(false, Ordering::SeqCst) {
-            if let Some(new) = puypuy_common::producer::reload(&running.file) {
-                apply_reload(&running, &new, &input_tx, &new_transport);
-                running = new;
-            }
+    for signal in signals.forever() {
+        if signal != signal_hook::consts::SIGHUP {
+            break;
+        }
+        if let Some(new) = puypuy_common::producer::reload(&running.file) {
+            apply_reload(&running, &new, &input_tx, &new_transport);
+            running = new;
         }
     }
     log::info!("stopping: no new connections, delivering what is held (up to {grace:.0?})");

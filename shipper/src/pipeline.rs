@@ -100,7 +100,7 @@ pub struct BatcherSettings {
     pub rate_file: Option<PathBuf>,
 }
 
-pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(10);
+pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
     let mut rates = match &settings.rate_file {

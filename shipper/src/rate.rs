@@ -6,7 +6,7 @@
 //! Otherwise `(value - previous) / (t - previous_t)`, rounded to 2 decimals. The old agent sent 0.0
 //! for a first sample and 1.0 after a reset; both were wrong data.
 //!
-//! The state is saved to `tmpdir/rates.state` on shutdown and every few seconds, and loaded at
+//! The state is saved to `tmpdir/rates.state` on shutdown and every 30 s, and loaded at
 //! start, so a restart (or kill -9) costs no rate point: the first sample after it is measured
 //! against the last saved one. File layout: magic `PUYRATES`, u32 LE CRC-32 of the rest, then per
 //! series a u32 LE key length, the key, the last value (f64 LE) and its timestamp (u64 LE).

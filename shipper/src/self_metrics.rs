@@ -20,7 +20,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
 use puypuy_common::{schedule, Point};
@@ -100,12 +100,10 @@ pub fn run(
 ) {
     loop {
         let tick = schedule::next_tick(SystemTime::now(), period);
-        let deadline = Instant::now() + schedule::until(tick, SystemTime::now());
-        while Instant::now() < deadline {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            std::thread::sleep((deadline - Instant::now()).min(Duration::from_millis(100)));
+        // One sleep per period (no polling); the process exits without waiting for this thread.
+        std::thread::sleep(schedule::until(tick, SystemTime::now()));
+        if stop.load(Ordering::Relaxed) {
+            return;
         }
         let points = points(&stats, &relay, tick);
         if let Err(e) = write_status(&status_file, &points, tick) {

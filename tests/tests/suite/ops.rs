@@ -151,9 +151,12 @@ fn run_user_owns_the_processes_and_their_files() {
         let real_uid: u32 = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).and_then(|u| u.parse().ok()).expect("uid");
         assert_eq!(real_uid, uid, "{name} runs as uid {real_uid}");
     }
-    for file in ["spool/shipper.sock", "spool/rates.state", "puypuy.log", "out/metrics.txt"] {
+    for file in ["spool/shipper.sock", "puypuy.log", "out/metrics.txt"] {
         let meta = wait_for(Duration::from_secs(15), file, || std::fs::metadata(agent.path(file)).ok());
         assert_eq!(meta.uid(), uid, "{file} belongs to uid {}", meta.uid());
     }
     assert!(puypuy_sh(&agent, &["stop"]).status.success());
+    // The rate state is written at the latest on SIGTERM.
+    let meta = std::fs::metadata(agent.path("spool/rates.state")).expect("rates.state after stop");
+    assert_eq!(meta.uid(), uid, "rates.state belongs to uid {}", meta.uid());
 }
