@@ -107,9 +107,35 @@ impl Proc {
 }
 
 impl Drop for Proc {
+    /// SIGTERM first, so that a script-runner kills its scripts and servers flush; SIGKILL when it
+    /// has not exited within 3 s.
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        if self.wait_exit(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs `puypuy.sh ARGS` for a config, with this build's binaries.
+pub fn puypuy_sh(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(repo_root().join("puypuy.sh"))
+        .args(args)
+        .env("PUYPUY_CONFIG", config)
+        .env("PUYPUY_BIN_DIR", bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("puypuy.sh")
+}
+
+/// Stops what `puypuy.sh start` started for a config when the test ends, passed or failed: the
+/// watchdogs are detached and would outlive a failed test otherwise.
+pub struct StopOnDrop(pub PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = puypuy_sh(&self.0, &["stop"]);
     }
 }
 
@@ -591,7 +617,7 @@ impl Agent {
     pub fn start_shipper(&self) -> Proc {
         let p = Proc::spawn("puypuy-shipper", &mut self.command("puypuy-shipper"));
         let socket = self.socket();
-        wait_for(Duration::from_secs(10), "the shipper's socket", || {
+        wait_for(Duration::from_secs(20), "the shipper's socket", || {
             std::os::unix::net::UnixStream::connect(&socket).is_ok().then_some(())
         });
         p

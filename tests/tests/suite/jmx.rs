@@ -110,6 +110,7 @@ fn bridge_killed_under_puypuy_sh_comes_back_and_the_collector_never_stops() {
             .expect("puypuy.sh")
     };
     let start = run(&["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     assert!(String::from_utf8_lossy(&start.stdout).contains("jmx-bridge: started"), "{}", String::from_utf8_lossy(&start.stdout));
     wait_for(Duration::from_secs(30), "jmx points", || (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(()));

@@ -61,6 +61,7 @@ fn reload_applies_tags_and_period_refuses_a_bad_config_and_reopens_logs() {
     let tsdb = influx_tsdb(&influx);
     let agent = Agent::new("system_checks: load_average", &format!("{tsdb}\n[Tags]\nwave: one\n"));
     let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     let tagged = |wave: &str| influx.points("sys_load_1").into_iter().filter(|p| p.2.get("wave").and_then(|v| v.as_str()) == Some(wave)).count();
     wait_for(Duration::from_secs(20), "points of wave one", || (tagged("one") > 0).then_some(()));
@@ -106,6 +107,7 @@ fn reload_applies_tags_and_period_refuses_a_bad_config_and_reopens_logs() {
 fn status_json_reports_processes_and_shipper_metrics() {
     let agent = Agent::new("system_checks: memory", "[TSDB]\ntsdtype: File\npath: out.txt\n");
     assert!(puypuy_sh(&agent, &["start"]).status.success());
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     let json = wait_for(Duration::from_secs(20), "shipper metrics in status --json", || {
         let out = puypuy_sh(&agent, &["status", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -141,6 +143,7 @@ fn run_user_owns_the_processes_and_their_files() {
     std::fs::create_dir_all(agent.path("out")).expect("out");
     Command::new("chown").arg(user).arg(agent.path("out")).status().expect("chown");
     let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     wait_for(Duration::from_secs(20), "metrics written", || {
         std::fs::read_to_string(agent.path("out/metrics.txt")).ok().filter(|t| t.contains("mem_total")).map(|_| ())

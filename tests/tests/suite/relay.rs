@@ -24,13 +24,34 @@ fn relay_agent(tsdb: &str, extra: &str) -> (Agent, Ports) {
     (Agent::new("", &format!("{tsdb}\n{relay}")), ports)
 }
 
-/// Starts the shipper and waits until its TCP inputs listen too (they open after the socket).
-fn start_relay(agent: &Agent, ports: &Ports) -> puypuy_tests::Proc {
-    let shipper = agent.start_shipper();
-    for port in [ports.opentsdb, ports.graphite, ports.http] {
-        wait_for(Duration::from_secs(10), "the relay inputs", || TcpStream::connect(("127.0.0.1", port)).ok().map(|_| ()));
+/// Starts the shipper and waits until its TCP inputs listen too (they open after the socket). A
+/// port taken meanwhile by another test (free ports are only free when chosen) makes the shipper
+/// exit: then new ports are chosen and it is started again.
+fn start_relay(agent: &Agent, ports: &mut Ports) -> puypuy_tests::Proc {
+    for _ in 0..5 {
+        let mut shipper = puypuy_tests::Proc::spawn("puypuy-shipper", &mut agent.command("puypuy-shipper"));
+        let ready = wait_for(Duration::from_secs(15), "the shipper or its exit", || {
+            if !shipper.is_running() {
+                return Some(false);
+            }
+            let all = std::os::unix::net::UnixStream::connect(agent.socket()).is_ok()
+                && [ports.opentsdb, ports.graphite, ports.http].iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
+            all.then_some(true)
+        });
+        if ready {
+            return shipper;
+        }
+        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
+        let text = std::fs::read_to_string(&agent.config).expect("config");
+        let fresh = Ports { opentsdb: free_port(), graphite: free_port(), http: free_port() };
+        let text = text
+            .replace(&format!("opentsdb_listen = {}", ports.opentsdb), &format!("opentsdb_listen = {}", fresh.opentsdb))
+            .replace(&format!("graphite_listen = {}", ports.graphite), &format!("graphite_listen = {}", fresh.graphite))
+            .replace(&format!("http_listen = 127.0.0.1:{}", ports.http), &format!("http_listen = 127.0.0.1:{}", fresh.http));
+        std::fs::write(&agent.config, text).expect("config");
+        *ports = fresh;
     }
-    shipper
+    panic!("the relay could not get free ports in five tries");
 }
 
 fn influx_tsdb(influx: &Influx) -> String {
@@ -49,8 +70,8 @@ fn one(influx: &Influx, name: &str) -> (u64, Json, serde_json::Map<String, Json>
 #[test]
 fn every_input_delivers_into_influxdb() {
     let influx = Influx::start(false);
-    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
-    let _shipper = start_relay(&agent, &ports);
+    let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
+    let _shipper = start_relay(&agent, &mut ports);
     let t = 1_700_000_000u64;
 
     tcp_send(ports.opentsdb, &format!("put relay.telnet {t} 42.5 host=app01 dc=eu\nput bad\nput relay.telnet2 {t}123 7\n"));
@@ -117,8 +138,8 @@ fn every_input_delivers_into_influxdb() {
 #[test]
 fn graphite_plaintext_in_carbon_pickle_out() {
     let carbon = Carbon::start();
-    let (agent, ports) = relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
-    let _shipper = start_relay(&agent, &ports);
+    let (agent, mut ports) = relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
+    let _shipper = start_relay(&agent, &mut ports);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
     tcp_send(ports.graphite, &format!("app.requests 17 {}\napp.requests 19 {}\n", now - 5, now - 4));
     let host = Agent::host().replace('.', "_");
@@ -132,8 +153,8 @@ fn graphite_plaintext_in_carbon_pickle_out() {
 #[test]
 fn many_clients_a_silent_one_and_a_slow_one() {
     let influx = Influx::start(false);
-    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "idle_timeout_seconds = 30\nmax_line_bytes = 1024");
-    let _shipper = start_relay(&agent, &ports);
+    let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "idle_timeout_seconds = 30\nmax_line_bytes = 1024");
+    let _shipper = start_relay(&agent, &mut ports);
     let t = 1_700_000_000u64;
     // A client that connects and says nothing, and one that sends a byte a second.
     let _silent = TcpStream::connect(("127.0.0.1", ports.graphite)).expect("silent");
@@ -178,8 +199,8 @@ fn many_clients_a_silent_one_and_a_slow_one() {
 #[test]
 fn max_connections_and_idle_timeout() {
     let influx = Influx::start(false);
-    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "max_connections = 2\nidle_timeout_seconds = 1");
-    let _shipper = start_relay(&agent, &ports);
+    let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "max_connections = 2\nidle_timeout_seconds = 1");
+    let _shipper = start_relay(&agent, &mut ports);
     // The readiness probes' connections must be gone before counting.
     std::thread::sleep(Duration::from_millis(300));
     let a = TcpStream::connect(("127.0.0.1", ports.opentsdb)).expect("a");
@@ -204,13 +225,13 @@ fn max_connections_and_idle_timeout() {
 #[test]
 fn send_command_and_python_client() {
     let influx = Influx::start(false);
-    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
+    let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
     // With no shipper running, send fails with a clear message.
     let out = agent.command("puypuy-shipper").args(["send", "x", "1"]).stderr(std::process::Stdio::piped()).output().expect("send");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no shipper is running on"), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let _shipper = start_relay(&agent, &ports);
+    let _shipper = start_relay(&agent, &mut ports);
     let status = agent
         .command("puypuy-shipper")
         .args(["send", "backup_bytes", "1234", "--type", "backup", "--timestamp", "1700000000", "job=db"])
@@ -257,8 +278,8 @@ fn listening_addresses(port: u16) -> Vec<String> {
 #[test]
 fn listeners_without_an_address_bind_loopback_only() {
     let influx = Influx::start(false);
-    let (agent, ports) = relay_agent(&influx_tsdb(&influx), "");
-    let _shipper = start_relay(&agent, &ports);
+    let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
+    let _shipper = start_relay(&agent, &mut ports);
     for port in [ports.opentsdb, ports.graphite] {
         assert_eq!(listening_addresses(port), vec!["0100007F".to_string()], "port {port} must listen on 127.0.0.1 only");
     }

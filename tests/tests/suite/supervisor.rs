@@ -60,6 +60,7 @@ fn watchdog_restarts_killed_processes_and_stop_leaves_nothing() {
     let influx = Influx::start(false);
     let agent = Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
     let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "start: {}{}", String::from_utf8_lossy(&start.stdout), String::from_utf8_lossy(&start.stderr));
     let status = puypuy_sh(&agent, &["status"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
@@ -123,6 +124,7 @@ fn killed_script_runner_comes_back_and_collector_points_never_stop() {
     std::fs::write(&script, "#!/bin/sh\necho 'script_point 1 s stack'\n").expect("script");
     Command::new("chmod").arg("755").arg(&script).status().expect("chmod");
     let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     wait_for(Duration::from_secs(20), "script_point", || (!influx.points("script_point").is_empty()).then_some(()));
     let first = wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
