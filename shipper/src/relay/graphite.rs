@@ -36,10 +36,7 @@ pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
     let name = parts.next().filter(|n| !n.is_empty()).ok_or("empty metric path")?;
     let mut point = Point::new(name, timestamp, Value::Float(value), "relay");
     for tag in parts {
-        match tag.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => point.tags.push((k.to_string(), v.to_string())),
-            _ => return Err(format!("invalid tag {tag:?} (expected key=value)")),
-        }
+        point.tags.push(super::telnet::parse_tag(tag)?);
     }
     Ok(point)
 }

@@ -26,12 +26,17 @@ pub fn parse_put(line: &str) -> Result<Point, String> {
     }
     let mut point = Point::new(name, timestamp, Value::Float(value), "relay");
     for tag in fields {
-        match tag.split_once('=') {
-            Some((k, v)) if !k.is_empty() && !v.is_empty() => point.tags.push((k.to_string(), v.to_string())),
-            _ => return Err(format!("put: invalid tag {tag:?} (expected key=value)")),
-        }
+        point.tags.push(parse_tag(tag).map_err(|e| format!("put: {e}"))?);
     }
     Ok(point)
+}
+
+/// A `key=value` tag of the text inputs (telnet, Graphite); both sides non-empty.
+pub fn parse_tag(tag: &str) -> Result<(String, String), String> {
+    match tag.split_once('=') {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid tag {tag:?} (expected key=value)")),
+    }
 }
 
 /// Unix seconds, or milliseconds when 13 digits long.

@@ -75,7 +75,12 @@ fn influxdb_auth_right_password_works_and_wrong_one_is_logged() {
     });
     assert!(log.contains("authorization failed"), "server error text missing: {log}");
     assert!(!log.contains("WRONG"), "the password was logged: {log}");
-    std::thread::sleep(Duration::from_secs(2));
+    // Still running and still retrying: its status file counts further failed sends.
+    wait_for(Duration::from_secs(20), "more failed sends after the 401", || {
+        let status = std::fs::read_to_string(bad.path("spool/shipper-status.json")).ok()?;
+        let v: Json = serde_json::from_str(&status).ok()?;
+        (v["metrics"]["puypuy_shipper_backend_errors{kind=status}"].as_i64()? >= 3).then_some(())
+    });
     assert!(shipper.is_running(), "the shipper exited on 401");
 }
 

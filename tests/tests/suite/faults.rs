@@ -100,9 +100,10 @@ fn backend_answering_500_for_a_while_loses_nothing() {
     let _shipper = agent.start_shipper();
     let count = 150;
     let producer = steady_producer(&agent, "fi_500", count, Duration::from_millis(50));
-    thread::sleep(Duration::from_secs(2));
+    wait_for(Duration::from_secs(10), "the first points through the proxy", || (!arrived(&influx, "fi_500").is_empty()).then_some(()));
     proxy.failing.store(true, Ordering::SeqCst);
-    thread::sleep(Duration::from_secs(4));
+    // Fail long enough for several retries with backoff.
+    wait_for(Duration::from_secs(30), "five failed requests", || (proxy.failures.load(Ordering::SeqCst) >= 5).then_some(()));
     proxy.failing.store(false, Ordering::SeqCst);
     let client = producer.join().expect("producer");
     assert!(client.flush(Duration::from_secs(30)));
@@ -221,7 +222,8 @@ fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
     for i in 20..30u64 {
         client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
     }
-    thread::sleep(Duration::from_secs(2));
+    // None of them can be spooled, so none is acknowledged while the disk is read-only.
+    wait_for(Duration::from_secs(10), "the frames written to the shipper", || (client.stats().queued_frames >= 10).then_some(()));
     assert!(shipper.is_running(), "the shipper died on a full or read-only disk");
     fs.remount("rw");
     influx.restart();

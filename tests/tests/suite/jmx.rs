@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use puypuy_tests::services::JavaTarget;
-use puypuy_tests::{bin_dir, repo_root, wait_for, Agent, Influx, Proc};
+use puypuy_tests::{wait_for, Agent, Influx, Proc};
 
 fn influx_tsdb(influx: &Influx) -> String {
     format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB)
@@ -86,7 +86,8 @@ fn a_restarted_target_resumes() {
     wait_for(Duration::from_secs(30), "first heap points", || (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(()));
     target.kill();
     let killed_at = of_target(&influx, "jmx_heap_used", "app").last().map(|p| p.0).unwrap_or(0);
-    std::thread::sleep(Duration::from_secs(2));
+    // Restart only once the bridge has seen the outage.
+    wait_for(Duration::from_secs(15), "the outage in the log", || agent.log().contains("[JMX:app] cannot read MBeans").then_some(()));
     target.restart();
     wait_for(Duration::from_secs(30), "heap points after the restart", || {
         of_target(&influx, "jmx_heap_used", "app").iter().any(|p| p.0 > killed_at + 2).then_some(())
@@ -101,14 +102,7 @@ fn bridge_killed_under_puypuy_sh_comes_back_and_the_collector_never_stops() {
     let influx = Influx::start(false);
     let target = JavaTarget::start(false);
     let agent = Agent::new("system_checks: load_average", &format!("{}\n[JMX:app]\nurl: {}\n", influx_tsdb(&influx), target.url()));
-    let run = |args: &[&str]| {
-        std::process::Command::new(repo_root().join("puypuy.sh"))
-            .args(args)
-            .env("PUYPUY_CONFIG", &agent.config)
-            .env("PUYPUY_BIN_DIR", bin_dir())
-            .output()
-            .expect("puypuy.sh")
-    };
+    let run = |args: &[&str]| puypuy_tests::puypuy_sh(&agent.config, args);
     let start = run(&["start"]);
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));

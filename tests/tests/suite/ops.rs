@@ -6,15 +6,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use puypuy_tests::{bin_dir, repo_root, wait_for, Agent, Influx};
+use puypuy_tests::{wait_for, Agent, Influx};
 
 fn puypuy_sh(agent: &Agent, args: &[&str]) -> Output {
-    Command::new(repo_root().join("puypuy.sh"))
-        .args(args)
-        .env("PUYPUY_CONFIG", &agent.config)
-        .env("PUYPUY_BIN_DIR", bin_dir())
-        .output()
-        .expect("puypuy.sh")
+    puypuy_tests::puypuy_sh(&agent.config, args)
 }
 
 fn influx_tsdb(influx: &Influx) -> String {

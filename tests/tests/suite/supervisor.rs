@@ -3,21 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use puypuy_tests::{bin_dir, repo_root, wait_for, Agent, Influx};
+use puypuy_tests::{wait_for, Agent, Influx};
 
 fn puypuy_sh(agent: &Agent, args: &[&str]) -> Output {
-    Command::new(repo_root().join("puypuy.sh"))
-        .args(args)
-        .env("PUYPUY_CONFIG", &agent.config)
-        .env("PUYPUY_BIN_DIR", bin_dir())
-        .stdin(Stdio::null())
-        .output()
-        .expect("puypuy.sh")
+    puypuy_tests::puypuy_sh(&agent.config, args)
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
