@@ -42,6 +42,9 @@ pub struct Producer {
     pub config: Config,
     pub terminate: Arc<AtomicBool>,
     hup: Arc<AtomicBool>,
+    /// Read end of a socket pair the signal handlers write a byte to, so that a sleep ends at
+    /// once on SIGTERM, SIGINT or SIGHUP without waking up to poll the flags.
+    wake: std::os::unix::net::UnixStream,
     client: Option<SenderClient>,
 }
 
@@ -91,13 +94,29 @@ impl Producer {
             eprintln!("{process}: cannot install the SIGHUP handler: {e}");
             return Err(ExitCode::FAILURE);
         }
+        let (wake, wake_tx) = std::os::unix::net::UnixStream::pair().map_err(|e| {
+            eprintln!("{process}: cannot create the wake-up socket: {e}");
+            ExitCode::FAILURE
+        })?;
+        // Non-blocking: a burst of signals must never block a handler on a full socket buffer.
+        let _ = wake_tx.set_nonblocking(true);
+        for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
+            let tx = wake_tx.try_clone().map_err(|e| {
+                eprintln!("{process}: cannot create the wake-up socket: {e}");
+                ExitCode::FAILURE
+            })?;
+            if let Err(e) = signal_hook::low_level::pipe::register(signal, tx) {
+                eprintln!("{process}: cannot install the signal handler: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        }
         let client = (!cli.dry_run).then(|| {
             SenderClient::start(&config.self_config.socket, sender, config.self_config.producer_queue)
         });
         if !cli.once {
             log::info!("started (pid {}), period {} s", std::process::id(), config.self_config.check_period_seconds);
         }
-        Ok(Producer { process, cli, config, terminate, hup, client })
+        Ok(Producer { process, cli, config, terminate, hup, wake, client })
     }
 
     /// True when a SIGHUP arrived that [`Producer::reloaded_config`] has not handled yet.
@@ -135,6 +154,8 @@ impl Producer {
     /// Sleeps until `deadline`; false when asked to stop meanwhile. Returns early (true) on SIGHUP
     /// so that a reload is applied at once.
     pub fn sleep_until(&self, deadline: Instant) -> bool {
+        use std::io::Read;
+        let mut drain = [0u8; 64];
         while !self.terminated() {
             if self.hup.load(Ordering::SeqCst) {
                 return true;
@@ -143,7 +164,13 @@ impl Producer {
             if now >= deadline {
                 return true;
             }
-            std::thread::sleep((deadline - now).min(Duration::from_millis(250)));
+            // The flags are set before the handler writes its byte, so they are seen on wake-up.
+            // A timeout that cannot be set (zero) falls back to a short sleep.
+            if self.wake.set_read_timeout(Some(deadline - now)).is_err() {
+                std::thread::sleep((deadline - now).min(Duration::from_millis(10)));
+                continue;
+            }
+            let _ = (&self.wake).read(&mut drain);
         }
         false
     }

@@ -140,7 +140,7 @@ impl HttpTransport {
             None
         };
         HttpTransport {
-            agent: ureq::Agent::new_with_config(config),
+            agent: ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), LiteralFirst::default()),
             backend: tsdb.backend,
             url,
             authorization,
@@ -225,6 +225,36 @@ impl Transport for HttpTransport {
         match self.backend {
             Backend::OpenTsdb | Backend::KairosDb => OnRejection::Bisect,
             _ => OnRejection::SetAside,
+        }
+    }
+}
+
+/// ureq's resolver, except that an address given as an IP literal is used as is. ureq resolves
+/// the host before every request, even on a pooled connection, and with a timeout set it does
+/// so in a new thread each time: for `http://127.0.0.1:8086` that was a thread spawned per batch.
+#[derive(Debug, Default)]
+struct LiteralFirst(ureq::unversioned::resolver::DefaultResolver);
+
+impl ureq::unversioned::resolver::Resolver for LiteralFirst {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok());
+        let port = uri.port_u16().or_else(|| match uri.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        match (literal, port) {
+            (Some(ip), Some(port)) => {
+                let mut out = self.empty();
+                out.push(std::net::SocketAddr::new(ip, port));
+                Ok(out)
+            }
+            _ => self.0.resolve(uri, config, timeout),
         }
     }
 }
