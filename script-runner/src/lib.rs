@@ -3,5 +3,6 @@
 //! turns their output into points ([`parse`]).
 
 pub mod discover;
+pub mod guard;
 pub mod parse;
 pub mod run;

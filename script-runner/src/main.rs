@@ -14,7 +14,7 @@ use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
 use puypuy_common::{hostname, Point};
 use puypuy_script_runner::discover::Discovery;
 use puypuy_script_runner::parse::parse_output;
-use puypuy_script_runner::run::{kill_all, run_script, Groups, RunSettings};
+use puypuy_script_runner::run::{run_script, Groups, RunSettings};
 
 struct Job {
     name: String,
@@ -28,12 +28,23 @@ struct Job {
 type Running = Arc<Mutex<HashSet<String>>>;
 
 fn main() -> ExitCode {
+    // First, while the process has one thread: the guardian that kills the running scripts if
+    // this process dies without doing it (see puypuy_script_runner::guard).
+    let groups = Groups::new();
+    let guardian = groups.start_guardian();
     let producer = match Producer::init("puypuy-script-runner", "script-runner") {
         Ok(p) => Arc::new(p),
         Err(code) => return code,
     };
+    // Held until exit: when it closes, however this process ends, the guardian acts.
+    let _guardian_pipe = match guardian {
+        Ok(fd) => Some(fd),
+        Err(e) => {
+            log::warn!("cannot start the guardian process ({e}): if this process is killed with SIGKILL, the scripts it runs go on until they end");
+            None
+        }
+    };
     let mut s = producer.config.self_config.clone();
-    let groups = Groups::default();
     let mut settings = match settings_of(&s, &producer.config.file, &groups) {
         Ok(settings) => settings,
         Err(e) => {
@@ -104,7 +115,7 @@ fn main() -> ExitCode {
         }
     }
     log::info!("stopping; killing the scripts still running");
-    kill_all(&groups);
+    groups.kill_all();
     let _ = producer.finish(Duration::from_secs(2));
     ExitCode::SUCCESS
 }
@@ -129,7 +140,7 @@ fn settings_of(s: &puypuy_common::config::SelfConfig, config_file: &std::path::P
             ("PUYPUY_CONFIG".into(), config_file.display().to_string()),
         ],
         user,
-        groups: Arc::clone(groups),
+        groups: groups.clone(),
     }))
 }
 

@@ -19,16 +19,7 @@ use nix::unistd::Pid;
 pub const KILL_GRACE: Duration = Duration::from_millis(500);
 const STDERR_TAIL: usize = 2048;
 
-/// The process groups of the scripts running now, so that a stopping runner can kill them all.
-pub type Groups = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<i32>>>;
-
-/// Kills every script process group still running (the runner is stopping).
-pub fn kill_all(groups: &Groups) {
-    let groups = groups.lock().unwrap_or_else(|e| e.into_inner());
-    for pgid in groups.iter() {
-        let _ = killpg(Pid::from_raw(*pgid), Signal::SIGKILL);
-    }
-}
+pub use crate::guard::Groups;
 
 #[derive(Debug, Clone)]
 pub struct RunSettings {
@@ -77,19 +68,13 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     if let Some((uid, gid)) = settings.user {
         command.uid(uid).gid(gid);
     }
-    // If the runner dies (even by SIGKILL), the script gets SIGKILL too.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    // No pre_exec hook: std then starts the script with posix_spawn instead of fork (see
+    // crate::guard for what kills the scripts of a runner that dies).
     let mut child = command.spawn()?;
     let pgid = Pid::from_raw(child.id() as i32);
-    settings.groups.lock().unwrap_or_else(|e| e.into_inner()).insert(pgid.as_raw());
+    if !settings.groups.insert(pgid.as_raw()) {
+        log::debug!("{} scripts running: {} is not in the guardian's table", crate::guard::SLOTS, path.display());
+    }
     let mut result = RunResult::default();
     let (mut stdout, mut stderr) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (Some(o), Some(e)),
@@ -183,7 +168,7 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     };
     // Whatever the script left in its group (a background grandchild) goes with it.
     let _ = killpg(pgid, Signal::SIGKILL);
-    settings.groups.lock().unwrap_or_else(|e| e.into_inner()).remove(&pgid.as_raw());
+    settings.groups.remove(pgid.as_raw());
     if let Some(s) = status {
         result.exit_code = s.code();
         result.signal = s.signal();

@@ -173,6 +173,35 @@ fn killed_scripts_leave_no_process_between_cycles() {
 }
 
 #[test]
+fn scripts_of_a_runner_killed_with_sigkill_die_with_it() {
+    let influx = Influx::start(false);
+    let agent = influx_agent(&influx, "script_timeout_seconds: 600\ncheck_period_seconds: 2");
+    let marker = format!("puypuy-orphan-{}", std::process::id());
+    add_script(&agent, "check_hang", &format!("#!/bin/bash\necho 'orphan_before 1 hang stack'\nexec -a {marker}-child sleep 1000\n"));
+    add_script(&agent, "check_fork", &format!("#!/bin/bash\n(exec -a {marker}-grandchild sleep 1000) &\nwait\n"));
+    let _shipper = agent.start_shipper();
+    let mut runner = start_runner(&agent);
+    // (Its output ships only when the script ends: stdout stays open in the sleeping process.)
+    wait_for(Duration::from_secs(15), "the script and the grandchild running", || (processes_with(&marker).len() == 2).then_some(()));
+    let config = agent.config.display().to_string();
+    let guardians = || {
+        processes_with(&config)
+            .into_iter()
+            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "puypuy-guardian"))
+            .count()
+    };
+    assert_eq!(guardians(), 1, "one guardian per runner");
+    // No SIGTERM, no chance to clean up: the guardian must kill both process groups' members.
+    runner.signal(nix::sys::signal::Signal::SIGKILL);
+    assert!(runner.wait_exit(Duration::from_secs(10)).is_some());
+    wait_for(Duration::from_secs(5), "no script process left after the runner's SIGKILL", || {
+        processes_with(&marker).is_empty().then_some(())
+    });
+    // The guardian leaves too.
+    wait_for(Duration::from_secs(5), "the guardian gone", || (guardians() == 0).then_some(()));
+}
+
+#[test]
 fn two_hundred_scripts_complete_within_the_period() {
     let influx = Influx::start(false);
     let agent = influx_agent(&influx, "check_period_seconds: 2");
