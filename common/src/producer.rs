@@ -142,10 +142,14 @@ impl Producer {
         match &self.client {
             Some(client) => client.send(points),
             None => {
-                let mut out = std::io::stdout().lock();
+                // One write per cycle, not one per line.
+                let mut text = String::with_capacity(points.len() * 64);
                 for p in &points {
-                    let _ = writeln!(out, "{}", p.dry_run_line());
+                    text.push_str(&p.dry_run_line());
+                    text.push('\n');
                 }
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
                 let _ = out.flush();
             }
         }

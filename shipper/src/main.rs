@@ -14,6 +14,12 @@ use puypuy_shipper::pipeline::{self, BatcherSettings, DeliverySettings, Input, S
 use puypuy_shipper::spool::{DropPolicy, RejectedDir, Spool};
 use puypuy_shipper::{receive, relay, self_metrics, send, tags::HostTags, transport};
 
+/// Every point received is a handful of small strings allocated on a connection thread and freed
+/// on the delivery thread; glibc's malloc spent 40% of the shipper's time on that
+/// (`./tests/bench.sh --only throughput` under perf). mimalloc frees across threads cheaply.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage: puypuy-shipper [--config PATH]\n       puypuy-shipper [--config PATH] send NAME VALUE [--type T] [--rate] [--timestamp TS] [tag=value ...]";
 
 fn main() -> ExitCode {
@@ -98,12 +104,6 @@ fn apply_reload(
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    // Points are decoded on the connection threads and freed on the delivery thread; with one
-    // malloc arena per thread that pattern keeps freed memory stranded. Two arenas keep RSS flat.
-    // SAFETY: mallopt only tunes the allocator; called before the other threads start.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
     for w in &config.warnings {
         log::warn!("{}: {w}", config.file.display());
     }

@@ -44,6 +44,12 @@ impl HostTags {
         host.chain(kind).chain(own_tags)
     }
 
+    /// The host-wide tags alone: what [`HostTags::tags_of`] yields before `type` for a point that
+    /// has no tags of its own.
+    pub fn host_wide(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     /// The value a point leaves with for one tag (its own first, else the host's), or "".
     pub fn get<'a>(&'a self, p: &'a Point, key: &str) -> &'a str {
         p.tags

@@ -15,14 +15,43 @@ use puypuy_common::{Point, Value};
 
 use crate::tags::HostTags;
 
-fn escape(out: &mut Vec<u8>, s: &str, specials: &[char]) {
+/// For each byte: true when it can be copied as is (printable ASCII, not one of `specials`).
+const fn plain_table(specials: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        table[b] = true;
+        b += 1;
+    }
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = false;
+        i += 1;
+    }
+    table
+}
+
+const MEASUREMENT: &[u8] = b", ";
+const TAG: &[u8] = b",= ";
+const PLAIN_MEASUREMENT: [bool; 256] = plain_table(MEASUREMENT);
+const PLAIN_TAG: [bool; 256] = plain_table(TAG);
+
+/// Appends `s` escaped. Most names and tags are plain printable ASCII without specials: those are
+/// copied in one go; only the others are walked character by character.
+fn escape(out: &mut Vec<u8>, s: &str, specials: &[u8]) {
+    let plain = if specials == MEASUREMENT { &PLAIN_MEASUREMENT } else { &PLAIN_TAG };
+    let bytes = s.as_bytes();
+    if bytes.iter().all(|&b| plain[b as usize]) && bytes.last() != Some(&b'\\') {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let last = s.chars().count().saturating_sub(1);
     for (i, c) in s.chars().enumerate() {
         if c.is_control() || (c == '\\' && i == last) {
             out.push(b'_');
             continue;
         }
-        if specials.contains(&c) {
+        if c.is_ascii() && specials.contains(&(c as u8)) {
             out.push(b'\\');
         }
         let mut buf = [0u8; 4];
@@ -32,21 +61,59 @@ fn escape(out: &mut Vec<u8>, s: &str, specials: &[char]) {
 
 /// Appends one line per point.
 pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
+    let mut numbers = itoa::Buffer::new();
+    // The host-wide tags escaped once per batch: each as `,key=value`, and all of them together
+    // for the usual point that has no tags of its own. Same order and rules as `HostTags::tags_of`.
+    let host_tags: Vec<(&str, Vec<u8>)> = host
+        .host_wide()
+        .map(|(k, v)| {
+            let mut bytes = vec![b','];
+            escape(&mut bytes, k, TAG);
+            bytes.push(b'=');
+            escape(&mut bytes, v, TAG);
+            (k, bytes)
+        })
+        .collect();
+    let all_host_tags: Vec<u8> = host_tags.iter().flat_map(|(_, b)| b.iter().copied()).collect();
     for p in points {
         if !p.value.is_finite() || p.name.is_empty() {
             continue;
         }
-        escape(out, &p.name, &[',', ' ']);
-        for (k, v) in host.tags_of(p) {
-            out.push(b',');
-            escape(out, k, &[',', '=', ' ']);
-            out.push(b'=');
-            escape(out, v, &[',', '=', ' ']);
+        escape(out, &p.name, MEASUREMENT);
+        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
+        if p.tags.is_empty() {
+            out.extend_from_slice(&all_host_tags);
+        } else {
+            for (k, bytes) in &host_tags {
+                if !own(k) {
+                    out.extend_from_slice(bytes);
+                }
+            }
         }
-        let _ = match p.value {
-            Value::Int(i) => write!(out, " value={i}i {}", p.timestamp),
-            Value::Float(f) => write!(out, " value={f} {}", p.timestamp),
-        };
+        if !p.check_type.is_empty() && !own("type") {
+            out.extend_from_slice(b",type=");
+            escape(out, &p.check_type, TAG);
+        }
+        for (k, v) in &p.tags {
+            if !k.is_empty() && !v.is_empty() {
+                out.push(b',');
+                escape(out, k, TAG);
+                out.push(b'=');
+                escape(out, v, TAG);
+            }
+        }
+        out.extend_from_slice(b" value=");
+        match p.value {
+            Value::Int(i) => {
+                out.extend_from_slice(numbers.format(i).as_bytes());
+                out.push(b'i');
+            }
+            Value::Float(f) => {
+                let _ = write!(out, "{f}");
+            }
+        }
+        out.push(b' ');
+        out.extend_from_slice(numbers.format(p.timestamp).as_bytes());
         out.push(b'\n');
     }
 }
@@ -76,5 +143,77 @@ mod tests {
         let mut out = Vec::new();
         encode(&points, &HostTags::empty(), &mut out);
         assert_eq!(String::from_utf8(out).unwrap(), "my\\ m\\,x=1,type=t,k\\ ey=a\\,b\\=c\\ d,nl=x_y_ value=1i 1\n");
+    }
+
+    /// The character-by-character escaping the fast path must agree with.
+    fn escape_slowly(s: &str, specials: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let last = s.chars().count().saturating_sub(1);
+        for (i, c) in s.chars().enumerate() {
+            if c.is_control() || (c == '\\' && i == last) {
+                out.push(b'_');
+                continue;
+            }
+            if c.is_ascii() && specials.contains(&(c as u8)) {
+                out.push(b'\\');
+            }
+            out.extend_from_slice(c.to_string().as_bytes());
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_escapes_like_the_slow_one(s in "(?s).{0,24}", plain in "[a-zA-Z0-9_.\\\\-]{0,24}") {
+            for specials in [MEASUREMENT, TAG] {
+                for text in [&s, &plain] {
+                    let mut out = Vec::new();
+                    escape(&mut out, text, specials);
+                    proptest::prop_assert_eq!(out, escape_slowly(text, specials));
+                }
+            }
+        }
+    }
+
+    /// The straightforward encoding through `HostTags::tags_of`, which `encode` must match.
+    fn encode_plainly(points: &[Point], host: &HostTags) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in points {
+            if !p.value.is_finite() || p.name.is_empty() {
+                continue;
+            }
+            out.extend(escape_slowly(&p.name, MEASUREMENT));
+            for (k, v) in host.tags_of(p) {
+                out.push(b',');
+                out.extend(escape_slowly(k, TAG));
+                out.push(b'=');
+                out.extend(escape_slowly(v, TAG));
+            }
+            match p.value {
+                Value::Int(i) => out.extend(format!(" value={i}i {}\n", p.timestamp).bytes()),
+                Value::Float(f) => out.extend(format!(" value={f} {}\n", p.timestamp).bytes()),
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn batch_encoding_matches_tags_of(
+            points in proptest::collection::vec(
+                ("[a-z ,]{0,6}", "(system|t y|)", proptest::collection::vec(("(host|type|dc|)", "[a-z=]{0,3}"), 0..3), proptest::num::i64::ANY),
+                0..6,
+            ),
+            host in proptest::collection::vec(("(host|cluster|dc)", "[a-z ]{1,4}"), 0..3),
+        ) {
+            let points: Vec<Point> = points
+                .into_iter()
+                .map(|(name, kind, tags, v)| tags.into_iter().fold(Point::int(name, 7, v, &kind), |p, (k, v)| p.with_tag(k, v)))
+                .collect();
+            let host = HostTags::new(host);
+            let mut out = Vec::new();
+            encode(&points, &host, &mut out);
+            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(encode_plainly(&points, &host)).unwrap());
+        }
     }
 }

@@ -5,8 +5,6 @@
 //! Both refuse characters outside `a-z A-Z 0-9 - _ . /` and Unicode letters in names, tag keys and
 //! tag values, and both refuse empty tag values; every other character becomes `_`.
 
-use std::io::Write;
-
 use puypuy_common::{Point, Value};
 
 use crate::tags::HostTags;
@@ -15,19 +13,40 @@ pub fn clean(s: &str) -> std::borrow::Cow<'_, str> {
     fn ok(c: char) -> bool {
         c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/') || (!c.is_ascii() && c.is_alphabetic())
     }
-    if s.chars().all(ok) {
+    let ascii_ok = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/');
+    if s.as_bytes().iter().all(ascii_ok) || s.chars().all(ok) {
         std::borrow::Cow::Borrowed(s)
     } else {
         std::borrow::Cow::Owned(s.chars().map(|c| if ok(c) { c } else { '_' }).collect())
     }
 }
 
+/// A cleaned string as a JSON string literal: `clean` leaves nothing JSON must escape (no quote,
+/// backslash or control character), so it is written as it is.
 fn string(out: &mut Vec<u8>, s: &str) {
-    // serde_json writes a JSON string literal with the escapes JSON needs; into a Vec it cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    let s = clean(s);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
 }
 
 pub fn encode(points: &[Point], host: &HostTags, name_key: &str, timestamp_scale: u64, out: &mut Vec<u8>) {
+    let mut numbers = itoa::Buffer::new();
+    // The host-wide tags written once per batch: each as `"key":"value",`, and all of them
+    // together for the usual point that has no tags of its own. Same order and rules as
+    // `HostTags::tags_of`.
+    let host_tags: Vec<(&str, Vec<u8>)> = host
+        .host_wide()
+        .map(|(k, v)| {
+            let mut bytes = Vec::new();
+            string(&mut bytes, k);
+            bytes.push(b':');
+            string(&mut bytes, v);
+            bytes.push(b',');
+            (k, bytes)
+        })
+        .collect();
+    let all_host_tags: Vec<u8> = host_tags.iter().flat_map(|(_, b)| b.iter().copied()).collect();
     out.push(b'[');
     let mut first = true;
     for p in points {
@@ -41,26 +60,69 @@ pub fn encode(points: &[Point], host: &HostTags, name_key: &str, timestamp_scale
         out.extend_from_slice(b"{\"");
         out.extend_from_slice(name_key.as_bytes());
         out.extend_from_slice(b"\":");
-        string(out, &clean(&p.name));
-        let _ = write!(out, ",\"timestamp\":{},\"value\":", p.timestamp.saturating_mul(timestamp_scale));
+        string(out, &p.name);
+        out.extend_from_slice(b",\"timestamp\":");
+        out.extend_from_slice(numbers.format(p.timestamp.saturating_mul(timestamp_scale)).as_bytes());
+        out.extend_from_slice(b",\"value\":");
         match p.value {
-            Value::Int(i) => {
-                let _ = write!(out, "{i}");
-            }
+            Value::Int(i) => out.extend_from_slice(numbers.format(i).as_bytes()),
             Value::Float(f) => {
                 let _ = serde_json::to_writer(&mut *out, &f);
             }
         }
         out.extend_from_slice(b",\"tags\":{");
-        for (i, (k, v)) in host.tags_of(p).enumerate() {
-            if i > 0 {
+        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
+        if p.tags.is_empty() {
+            out.extend_from_slice(&all_host_tags);
+        } else {
+            for (k, bytes) in &host_tags {
+                if !own(k) {
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        if !p.check_type.is_empty() && !own("type") {
+            out.extend_from_slice(b"\"type\":");
+            string(out, &p.check_type);
+            out.push(b',');
+        }
+        for (k, v) in &p.tags {
+            if !k.is_empty() && !v.is_empty() {
+                string(out, k);
+                out.push(b':');
+                string(out, v);
                 out.push(b',');
             }
-            string(out, &clean(k));
-            out.push(b':');
-            string(out, &clean(v));
+        }
+        if out.last() == Some(&b',') {
+            out.pop();
         }
         out.extend_from_slice(b"}}");
     }
     out.push(b']');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(points: &[Point], host: &HostTags) -> String {
+        let mut out = Vec::new();
+        encode(points, host, "metric", 1, &mut out);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn tags_without_type_or_host_tags_leave_no_stray_comma() {
+        let host = HostTags::new(vec![("host".into(), "h1".into()), ("dc".into(), "x y".into())]);
+        assert_eq!(
+            encoded(&[Point::int("m", 5, 1, "")], &host),
+            r#"[{"metric":"m","timestamp":5,"value":1,"tags":{"host":"h1","dc":"x_y"}}]"#
+        );
+        assert_eq!(encoded(&[Point::int("m", 5, 1, "")], &HostTags::empty()), r#"[{"metric":"m","timestamp":5,"value":1,"tags":{}}]"#);
+        assert_eq!(
+            encoded(&[Point::float("m", 5, -0.25, "t\"q").with_tag("host", "own")], &host),
+            r#"[{"metric":"m","timestamp":5,"value":-0.25,"tags":{"dc":"x_y","type":"t_q","host":"own"}}]"#
+        );
+    }
 }
