@@ -62,6 +62,13 @@ fn rss(pid: u32) -> (u64, u64) {
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
+/// Proportional set size: shared pages (libc, the binary when two processes map it) counted
+/// once across the processes that share them.
+fn pss(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024
+}
+
 fn mib(b: u64) -> f64 {
     (b as f64 / 1048576.0 * 10.0).round() / 10.0
 }
@@ -273,7 +280,8 @@ fn footprint(b: &mut Bench) {
         let (c1, s1, p1) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
         let (rc, hc) = rss(collector.pid());
         let (rs, hs) = rss(shipper.pid());
-        ((p1 - p0) as f64 / d.as_secs_f64(), (c1 - c0) / d.as_secs_f64(), (s1 - s0) / d.as_secs_f64(), rc, hc, rs, hs)
+        let p = pss(collector.pid()) + pss(shipper.pid());
+        ((p1 - p0) as f64 / d.as_secs_f64(), (c1 - c0) / d.as_secs_f64(), (s1 - s0) / d.as_secs_f64(), rc, hc, rs, hs, p)
     };
     let cycles = d.as_secs_f64();
     let all = ours("all");
@@ -303,12 +311,13 @@ fn footprint(b: &mut Bench) {
     let theirs_values = (q1 - q0) as f64 / cycles;
     let theirs_cpu = (k1 - k0) / cycles;
     let (rk, hk) = rss(cd.pid());
+    let pk = pss(cd.pid());
     drop(cd);
 
     let per_value = |cpu: f64, v: f64| if v > 0.0 { cpu * 1e6 / v } else { f64::NAN };
     b.section(
         &format!("1. Host footprint: system checks at 1 s for {} s", d.as_secs()),
-        "| agent | values/cycle | CPU ms/cycle (collector + shipper) | CPU µs/value | steady RSS MiB | peak RSS MiB |",
+        "| agent | values/cycle | CPU ms/cycle (collector + shipper) | CPU µs/value | steady RSS MiB | peak RSS MiB | PSS MiB |",
     );
     b.row(&[
         "PuyPuy collector + shipper, every system check".into(),
@@ -317,6 +326,7 @@ fn footprint(b: &mut Bench) {
         format!("{:.1}", per_value(all.1 + all.2, all.0)),
         format!("{} + {} = {}", mib(all.3), mib(all.5), mib(all.3 + all.5)),
         format!("{} + {} = {}", mib(all.4), mib(all.6), mib(all.4 + all.6)),
+        format!("{}", mib(all.7)),
     ]);
     b.row(&[
         "PuyPuy collector + shipper, collectd's set (cpustats memory load_average network_bytes disks)".into(),
@@ -325,6 +335,7 @@ fn footprint(b: &mut Bench) {
         format!("{:.1}", per_value(ours_cpu, values)),
         format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
         format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
+        format!("{}", mib(same.7)),
     ]);
     b.row(&[
         "collectd 5.12 (cpu memory load interface df disk)".into(),
@@ -333,13 +344,14 @@ fn footprint(b: &mut Bench) {
         format!("{:.1}", per_value(theirs_cpu, theirs_values)),
         format!("{}", mib(rk)),
         format!("{}", mib(hk)),
+        format!("{}", mib(pk)),
     ]);
     let ratio = per_value(ours_cpu, values) / per_value(theirs_cpu, theirs_values);
-    b.md.push_str(&format!("\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** (target ≤ 0.5); RSS together: {} MiB (target ≤ 6).\n", mib(rc + rs)));
+    b.md.push_str(&format!("\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n", mib(rc + rs), mib(same.7)));
     b.json.insert(
         "footprint".into(),
-        json!({"seconds": d.as_secs(), "puypuy_all_checks": {"values_per_cycle": all.0, "collector_cpu_ms_per_cycle": all.1 * 1000.0, "shipper_cpu_ms_per_cycle": all.2 * 1000.0}, "puypuy": {"values_per_cycle": values, "cpu_ms_per_cycle": ours_cpu * 1000.0, "cpu_us_per_value": per_value(ours_cpu, values), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs},
-               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": per_value(theirs_cpu, theirs_values), "rss_bytes": rk, "peak_rss_bytes": hk},
+        json!({"seconds": d.as_secs(), "puypuy_all_checks": {"values_per_cycle": all.0, "collector_cpu_ms_per_cycle": all.1 * 1000.0, "shipper_cpu_ms_per_cycle": all.2 * 1000.0}, "puypuy": {"values_per_cycle": values, "cpu_ms_per_cycle": ours_cpu * 1000.0, "cpu_us_per_value": per_value(ours_cpu, values), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs, "pss_bytes": same.7},
+               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": per_value(theirs_cpu, theirs_values), "rss_bytes": rk, "peak_rss_bytes": hk, "pss_bytes": pk},
                "cpu_per_value_ratio": ratio}),
     );
 }
