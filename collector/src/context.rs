@@ -60,8 +60,12 @@ pub fn statvfs(path: &Path) -> io::Result<FsUsage> {
 /// eight syscalls for `/proc/stat`. Here it is one open, usually one read of up to 16 KiB (the
 /// kernel fills it in one go) and the read that sees the end.
 pub fn read_small(path: &Path) -> io::Result<String> {
+    read_all(&mut std::fs::File::open(path)?)
+}
+
+/// Reads an open file from where it is to its end, as [`read_small`] does.
+pub fn read_all(file: &mut std::fs::File) -> io::Result<String> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {

@@ -269,9 +269,10 @@ fn footprint(b: &mut Bench) {
     let warm = Duration::from_secs(if b.quick { 1 } else { 5 });
     // PuyPuy: collector + shipper at 1 s, once with every system check, once with the set that
     // matches collectd's plugins (no tcpconn, ipconntrack, openfiles).
-    let ours = |checks: &str| {
-        let (port, sink) = http_sink();
-        let agent = Agent::new(&format!("self_metrics: no\nsystem_checks: {checks}"), &influx_tsdb(port));
+    let ours = |checks: &str, carbon: bool| {
+        let (port, sink) = if carbon { pickle_sink() } else { http_sink() };
+        let tsdb = if carbon { format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n") } else { influx_tsdb(port) };
+        let agent = Agent::new(&format!("self_metrics: no\nsystem_checks: {checks}"), &tsdb);
         let shipper = agent.start_shipper();
         let collector = agent.start_collector();
         thread::sleep(warm);
@@ -284,8 +285,11 @@ fn footprint(b: &mut Bench) {
         ((p1 - p0) as f64 / d.as_secs_f64(), (c1 - c0) / d.as_secs_f64(), (s1 - s0) / d.as_secs_f64(), rc, hc, rs, hs, p)
     };
     let cycles = d.as_secs_f64();
-    let all = ours("all");
-    let same = ours("cpustats, memory, load_average, network_bytes, disks");
+    let collectd_set = "cpustats, memory, load_average, network_bytes, disks";
+    let all = ours("all", false);
+    let same = ours(collectd_set, false);
+    // The same over a persistent TCP connection in a Graphite protocol, as collectd writes.
+    let same_carbon = ours(collectd_set, true);
     let (values, ours_cpu, rc, hc, rs, hs) = (same.0, same.1 + same.2, same.3, same.4, same.5, same.6);
 
     // collectd with cpu, memory, load, interface, df, disk → write_graphite to a local sink.
@@ -338,6 +342,15 @@ fn footprint(b: &mut Bench) {
         format!("{}", mib(same.7)),
     ]);
     b.row(&[
+        "PuyPuy collector + shipper, collectd's set, Carbon pickle over TCP".into(),
+        format!("{:.0}", same_carbon.0),
+        format!("{:.2} ({:.2} + {:.2})", (same_carbon.1 + same_carbon.2) * 1000.0, same_carbon.1 * 1000.0, same_carbon.2 * 1000.0),
+        format!("{:.1}", per_value(same_carbon.1 + same_carbon.2, same_carbon.0)),
+        format!("{} + {} = {}", mib(same_carbon.3), mib(same_carbon.5), mib(same_carbon.3 + same_carbon.5)),
+        format!("{} + {} = {}", mib(same_carbon.4), mib(same_carbon.6), mib(same_carbon.4 + same_carbon.6)),
+        format!("{}", mib(same_carbon.7)),
+    ]);
+    b.row(&[
         "collectd 5.12 (cpu memory load interface df disk)".into(),
         format!("{theirs_values:.0}"),
         format!("{:.2}", theirs_cpu * 1000.0),
@@ -347,12 +360,14 @@ fn footprint(b: &mut Bench) {
         format!("{}", mib(pk)),
     ]);
     let ratio = per_value(ours_cpu, values) / per_value(theirs_cpu, theirs_values);
-    b.md.push_str(&format!("\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n", mib(rc + rs), mib(same.7)));
+    let ratio_carbon = per_value(same_carbon.1 + same_carbon.2, same_carbon.0) / per_value(theirs_cpu, theirs_values);
+    b.md.push_str(&format!("\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** writing to InfluxDB over HTTP, **{ratio_carbon:.2}** writing Carbon pickles over TCP (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n", mib(rc + rs), mib(same.7)));
     b.json.insert(
         "footprint".into(),
         json!({"seconds": d.as_secs(), "puypuy_all_checks": {"values_per_cycle": all.0, "collector_cpu_ms_per_cycle": all.1 * 1000.0, "shipper_cpu_ms_per_cycle": all.2 * 1000.0}, "puypuy": {"values_per_cycle": values, "cpu_ms_per_cycle": ours_cpu * 1000.0, "cpu_us_per_value": per_value(ours_cpu, values), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs, "pss_bytes": same.7},
                "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": per_value(theirs_cpu, theirs_values), "rss_bytes": rk, "peak_rss_bytes": hk, "pss_bytes": pk},
-               "cpu_per_value_ratio": ratio}),
+               "puypuy_carbon": {"values_per_cycle": same_carbon.0, "cpu_ms_per_cycle": (same_carbon.1 + same_carbon.2) * 1000.0, "cpu_us_per_value": per_value(same_carbon.1 + same_carbon.2, same_carbon.0), "rss_bytes": same_carbon.3 + same_carbon.5, "pss_bytes": same_carbon.7},
+               "cpu_per_value_ratio": ratio, "cpu_per_value_ratio_carbon": ratio_carbon}),
     );
 }
 
