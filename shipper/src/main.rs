@@ -137,11 +137,6 @@ fn run(config: Config) -> anyhow::Result<()> {
         batch_wait: Duration::from_millis(s.batch_ms),
         rate_file: Some(s.tmpdir.join("rates.state")),
     };
-    let batcher_stats = Arc::clone(&stats);
-    let batcher = thread::Builder::new()
-        .name("batcher".into())
-        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
-        .context("cannot start the batcher")?;
     let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
     let policy = if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest };
     let spool = match Spool::open(&s.tmpdir.join("spool"), config.tsdb.backend.name(), s.max_cache, s.max_cache_bytes, policy) {
@@ -172,14 +167,14 @@ fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
     let relay_stats = relay::server::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
-    {
-        let (tx, stats, period) = (input_tx.clone(), Arc::clone(&stats), config.period());
-        let (stop, status_file, send) = (Arc::clone(&terminate), s.tmpdir.join("shipper-status.json"), s.self_metrics);
-        thread::Builder::new()
-            .name("self-metrics".into())
-            .spawn(move || self_metrics::run(tx, stats, relay_stats, period, stop, status_file, send))
-            .context("cannot start the self-metrics thread")?;
-    }
+    // The batcher also writes the status file and makes the self-metrics, every period.
+    let self_metrics =
+        self_metrics::SelfMetrics::new(Arc::clone(&stats), relay_stats, config.period(), s.tmpdir.join("shipper-status.json"), s.self_metrics);
+    let batcher_stats = Arc::clone(&stats);
+    let batcher = thread::Builder::new()
+        .name("batcher".into())
+        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats, Some(self_metrics)))
+        .context("cannot start the batcher")?;
 
     let mut running = config.clone();
     for signal in signals.forever() {

@@ -26,23 +26,34 @@ use crate::rate::RateState;
 use crate::spool::{Pushed, RejectedDir, Spool};
 use crate::transport::{ErrorKind, OnRejection, SendError, Transport};
 
-/// Where to send the ack of one frame: the writer of the connection it came on.
+/// Where the ack of one frame goes.
+pub enum AckTo {
+    /// A waiting relay request.
+    Channel(Sender<Ack>),
+    /// The producer connection the frame came on.
+    Socket(Arc<crate::receive::AckSocket>),
+}
+
 pub struct AckHandle {
-    pub tx: Sender<Ack>,
+    pub to: AckTo,
     pub seq: u64,
 }
 
 impl AckHandle {
     fn ack(self, status: u8) {
         // The connection may be gone; the producer then resends and the duplicate is harmless.
-        let _ = self.tx.send(Ack::new(self.seq, status));
+        let ack = Ack::new(self.seq, status);
+        match self.to {
+            AckTo::Channel(tx) => {
+                let _ = tx.send(ack);
+            }
+            AckTo::Socket(socket) => socket.send(ack),
+        }
     }
 }
 
 pub enum Input {
     Points { points: Vec<Point>, ack: Option<AckHandle> },
-    /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
-    SelfMetrics(Vec<Point>),
     /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
     Reload { batch_points: usize, batch_wait: Duration },
     Shutdown,
@@ -102,7 +113,13 @@ pub struct BatcherSettings {
 
 pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
-pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
+pub fn run_batcher(
+    rx: Receiver<Input>,
+    out: Sender<Batch>,
+    mut settings: BatcherSettings,
+    stats: Arc<Stats>,
+    mut self_metrics: Option<crate::self_metrics::SelfMetrics>,
+) {
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
             Ok(r) => {
@@ -149,10 +166,11 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
         }
     };
     loop {
-        let message = match deadline {
-            Some(d) => rx.recv_deadline(d),
-            None => rx.recv_timeout(RATE_SAVE_EVERY),
-        };
+        let mut wake = deadline.unwrap_or_else(|| Instant::now() + RATE_SAVE_EVERY);
+        if let Some(m) = &self_metrics {
+            wake = wake.min(m.deadline());
+        }
+        let message = rx.recv_deadline(wake);
         match message {
             Ok(Input::Points { points, ack }) => {
                 prepare(points, &mut batch.points, &mut rates);
@@ -166,22 +184,27 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                     flush(&mut batch, &mut deadline);
                 }
             }
-            Ok(Input::SelfMetrics(points)) => {
-                let mut own = Batch { own: true, ..Batch::default() };
-                prepare(points, &mut own.points, &mut rates);
-                let _ = out.send(own);
-            }
             Ok(Input::Reload { batch_points, batch_wait }) => {
                 flush(&mut batch, &mut deadline);
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
             }
-            Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
+            Err(RecvTimeoutError::Timeout) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    flush(&mut batch, &mut deadline);
+                }
+            }
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 flush(&mut batch, &mut deadline);
                 save(&rates);
                 return;
             }
+        }
+        // The shipper's own self-metrics: batched alone so that their drops are counted apart.
+        if let Some(points) = self_metrics.as_mut().and_then(|m| m.run_if_due()) {
+            let mut own = Batch { own: true, ..Batch::default() };
+            prepare(points, &mut own.points, &mut rates);
+            let _ = out.send(own);
         }
         if last_save.elapsed() >= RATE_SAVE_EVERY {
             save(&rates);

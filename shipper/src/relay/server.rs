@@ -23,7 +23,7 @@ use puypuy_common::Point;
 
 use super::line_protocol::{self, Precision};
 use super::{graphite, opentsdb_json, telnet};
-use crate::pipeline::{AckHandle, Input};
+use crate::pipeline::{AckHandle, AckTo, Input};
 
 /// Counters of one input, for the self-metrics.
 pub struct InputStats {
@@ -311,7 +311,7 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, String> {
 /// Hands the points over and waits until they are delivered or spooled.
 fn deliver(tx: &Sender<Input>, points: Vec<Point>) -> Result<(), (u16, String)> {
     let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
-    tx.send(Input::Points { points, ack: Some(AckHandle { tx: ack_tx, seq: 0 }) })
+    tx.send(Input::Points { points, ack: Some(AckHandle { to: AckTo::Channel(ack_tx), seq: 0 }) })
         .map_err(|_| (503, "shipper is stopping".to_string()))?;
     match ack_rx.recv_timeout(ACK_WAIT) {
         Ok(ack) if ack.status == ACK_DELIVERED => Ok(()),
