@@ -133,6 +133,33 @@ impl Frame {
     }
 }
 
+/// What [`Frame::check`] learns of a payload without decoding its points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead<'a> {
+    pub sender: &'a str,
+    pub seq: u64,
+    pub points: usize,
+}
+
+impl Frame {
+    /// Checks that `payload` decodes exactly (as [`Frame::decode`] would) without allocating
+    /// anything. The shipper's connection threads check frames and leave the decoding to one
+    /// thread, so that every point is allocated by the thread whose allocator takes it back.
+    pub fn check(payload: &[u8]) -> Result<FrameHead<'_>, FrameError> {
+        check_version(payload)?;
+        let mut c = Cursor(payload);
+        c.u16()?;
+        let sender = c.str()?;
+        let seq = c.u64()?;
+        let n = c.len(MIN_POINT_BYTES)?;
+        for _ in 0..n {
+            c.skip_point()?;
+        }
+        c.end()?;
+        Ok(FrameHead { sender, seq, points: n })
+    }
+}
+
 impl Ack {
     pub fn new(seq: u64, status: u8) -> Ack {
         Ack { version: PROTOCOL_VERSION, seq, status }
@@ -227,10 +254,37 @@ impl<'a> Cursor<'a> {
         Ok(n as usize)
     }
 
-    fn string(&mut self) -> Result<String, FrameError> {
+    fn str(&mut self) -> Result<&'a str, FrameError> {
         let n = self.len(1)?;
         let bytes = self.take(n)?;
-        std::str::from_utf8(bytes).map(str::to_owned).map_err(|e| FrameError::Decode(format!("string is not UTF-8: {e}")))
+        std::str::from_utf8(bytes).map_err(|e| FrameError::Decode(format!("string is not UTF-8: {e}")))
+    }
+
+    fn string(&mut self) -> Result<String, FrameError> {
+        self.str().map(str::to_owned)
+    }
+
+    /// [`Cursor::point`] without building the point.
+    fn skip_point(&mut self) -> Result<(), FrameError> {
+        self.str()?;
+        self.u64()?;
+        match self.u32()? {
+            0 | 1 => {
+                self.take(8)?;
+            }
+            v => return Err(FrameError::Decode(format!("value variant {v} (expected 0 Int or 1 Float)"))),
+        }
+        self.str()?;
+        match self.u32()? {
+            0 | 1 => {}
+            v => return Err(FrameError::Decode(format!("style variant {v} (expected 0 Stack or 1 Rate)"))),
+        }
+        let n = self.len(16)?;
+        for _ in 0..n {
+            self.str()?;
+            self.str()?;
+        }
+        Ok(())
     }
 
     fn points(&mut self) -> Result<Vec<Point>, FrameError> {
@@ -424,6 +478,11 @@ mod tests {
                 _ => {}
             }
             let by_hand = Frame::decode(&payload).map(|f| f.to_bytes());
+            let checked = Frame::check(&payload);
+            prop_assert_eq!(checked.is_ok(), by_hand.is_ok());
+            if let (Ok(head), Ok(frame)) = (checked, Frame::decode(&payload)) {
+                prop_assert_eq!((head.sender, head.seq, head.points), (frame.sender.as_str(), frame.seq, frame.points.len()));
+            }
             let by_bincode = check_version(&payload).and_then(|()| decode_exact::<Frame>(&payload)).map(|f| f.to_bytes());
             prop_assert_eq!(by_hand.is_ok(), by_bincode.is_ok(), "{:?} vs {:?}", by_hand.as_ref().err(), by_bincode.as_ref().err());
             if let (Ok(a), Ok(b)) = (by_hand, by_bincode) {

@@ -54,6 +54,9 @@ impl AckHandle {
 
 pub enum Input {
     Points { points: Vec<Point>, ack: Option<AckHandle> },
+    /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
+    /// which then hands the buffer back to the connection through `back` for its next frame.
+    Frame { payload: Vec<u8>, ack: AckHandle, back: Sender<Vec<u8>> },
     /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
     Reload { batch_points: usize, batch_wait: Duration },
     Shutdown,
@@ -172,7 +175,24 @@ pub fn run_batcher(
         }
         let message = rx.recv_deadline(wake);
         match message {
-            Ok(Input::Points { points, ack }) => {
+            Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {
+                let (points, ack) = match input {
+                    Input::Frame { payload, ack, back } => {
+                        let decoded = puypuy_common::frame::Frame::decode(&payload);
+                        let _ = back.try_send(payload);
+                        match decoded {
+                            Ok(frame) => (frame.points, Some(ack)),
+                            // Cannot happen after the connection thread's check; refused all the same.
+                            Err(e) => {
+                                log::error!("frame {} does not decode after its check: {e}", ack.seq);
+                                ack.ack(puypuy_common::frame::ACK_REJECTED);
+                                (Vec::new(), None)
+                            }
+                        }
+                    }
+                    Input::Points { points, ack } => (points, ack),
+                    _ => (Vec::new(), None),
+                };
                 prepare(points, &mut batch.points, &mut rates);
                 if let Some(a) = ack {
                     batch.acks.push(a);

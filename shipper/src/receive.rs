@@ -182,8 +182,15 @@ fn handle(stream: UnixStream, tx: Sender<Input>) {
     };
     let mut reader = BufReader::with_capacity(64 * 1024, &stream);
     let mut buf = Vec::new();
+    // Payload buffers come back from the batcher once decoded: a connection reuses a few buffers
+    // instead of allocating one per frame (which, with one allocator heap per thread, kept memory
+    // growing with the number of connections).
+    let (back_tx, back_rx) = crossbeam_channel::bounded::<Vec<u8>>(4);
     let mut sender_name = String::new();
     loop {
+        if buf.capacity() == 0 {
+            buf = back_rx.try_recv().unwrap_or_default();
+        }
         match frame::read_payload(&mut reader, &mut buf) {
             Ok(true) => {}
             Ok(false) => break,
@@ -196,21 +203,25 @@ fn handle(stream: UnixStream, tx: Sender<Input>) {
                 break;
             }
         }
-        match Frame::decode(&buf) {
-            Ok(f) => {
-                if sender_name != f.sender {
-                    sender_name = f.sender.clone();
+        // Checked here (a bad frame closes this connection only), decoded by the batcher: the
+        // points are then allocated and freed by the same two threads whatever the number of
+        // connections, which keeps the shipper's memory flat as producers are added.
+        let seq = match Frame::check(&buf) {
+            Ok(head) => {
+                if sender_name != head.sender {
+                    sender_name = head.sender.to_string();
                     log::debug!("connection from {who} is {sender_name}");
                 }
-                let ack = AckHandle { to: AckTo::Socket(Arc::clone(&acks)), seq: f.seq };
-                if tx.send(Input::Points { points: f.points, ack: Some(ack) }).is_err() {
-                    break;
-                }
+                head.seq
             }
             Err(e) => {
                 log::warn!("connection from {who} {sender_name}: {e}; closing this connection");
                 break;
             }
+        };
+        let ack = AckHandle { to: AckTo::Socket(Arc::clone(&acks)), seq };
+        if tx.send(Input::Frame { payload: std::mem::take(&mut buf), ack, back: back_tx.clone() }).is_err() {
+            break;
         }
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);

@@ -176,7 +176,13 @@ impl SelfMetrics {
     /// Once the tick has come: writes the status file and returns the points to send, if any.
     pub fn run_if_due(&mut self) -> Option<Vec<Point>> {
         let now = SystemTime::now();
-        if !schedule::until(self.next, now).is_zero() {
+        let wait = schedule::until(self.next, now);
+        if wait > self.period {
+            // The wall clock was set back: follow it rather than wait for the old tick.
+            self.next = schedule::next_tick(now, self.period);
+            return None;
+        }
+        if !wait.is_zero() {
             return None;
         }
         let tick = self.next;

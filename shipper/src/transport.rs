@@ -98,6 +98,8 @@ pub struct HttpTransport {
     authorization: Option<String>,
     gzip: bool,
     max_points: usize,
+    /// The encoded batch, and the gzipped body when gzip is on; both reused from batch to batch.
+    raw: Vec<u8>,
     body: Vec<u8>,
     host: HostTags,
 }
@@ -146,13 +148,15 @@ impl HttpTransport {
             authorization,
             gzip: tsdb.gzip,
             max_points: max_points.max(1),
+            raw: Vec::new(),
             body: Vec::new(),
             host,
         }
     }
 
     fn post(&mut self, points: &[Point]) -> Result<(), SendError> {
-        let mut raw = Vec::with_capacity(points.len() * 96);
+        let mut raw = std::mem::take(&mut self.raw);
+        raw.clear();
         match self.backend {
             Backend::OpenTsdb => backends::opentsdb::encode(points, &self.host, &mut raw),
             Backend::KairosDb => backends::kairosdb::encode(points, &self.host, &mut raw),
@@ -168,13 +172,15 @@ impl HttpTransport {
             let mut gz = GzEncoder::new(std::mem::take(&mut self.body), flate2::Compression::fast());
             let _ = gz.write_all(&raw);
             self.body = gz.finish().unwrap_or_default();
+            self.raw = raw;
             request = if self.backend == Backend::KairosDb {
                 request.header("Content-Type", "application/gzip")
             } else {
                 request.header("Content-Type", content_type).header("Content-Encoding", "gzip")
             };
         } else {
-            self.body = raw;
+            // The encoded batch is the body: swap the buffers, keeping both allocations.
+            self.raw = std::mem::replace(&mut self.body, raw);
             request = request.header("Content-Type", content_type);
         }
         if let Some(auth) = &self.authorization {

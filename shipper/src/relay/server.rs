@@ -112,8 +112,11 @@ fn start_tcp(addr: SocketAddr, config: &RelayConfig, tx: Sender<Input>, stats: A
                 stats.open.fetch_add(1, Ordering::Relaxed);
                 let (tx, stats) = (tx.clone(), Arc::clone(&stats));
                 let spawned = thread::Builder::new().name("relay-conn".into()).spawn(move || {
-                    serve_lines(stream, &tx, &stats, parse, max_line, idle);
+                    let mut stream = stream;
+                    serve_lines(&mut stream, &tx, &stats, parse, max_line, idle);
+                    // The slot is free before the client sees the connection close.
                     stats.open.fetch_sub(1, Ordering::Relaxed);
+                    drop(stream);
                 });
                 if spawned.is_err() {
                     log::error!("relay: cannot start a connection thread");
@@ -198,7 +201,7 @@ fn handle_line(raw: Result<&[u8], usize>, parse: LineParser, stats: &InputStats,
     }
 }
 
-fn serve_lines(mut stream: TcpStream, tx: &Sender<Input>, stats: &InputStats, parse: LineParser, max_line: usize, idle: Duration) {
+fn serve_lines(stream: &mut TcpStream, tx: &Sender<Input>, stats: &InputStats, parse: LineParser, max_line: usize, idle: Duration) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_read_timeout(Some(idle));
     let mut splitter = LineSplitter::new(max_line);
