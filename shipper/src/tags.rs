@@ -44,10 +44,20 @@ impl HostTags {
         host.chain(kind).chain(own_tags)
     }
 
-    /// The host-wide tags alone: what [`HostTags::tags_of`] yields before `type` for a point that
-    /// has no tags of its own.
-    pub fn host_wide(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    /// The host-wide tags encoded once by `encode_tag` (which appends one tag in the backend's
+    /// syntax), for an encoder about to write a batch: see [`EncodedTags::write`].
+    pub fn encoded(&self, encode_tag: impl Fn(&mut Vec<u8>, &str, &str)) -> EncodedTags {
+        let each: Vec<(String, Vec<u8>)> = self
+            .tags
+            .iter()
+            .map(|(k, v)| {
+                let mut bytes = Vec::new();
+                encode_tag(&mut bytes, k, v);
+                (k.clone(), bytes)
+            })
+            .collect();
+        let all = each.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+        EncodedTags { each, all }
     }
 
     /// The value a point leaves with for one tag (its own first, else the host's), or "".
@@ -58,6 +68,38 @@ impl HostTags {
             .find(|(k, v)| k == key && !v.is_empty())
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
+    }
+}
+
+/// Host-wide tags already in a backend's syntax, each and all together.
+pub struct EncodedTags {
+    each: Vec<(String, Vec<u8>)>,
+    all: Vec<u8>,
+}
+
+impl EncodedTags {
+    /// Appends every tag `p` leaves with, in the order and by the rules of [`HostTags::tags_of`]:
+    /// the host-wide ones already encoded (all at once for the usual point without tags of its
+    /// own), then `type` and the point's own tags through `encode_tag`.
+    pub fn write(&self, p: &Point, out: &mut Vec<u8>, encode_tag: impl Fn(&mut Vec<u8>, &str, &str)) {
+        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
+        if p.tags.is_empty() {
+            out.extend_from_slice(&self.all);
+        } else {
+            for (k, bytes) in &self.each {
+                if !own(k) {
+                    out.extend_from_slice(bytes);
+                }
+            }
+        }
+        if !p.check_type.is_empty() && !own("type") {
+            encode_tag(out, "type", &p.check_type);
+        }
+        for (k, v) in &p.tags {
+            if !k.is_empty() && !v.is_empty() {
+                encode_tag(out, k, v);
+            }
+        }
     }
 }
 

@@ -62,46 +62,20 @@ fn escape(out: &mut Vec<u8>, s: &str, specials: &[u8]) {
 /// Appends one line per point.
 pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
     let mut numbers = itoa::Buffer::new();
-    // The host-wide tags escaped once per batch: each as `,key=value`, and all of them together
-    // for the usual point that has no tags of its own. Same order and rules as `HostTags::tags_of`.
-    let host_tags: Vec<(&str, Vec<u8>)> = host
-        .host_wide()
-        .map(|(k, v)| {
-            let mut bytes = vec![b','];
-            escape(&mut bytes, k, TAG);
-            bytes.push(b'=');
-            escape(&mut bytes, v, TAG);
-            (k, bytes)
-        })
-        .collect();
-    let all_host_tags: Vec<u8> = host_tags.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let tag = |out: &mut Vec<u8>, k: &str, v: &str| {
+        out.push(b',');
+        escape(out, k, TAG);
+        out.push(b'=');
+        escape(out, v, TAG);
+    };
+    // The host-wide tags escaped once per batch.
+    let host = host.encoded(tag);
     for p in points {
         if !p.value.is_finite() || p.name.is_empty() {
             continue;
         }
         escape(out, &p.name, MEASUREMENT);
-        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
-        if p.tags.is_empty() {
-            out.extend_from_slice(&all_host_tags);
-        } else {
-            for (k, bytes) in &host_tags {
-                if !own(k) {
-                    out.extend_from_slice(bytes);
-                }
-            }
-        }
-        if !p.check_type.is_empty() && !own("type") {
-            out.extend_from_slice(b",type=");
-            escape(out, &p.check_type, TAG);
-        }
-        for (k, v) in &p.tags {
-            if !k.is_empty() && !v.is_empty() {
-                out.push(b',');
-                escape(out, k, TAG);
-                out.push(b'=');
-                escape(out, v, TAG);
-            }
-        }
+        host.write(p, out, tag);
         out.extend_from_slice(b" value=");
         match p.value {
             Value::Int(i) => {

@@ -32,21 +32,14 @@ fn string(out: &mut Vec<u8>, s: &str) {
 
 pub fn encode(points: &[Point], host: &HostTags, name_key: &str, timestamp_scale: u64, out: &mut Vec<u8>) {
     let mut numbers = itoa::Buffer::new();
-    // The host-wide tags written once per batch: each as `"key":"value",`, and all of them
-    // together for the usual point that has no tags of its own. Same order and rules as
-    // `HostTags::tags_of`.
-    let host_tags: Vec<(&str, Vec<u8>)> = host
-        .host_wide()
-        .map(|(k, v)| {
-            let mut bytes = Vec::new();
-            string(&mut bytes, k);
-            bytes.push(b':');
-            string(&mut bytes, v);
-            bytes.push(b',');
-            (k, bytes)
-        })
-        .collect();
-    let all_host_tags: Vec<u8> = host_tags.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+    let tag = |out: &mut Vec<u8>, k: &str, v: &str| {
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+        out.push(b',');
+    };
+    // The host-wide tags written once per batch.
+    let host = host.encoded(tag);
     out.push(b'[');
     let mut first = true;
     for p in points {
@@ -71,29 +64,8 @@ pub fn encode(points: &[Point], host: &HostTags, name_key: &str, timestamp_scale
             }
         }
         out.extend_from_slice(b",\"tags\":{");
-        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
-        if p.tags.is_empty() {
-            out.extend_from_slice(&all_host_tags);
-        } else {
-            for (k, bytes) in &host_tags {
-                if !own(k) {
-                    out.extend_from_slice(bytes);
-                }
-            }
-        }
-        if !p.check_type.is_empty() && !own("type") {
-            out.extend_from_slice(b"\"type\":");
-            string(out, &p.check_type);
-            out.push(b',');
-        }
-        for (k, v) in &p.tags {
-            if !k.is_empty() && !v.is_empty() {
-                string(out, k);
-                out.push(b':');
-                string(out, v);
-                out.push(b',');
-            }
-        }
+        host.write(p, out, tag);
+        // Every tag ends with a comma; the last one must not.
         if out.last() == Some(&b',') {
             out.pop();
         }
