@@ -5,7 +5,7 @@
 //! connection goes on. A slow or stuck producer only holds its own threads.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -171,6 +171,29 @@ fn write_backlog(socket: std::sync::Weak<AckSocket>, mut writer: UnixStream, rx:
     }
 }
 
+/// How long the rest of a frame may take once its first byte arrived. A producer may stay silent
+/// between frames as long as it likes; one that stops in the middle of a frame has its connection
+/// closed after this (its unacknowledged frames are resent when it reconnects).
+pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads one frame's payload into `buf`, waiting without limit for its first byte and at most
+/// `timeout` for the rest. `Ok(false)` is a clean end of stream between frames.
+fn read_frame(reader: &mut BufReader<&UnixStream>, stream: &UnixStream, buf: &mut Vec<u8>, timeout: std::time::Duration) -> Result<bool, FrameError> {
+    let buffered = reader.fill_buf()?;
+    if buffered.is_empty() {
+        return Ok(false);
+    }
+    // Most frames are already whole in the buffer: no deadline (and no syscall) needed for those.
+    let whole = buffered.len() >= 4 && buffered.len() >= 4 + u32::from_be_bytes([buffered[0], buffered[1], buffered[2], buffered[3]]) as usize;
+    if whole {
+        return frame::read_payload(reader, buf);
+    }
+    stream.set_read_timeout(Some(timeout))?;
+    let result = frame::read_payload(reader, buf);
+    stream.set_read_timeout(None)?;
+    result
+}
+
 fn handle(stream: UnixStream, tx: Sender<Input>) {
     let who = peer(&stream);
     let acks = match AckSocket::start(&stream) {
@@ -191,9 +214,15 @@ fn handle(stream: UnixStream, tx: Sender<Input>) {
         if buf.capacity() == 0 {
             buf = back_rx.try_recv().unwrap_or_default();
         }
-        match frame::read_payload(&mut reader, &mut buf) {
+        match read_frame(&mut reader, &stream, &mut buf, FRAME_TIMEOUT) {
             Ok(true) => {}
             Ok(false) => break,
+            Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                log::warn!(
+                    "connection from {who} {sender_name}: stopped in the middle of a frame for {FRAME_TIMEOUT:?}; closing this connection"
+                );
+                break;
+            }
             Err(FrameError::Io(e)) => {
                 log::debug!("connection from {who} ({sender_name}): {e}");
                 break;
@@ -256,5 +285,33 @@ mod tests {
         let mut rest = Vec::new();
         producer.set_read_timeout(Some(std::time::Duration::from_secs(5))).expect("timeout");
         assert_eq!(producer.read_to_end(&mut rest).expect("eof"), 0);
+    }
+
+    #[test]
+    fn a_frame_cut_in_the_middle_times_out_and_silence_between_frames_does_not() {
+        use std::time::{Duration, Instant};
+        let (ours, mut producer) = UnixStream::pair().expect("pair");
+        let mut reader = BufReader::new(&ours);
+        let mut buf = Vec::new();
+        let timeout = Duration::from_millis(200);
+        let bytes = Frame::new("p", 1, vec![puypuy_common::Point::int("x", 1, 2, "t")]).to_bytes();
+        // Silent for longer than the timeout, then a whole frame: read, not cut.
+        let whole = bytes.clone();
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(600));
+            producer.write_all(&whole).expect("write");
+            producer
+        });
+        assert!(read_frame(&mut reader, &ours, &mut buf, timeout).expect("frame"));
+        assert_eq!(Frame::decode(&buf).expect("decode").seq, 1);
+        let mut producer = writer.join().expect("writer");
+        // Half a frame, then nothing: cut after the timeout.
+        producer.write_all(&bytes[..bytes.len() / 2]).expect("write half");
+        let started = Instant::now();
+        match read_frame(&mut reader, &ours, &mut buf, timeout) {
+            Err(FrameError::Io(e)) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}"),
+            other => panic!("expected a timeout, got {other:?}"),
+        }
+        assert!(started.elapsed() >= timeout);
     }
 }
