@@ -16,6 +16,8 @@ import javax.management.remote.*;
 
 public final class PuyPuyJmx {
     private static final Map<String, JMXConnector> CONNECTORS = new ConcurrentHashMap<>();
+    /** What each cached connector was opened with: a reload that changes it opens a new one. */
+    private static final Map<String, String> OPENED_WITH = new ConcurrentHashMap<>();
 
     private PuyPuyJmx() {}
 
@@ -59,8 +61,14 @@ public final class PuyPuyJmx {
     }
 
     private static MBeanServerConnection connection(String id, Map<String, String> opts) throws Exception {
+        String key = opts.getOrDefault("url", "") + "\n" + opts.getOrDefault("class", "") + "\n"
+            + opts.getOrDefault("user", "") + "\n" + opts.getOrDefault("pass", "");
         JMXConnector c = CONNECTORS.get(id);
-        if (c != null) return c.getMBeanServerConnection();
+        if (c != null && key.equals(OPENED_WITH.get(id))) return c.getMBeanServerConnection();
+        if (c != null) {
+            CONNECTORS.remove(id);
+            try { c.close(); } catch (Throwable ignored) { }
+        }
         String url = opts.get("url");
         if (url == null || url.isEmpty()) url = attach(opts.get("class"));
         Map<String, Object> env = new HashMap<>();
@@ -68,6 +76,7 @@ public final class PuyPuyJmx {
         if (user != null && !user.isEmpty()) env.put(JMXConnector.CREDENTIALS, new String[] {user, opts.getOrDefault("pass", "")});
         c = JMXConnectorFactory.connect(new JMXServiceURL(url), env);
         CONNECTORS.put(id, c);
+        OPENED_WITH.put(id, key);
         return c.getMBeanServerConnection();
     }
 

@@ -62,6 +62,29 @@ fn remote_targets_with_and_without_password_and_a_local_one_by_main_class() {
 }
 
 #[test]
+fn a_reload_that_changes_a_url_reads_the_new_target() {
+    let influx = Influx::start(false);
+    let first = JavaTarget::start(false);
+    let second = JavaTarget::start(false);
+    let section = |url: &str| format!("[JMX:app]\nurl: {url}\nbeans: java.lang:type=Runtime Pid\n");
+    let agent = Agent::new("system_checks: none", &format!("{}\n{}", influx_tsdb(&influx), section(&first.url())));
+    let _shipper = agent.start_shipper();
+    let mut bridge = start_bridge(&agent);
+    let pid_of = |target: &JavaTarget| f64::from(target.proc.pid());
+    wait_for(Duration::from_secs(30), "the first target's pid", || {
+        of_target(&influx, "jmx_pid", "app").iter().any(|p| p.1 == pid_of(&first)).then_some(())
+    });
+    // Same section, another url: the open connection to the first target (still running) must
+    // not be reused.
+    let text = std::fs::read_to_string(&agent.config).expect("config").replace(&first.url(), &second.url());
+    std::fs::write(&agent.config, text).expect("write config");
+    bridge.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(30), "the second target's pid after the reload", || {
+        of_target(&influx, "jmx_pid", "app").iter().any(|p| p.1 == pid_of(&second)).then_some(())
+    });
+}
+
+#[test]
 fn a_wrong_jmx_password_is_logged_once() {
     let influx = Influx::start(false);
     let locked = JavaTarget::start(true);
