@@ -314,4 +314,19 @@ mod tests {
         }
         assert!(started.elapsed() >= timeout);
     }
+
+    #[test]
+    fn socket_group_owns_the_socket_and_an_unknown_group_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("shipper.sock");
+        let group = nix::unistd::Group::from_name("nogroup").expect("group database").expect("Debian's nogroup");
+        let bound = bind(&socket, Some("nogroup")).expect("bind");
+        let meta = std::fs::metadata(&socket).expect("socket");
+        assert_eq!((meta.gid(), meta.mode() & 0o777), (group.gid.as_raw(), 0o660));
+        drop(bound);
+        let other = dir.path().join("other.sock");
+        let err = bind(&other, Some("no-such-group-puypuy")).err().expect("refused");
+        assert_eq!(err, "[Relay] socket_group: no group \"no-such-group-puypuy\" on this host");
+    }
 }
