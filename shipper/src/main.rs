@@ -2,7 +2,7 @@
 //! backend named in `[TSDB]`.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -106,10 +106,6 @@ fn apply_reload(
 fn run(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         log::warn!("{}: {w}", config.file.display());
-    }
-    let terminate = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(signal, Arc::clone(&terminate)).context("cannot install the signal handler")?;
     }
     // The main thread sleeps in here until a signal comes: no polling while idle.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP])
