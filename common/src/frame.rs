@@ -126,10 +126,8 @@ impl Frame {
     /// Decodes one payload (without its length prefix).
     pub fn decode(payload: &[u8]) -> Result<Frame, FrameError> {
         check_version(payload)?;
-        let mut c = Cursor(payload);
-        let frame = Frame { version: c.u16()?, sender: c.string()?, seq: c.u64()?, points: c.points()? };
-        c.end()?;
-        Ok(frame)
+        let (head, points) = Cursor(payload).frame::<true>()?;
+        Ok(Frame { version: PROTOCOL_VERSION, sender: head.sender.to_owned(), seq: head.seq, points })
     }
 }
 
@@ -147,16 +145,7 @@ impl Frame {
     /// thread, so that every point is allocated by the thread whose allocator takes it back.
     pub fn check(payload: &[u8]) -> Result<FrameHead<'_>, FrameError> {
         check_version(payload)?;
-        let mut c = Cursor(payload);
-        c.u16()?;
-        let sender = c.str()?;
-        let seq = c.u64()?;
-        let n = c.len(MIN_POINT_BYTES)?;
-        for _ in 0..n {
-            c.skip_point()?;
-        }
-        c.end()?;
-        Ok(FrameHead { sender, seq, points: n })
+        Cursor(payload).frame::<false>().map(|(head, _)| head)
     }
 }
 
@@ -204,7 +193,7 @@ pub fn encode_points(points: &[Point], out: &mut Vec<u8>) {
 
 pub fn decode_points(bytes: &[u8]) -> Result<Vec<Point>, FrameError> {
     let mut c = Cursor(bytes);
-    let points = c.points()?;
+    let (_, points) = c.points::<true>()?;
     c.end()?;
     Ok(points)
 }
@@ -260,62 +249,52 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(bytes).map_err(|e| FrameError::Decode(format!("string is not UTF-8: {e}")))
     }
 
-    fn string(&mut self) -> Result<String, FrameError> {
-        self.str().map(str::to_owned)
+    /// The whole payload after its version: one walk for both [`Frame::decode`] (`BUILD`) and
+    /// [`Frame::check`] (nothing allocated), so that the two accept exactly the same bytes.
+    fn frame<const BUILD: bool>(&mut self) -> Result<(FrameHead<'a>, Vec<Point>), FrameError> {
+        self.u16()?;
+        let sender = self.str()?;
+        let seq = self.u64()?;
+        let (n, points) = self.points::<BUILD>()?;
+        self.end()?;
+        Ok((FrameHead { sender, seq, points: n }, points))
     }
 
-    /// [`Cursor::point`] without building the point.
-    fn skip_point(&mut self) -> Result<(), FrameError> {
-        self.str()?;
-        self.u64()?;
-        match self.u32()? {
-            0 | 1 => {
-                self.take(8)?;
-            }
-            v => return Err(FrameError::Decode(format!("value variant {v} (expected 0 Int or 1 Float)"))),
-        }
-        self.str()?;
-        match self.u32()? {
-            0 | 1 => {}
-            v => return Err(FrameError::Decode(format!("style variant {v} (expected 0 Stack or 1 Rate)"))),
-        }
-        let n = self.len(16)?;
-        for _ in 0..n {
-            self.str()?;
-            self.str()?;
-        }
-        Ok(())
-    }
-
-    fn points(&mut self) -> Result<Vec<Point>, FrameError> {
+    /// The count of points and, when `BUILD`, the points.
+    fn points<const BUILD: bool>(&mut self) -> Result<(usize, Vec<Point>), FrameError> {
         let n = self.len(MIN_POINT_BYTES)?;
-        let mut points = Vec::with_capacity(n);
+        let mut points = Vec::with_capacity(if BUILD { n } else { 0 });
         for _ in 0..n {
-            points.push(self.point()?);
+            if let Some(p) = self.point::<BUILD>()? {
+                points.push(p);
+            }
         }
-        Ok(points)
+        Ok((n, points))
     }
 
-    fn point(&mut self) -> Result<Point, FrameError> {
-        let name = self.string()?;
+    fn point<const BUILD: bool>(&mut self) -> Result<Option<Point>, FrameError> {
+        let name = self.str()?;
         let timestamp = self.u64()?;
         let value = match self.u32()? {
             0 => crate::point::Value::Int(i64::from_le_bytes(self.array()?)),
             1 => crate::point::Value::Float(f64::from_le_bytes(self.array()?)),
             v => return Err(FrameError::Decode(format!("value variant {v} (expected 0 Int or 1 Float)"))),
         };
-        let check_type = self.string()?;
+        let check_type = self.str()?;
         let style = match self.u32()? {
             0 => crate::point::Style::Stack,
             1 => crate::point::Style::Rate,
             v => return Err(FrameError::Decode(format!("style variant {v} (expected 0 Stack or 1 Rate)"))),
         };
         let n = self.len(16)?;
-        let mut tags = Vec::with_capacity(n);
+        let mut tags = Vec::with_capacity(if BUILD { n } else { 0 });
         for _ in 0..n {
-            tags.push((self.string()?, self.string()?));
+            let (k, v) = (self.str()?, self.str()?);
+            if BUILD {
+                tags.push((k.to_owned(), v.to_owned()));
+            }
         }
-        Ok(Point { name, timestamp, value, check_type, style, tags })
+        Ok(BUILD.then(|| Point { name: name.to_owned(), timestamp, value, check_type: check_type.to_owned(), style, tags }))
     }
 
     fn end(&self) -> Result<(), FrameError> {
