@@ -33,17 +33,6 @@ impl HostTags {
         HostTags::default()
     }
 
-    /// Every tag a point leaves with, in order: the host-wide ones (unless the point has its own of
-    /// that name), `type` (its check type, unless it has its own), then its own non-empty tags.
-    /// The encoders call this while writing, so no point carries a copy of the host's tags.
-    pub fn tags_of<'a>(&'a self, p: &'a Point) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
-        let host = self.tags.iter().filter(move |(k, _)| !own(k)).map(|(k, v)| (k.as_str(), v.as_str()));
-        let kind = (!p.check_type.is_empty() && !own("type")).then_some(("type", p.check_type.as_str()));
-        let own_tags = p.tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()).map(|(k, v)| (k.as_str(), v.as_str()));
-        host.chain(kind).chain(own_tags)
-    }
-
     /// The host-wide tags encoded once by `encode_tag` (which appends one tag in the backend's
     /// syntax), for an encoder about to write a batch: see [`EncodedTags::write`].
     pub fn encoded(&self, encode_tag: impl Fn(&mut Vec<u8>, &str, &str)) -> EncodedTags {
@@ -78,9 +67,11 @@ pub struct EncodedTags {
 }
 
 impl EncodedTags {
-    /// Appends every tag `p` leaves with, in the order and by the rules of [`HostTags::tags_of`]:
-    /// the host-wide ones already encoded (all at once for the usual point without tags of its
-    /// own), then `type` and the point's own tags through `encode_tag`.
+    /// Appends every tag `p` leaves with, in order: the host-wide ones unless the point has its
+    /// own of that name (already encoded, and all at once for the usual point without tags of its
+    /// own), then `type` (its check type, unless it has its own), then its own non-empty tags,
+    /// these two through `encode_tag`. The encoders call this while writing, so no point carries
+    /// a copy of the host's tags.
     pub fn write(&self, p: &Point, out: &mut Vec<u8>, encode_tag: impl Fn(&mut Vec<u8>, &str, &str)) {
         let own = |key: &str| p.tags.iter().any(|(k, _)| k == key);
         if p.tags.is_empty() {
@@ -111,8 +102,37 @@ mod tests {
         HostTags::new(vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())])
     }
 
+    /// The tags `EncodedTags::write` gives `p`, read back from a plain `key\0value\0` encoding.
     fn applied(t: &HostTags, p: &Point) -> Vec<(String, String)> {
-        t.tags_of(p).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        let tag = |out: &mut Vec<u8>, k: &str, v: &str| {
+            for part in [k, v] {
+                out.extend_from_slice(part.as_bytes());
+                out.push(0);
+            }
+        };
+        let mut out = Vec::new();
+        t.encoded(tag).write(p, &mut out, tag);
+        let text = String::from_utf8(out).expect("utf-8");
+        let parts: Vec<&str> = text.split_terminator('\0').collect();
+        parts.chunks(2).map(|kv| (kv[0].to_string(), kv[1].to_string())).collect()
+    }
+
+    #[test]
+    fn a_point_without_tags_gets_every_host_tag_then_type() {
+        assert_eq!(
+            applied(&tags(), &Point::int("x", 1, 1, "system")),
+            vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into()), ("type".into(), "system".into())]
+        );
+        assert_eq!(applied(&tags(), &Point::int("x", 1, 1, "")), vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())]);
+    }
+
+    #[test]
+    fn own_type_tag_replaces_the_check_type() {
+        let p = Point::int("x", 1, 1, "system").with_tag("type", "custom");
+        assert_eq!(
+            applied(&tags(), &p),
+            vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into()), ("type".into(), "custom".into())]
+        );
     }
 
     #[test]

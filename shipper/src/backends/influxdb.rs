@@ -148,46 +148,4 @@ mod tests {
             }
         }
     }
-
-    /// The straightforward encoding through `HostTags::tags_of`, which `encode` must match.
-    fn encode_plainly(points: &[Point], host: &HostTags) -> Vec<u8> {
-        let mut out = Vec::new();
-        for p in points {
-            if !p.value.is_finite() || p.name.is_empty() {
-                continue;
-            }
-            out.extend(escape_slowly(&p.name, MEASUREMENT));
-            for (k, v) in host.tags_of(p) {
-                out.push(b',');
-                out.extend(escape_slowly(k, TAG));
-                out.push(b'=');
-                out.extend(escape_slowly(v, TAG));
-            }
-            match p.value {
-                Value::Int(i) => out.extend(format!(" value={i}i {}\n", p.timestamp).bytes()),
-                Value::Float(f) => out.extend(format!(" value={f} {}\n", p.timestamp).bytes()),
-            }
-        }
-        out
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn batch_encoding_matches_tags_of(
-            points in proptest::collection::vec(
-                ("[a-z ,]{0,6}", "(system|t y|)", proptest::collection::vec(("(host|type|dc|)", "[a-z=]{0,3}"), 0..3), proptest::num::i64::ANY),
-                0..6,
-            ),
-            host in proptest::collection::vec(("(host|cluster|dc)", "[a-z ]{1,4}"), 0..3),
-        ) {
-            let points: Vec<Point> = points
-                .into_iter()
-                .map(|(name, kind, tags, v)| tags.into_iter().fold(Point::int(name, 7, v, &kind), |p, (k, v)| p.with_tag(k, v)))
-                .collect();
-            let host = HostTags::new(host);
-            let mut out = Vec::new();
-            encode(&points, &host, &mut out);
-            proptest::prop_assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(encode_plainly(&points, &host)).unwrap());
-        }
-    }
 }
