@@ -279,10 +279,14 @@ fn footprint(b: &mut Bench) {
         let (c0, s0, p0) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
         thread::sleep(d);
         let (c1, s1, p1) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
-        let (rc, hc) = rss(collector.pid());
-        let (rs, hs) = rss(shipper.pid());
-        let p = pss(collector.pid()) + pss(shipper.pid());
-        ((p1 - p0) as f64 / d.as_secs_f64(), (c1 - c0) / d.as_secs_f64(), (s1 - s0) / d.as_secs_f64(), rc, hc, rs, hs, p)
+        let secs = d.as_secs_f64();
+        Footprint {
+            values: (p1 - p0) as f64 / secs,
+            collector_cpu: (c1 - c0) / secs,
+            shipper_cpu: (s1 - s0) / secs,
+            rss: (rss(collector.pid()), rss(shipper.pid())),
+            pss: pss(collector.pid()) + pss(shipper.pid()),
+        }
     };
     let cycles = d.as_secs_f64();
     let collectd_set = "cpustats, memory, load_average, network_bytes, disks";
@@ -290,7 +294,6 @@ fn footprint(b: &mut Bench) {
     let same = ours(collectd_set, false);
     // The same over a persistent TCP connection in a Graphite protocol, as collectd writes.
     let same_carbon = ours(collectd_set, true);
-    let (values, ours_cpu, rc, hc, rs, hs) = (same.0, same.1 + same.2, same.3, same.4, same.5, same.6);
 
     // collectd with cpu, memory, load, interface, df, disk → write_graphite to a local sink.
     let collectd = require("collectd");
@@ -318,38 +321,13 @@ fn footprint(b: &mut Bench) {
     let pk = pss(cd.pid());
     drop(cd);
 
-    let per_value = |cpu: f64, v: f64| if v > 0.0 { cpu * 1e6 / v } else { f64::NAN };
     b.section(
         &format!("1. Host footprint: system checks at 1 s for {} s", d.as_secs()),
         "| agent | values/cycle | CPU ms/cycle (collector + shipper) | CPU µs/value | steady RSS MiB | peak RSS MiB | PSS MiB |",
     );
-    b.row(&[
-        "PuyPuy collector + shipper, every system check".into(),
-        format!("{:.0}", all.0),
-        format!("{:.2} ({:.2} + {:.2})", (all.1 + all.2) * 1000.0, all.1 * 1000.0, all.2 * 1000.0),
-        format!("{:.1}", per_value(all.1 + all.2, all.0)),
-        format!("{} + {} = {}", mib(all.3), mib(all.5), mib(all.3 + all.5)),
-        format!("{} + {} = {}", mib(all.4), mib(all.6), mib(all.4 + all.6)),
-        format!("{}", mib(all.7)),
-    ]);
-    b.row(&[
-        "PuyPuy collector + shipper, collectd's set (cpustats memory load_average network_bytes disks)".into(),
-        format!("{values:.0}"),
-        format!("{:.2} ({:.2} + {:.2})", ours_cpu * 1000.0, same.1 * 1000.0, same.2 * 1000.0),
-        format!("{:.1}", per_value(ours_cpu, values)),
-        format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
-        format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
-        format!("{}", mib(same.7)),
-    ]);
-    b.row(&[
-        "PuyPuy collector + shipper, collectd's set, Carbon pickle over TCP".into(),
-        format!("{:.0}", same_carbon.0),
-        format!("{:.2} ({:.2} + {:.2})", (same_carbon.1 + same_carbon.2) * 1000.0, same_carbon.1 * 1000.0, same_carbon.2 * 1000.0),
-        format!("{:.1}", per_value(same_carbon.1 + same_carbon.2, same_carbon.0)),
-        format!("{} + {} = {}", mib(same_carbon.3), mib(same_carbon.5), mib(same_carbon.3 + same_carbon.5)),
-        format!("{} + {} = {}", mib(same_carbon.4), mib(same_carbon.6), mib(same_carbon.4 + same_carbon.6)),
-        format!("{}", mib(same_carbon.7)),
-    ]);
+    b.row(&all.row("PuyPuy collector + shipper, every system check"));
+    b.row(&same.row("PuyPuy collector + shipper, collectd's set (cpustats memory load_average network_bytes disks)"));
+    b.row(&same_carbon.row("PuyPuy collector + shipper, collectd's set, Carbon pickle over TCP"));
     b.row(&[
         "collectd 5.12 (cpu memory load interface df disk)".into(),
         format!("{theirs_values:.0}"),
@@ -359,16 +337,63 @@ fn footprint(b: &mut Bench) {
         format!("{}", mib(hk)),
         format!("{}", mib(pk)),
     ]);
-    let ratio = per_value(ours_cpu, values) / per_value(theirs_cpu, theirs_values);
-    let ratio_carbon = per_value(same_carbon.1 + same_carbon.2, same_carbon.0) / per_value(theirs_cpu, theirs_values);
-    b.md.push_str(&format!("\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** writing to InfluxDB over HTTP, **{ratio_carbon:.2}** writing Carbon pickles over TCP (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n", mib(rc + rs), mib(same.7)));
+    let theirs = per_value(theirs_cpu, theirs_values);
+    let (ratio, ratio_carbon) = (same.per_value() / theirs, same_carbon.per_value() / theirs);
+    b.md.push_str(&format!(
+        "\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** writing to InfluxDB over HTTP, **{ratio_carbon:.2}** writing Carbon pickles over TCP (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n",
+        mib(same.rss.0 .0 + same.rss.1 .0),
+        mib(same.pss)
+    ));
     b.json.insert(
         "footprint".into(),
-        json!({"seconds": d.as_secs(), "puypuy_all_checks": {"values_per_cycle": all.0, "collector_cpu_ms_per_cycle": all.1 * 1000.0, "shipper_cpu_ms_per_cycle": all.2 * 1000.0}, "puypuy": {"values_per_cycle": values, "cpu_ms_per_cycle": ours_cpu * 1000.0, "cpu_us_per_value": per_value(ours_cpu, values), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs, "pss_bytes": same.7},
-               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": per_value(theirs_cpu, theirs_values), "rss_bytes": rk, "peak_rss_bytes": hk, "pss_bytes": pk},
-               "puypuy_carbon": {"values_per_cycle": same_carbon.0, "cpu_ms_per_cycle": (same_carbon.1 + same_carbon.2) * 1000.0, "cpu_us_per_value": per_value(same_carbon.1 + same_carbon.2, same_carbon.0), "rss_bytes": same_carbon.3 + same_carbon.5, "pss_bytes": same_carbon.7},
+        json!({"seconds": d.as_secs(), "puypuy_all_checks": all.json(), "puypuy": same.json(), "puypuy_carbon": same_carbon.json(),
+               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": theirs, "rss_bytes": rk, "peak_rss_bytes": hk, "pss_bytes": pk},
                "cpu_per_value_ratio": ratio, "cpu_per_value_ratio_carbon": ratio_carbon}),
     );
+}
+
+/// Collector + shipper over one footprint run: per-cycle averages (1 s cycles), memory at the end.
+struct Footprint {
+    values: f64,
+    collector_cpu: f64,
+    shipper_cpu: f64,
+    /// (RSS, peak RSS) of the collector, then of the shipper.
+    rss: ((u64, u64), (u64, u64)),
+    pss: u64,
+}
+
+impl Footprint {
+    fn per_value(&self) -> f64 {
+        per_value(self.collector_cpu + self.shipper_cpu, self.values)
+    }
+
+    fn row(&self, label: &str) -> Vec<String> {
+        let ((rc, hc), (rs, hs)) = self.rss;
+        vec![
+            label.to_string(),
+            format!("{:.0}", self.values),
+            format!("{:.2} ({:.2} + {:.2})", (self.collector_cpu + self.shipper_cpu) * 1000.0, self.collector_cpu * 1000.0, self.shipper_cpu * 1000.0),
+            format!("{:.1}", self.per_value()),
+            format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
+            format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
+            format!("{}", mib(self.pss)),
+        ]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let ((rc, hc), (rs, hs)) = self.rss;
+        json!({"values_per_cycle": self.values, "collector_cpu_ms_per_cycle": self.collector_cpu * 1000.0, "shipper_cpu_ms_per_cycle": self.shipper_cpu * 1000.0,
+               "cpu_us_per_value": self.per_value(), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs, "pss_bytes": self.pss})
+    }
+}
+
+/// CPU seconds per cycle over values per cycle, in µs per value.
+fn per_value(cpu: f64, values: f64) -> f64 {
+    if values > 0.0 {
+        cpu * 1e6 / values
+    } else {
+        f64::NAN
+    }
 }
 
 /// Producers pushing frames of 1000 points as fast as acks allow (at most 16 frames in flight each).
