@@ -163,14 +163,18 @@ fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
     let relay_stats = relay::server::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
-    // The batcher also writes the status file and makes the self-metrics, every period.
-    let self_metrics =
-        self_metrics::SelfMetrics::new(Arc::clone(&stats), relay_stats, config.period(), s.tmpdir.join("shipper-status.json"), s.self_metrics);
     let batcher_stats = Arc::clone(&stats);
     let batcher = thread::Builder::new()
         .name("batcher".into())
-        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats, Some(self_metrics)))
+        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
+    let self_metrics =
+        self_metrics::SelfMetrics::new(Arc::clone(&stats), relay_stats, config.period(), s.tmpdir.join("shipper-status.json"), s.self_metrics);
+    let self_metrics_tx = input_tx.clone();
+    thread::Builder::new()
+        .name("self-metrics".into())
+        .spawn(move || self_metrics.run(self_metrics_tx))
+        .context("cannot start the self-metrics thread")?;
 
     let mut running = config.clone();
     for signal in signals.forever() {

@@ -54,6 +54,8 @@ impl AckHandle {
 
 pub enum Input {
     Points { points: Vec<Point>, ack: Option<AckHandle> },
+    /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
+    SelfMetrics(Vec<Point>),
     /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
     /// which then hands the buffer back to the connection through `back` for its next frame.
     Frame { payload: Vec<u8>, ack: AckHandle, back: Sender<Vec<u8>> },
@@ -121,7 +123,6 @@ pub fn run_batcher(
     out: Sender<Batch>,
     mut settings: BatcherSettings,
     stats: Arc<Stats>,
-    mut self_metrics: Option<crate::self_metrics::SelfMetrics>,
 ) {
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
@@ -169,11 +170,10 @@ pub fn run_batcher(
         }
     };
     loop {
-        let mut wake = deadline.unwrap_or_else(|| Instant::now() + RATE_SAVE_EVERY);
-        if let Some(m) = &self_metrics {
-            wake = wake.min(m.deadline());
-        }
-        let message = rx.recv_deadline(wake);
+        let message = match deadline {
+            Some(d) => rx.recv_deadline(d),
+            None => rx.recv_timeout(RATE_SAVE_EVERY),
+        };
         match message {
             Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {
                 let (points, ack) = match input {
@@ -209,22 +209,17 @@ pub fn run_batcher(
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    flush(&mut batch, &mut deadline);
-                }
+            Ok(Input::SelfMetrics(points)) => {
+                let mut own = Batch { own: true, ..Batch::default() };
+                prepare(points, &mut own.points, &mut rates);
+                let _ = out.send(own);
             }
+            Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 flush(&mut batch, &mut deadline);
                 save(&rates);
                 return;
             }
-        }
-        // The shipper's own self-metrics: batched alone so that their drops are counted apart.
-        if let Some(points) = self_metrics.as_mut().and_then(|m| m.run_if_due()) {
-            let mut own = Batch { own: true, ..Batch::default() };
-            prepare(points, &mut own.points, &mut rates);
-            let _ = out.send(own);
         }
         if last_save.elapsed() >= RATE_SAVE_EVERY {
             save(&rates);

@@ -10,7 +10,7 @@
 //! | `puypuy_shipper_points_spooled` | points written to the spool |
 //! | `puypuy_shipper_points_replayed` | spooled points the backend then accepted |
 //! | `puypuy_shipper_points_dropped` | producers' points dropped because every bound was full |
-//! | `puypuy_shipper_self_points_dropped` | the same, for these self-metrics |
+//! | `puypuy_shipper_self_points_dropped` | the same, for these self-metrics (also when the shipper's input queue was full) |
 //! | `puypuy_shipper_points_rejected` | points the backend refused as invalid (set aside) |
 //! | `puypuy_shipper_spool_files`, `puypuy_shipper_spool_bytes` | the spool now |
 //! | `puypuy_shipper_backend_errors` (tag `kind`: unreachable, timeout, status, io) | failed sends |
@@ -20,11 +20,13 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Sender;
 
 use puypuy_common::{schedule, Point};
 
-use crate::pipeline::Stats;
+use crate::pipeline::{Input, Stats};
 use crate::relay::server::InputStats;
 use crate::transport::ErrorKind;
 
@@ -145,14 +147,14 @@ impl StatusFile {
     }
 }
 
-/// How long after a tick the batcher waits at most before producing the tick's self-metrics. The
-/// producers send their points at the tick, so the batcher is usually awake a few milliseconds
-/// after it anyway; doing this work then, instead of in a thread of its own, saves a wake-up per
-/// period, which costs more CPU than the work on a small virtual machine (40–85 µs measured here).
-pub const SLACK: Duration = Duration::from_millis(200);
-
 /// Every period, on the same wall-clock ticks as the collector: the status file always, the
-/// self-metrics into the pipeline when `send` is true. Run by the batcher thread.
+/// self-metrics into the pipeline when `send` is true.
+///
+/// This runs in a thread of its own rather than in the batcher, which would save a wake-up per
+/// period: the batcher waits whenever delivery is slow (backpressure), and `status --json` must
+/// stay fresh exactly then. For the same reason the points are offered to the pipeline without
+/// waiting; when its input queue is full they are counted in
+/// `puypuy_shipper_self_points_dropped`.
 pub struct SelfMetrics {
     stats: Arc<Stats>,
     relay: Vec<Arc<InputStats>>,
@@ -168,13 +170,25 @@ impl SelfMetrics {
         SelfMetrics { stats, relay, period, status: StatusFile::new(status_file), send, next }
     }
 
-    /// The latest the batcher may wake up for the next tick.
-    pub fn deadline(&self) -> Instant {
-        Instant::now() + schedule::until(self.next, SystemTime::now()) + SLACK
+    /// Sleeps to each tick, one sleep per period (no polling); the process exits without waiting
+    /// for this thread.
+    pub fn run(mut self, tx: Sender<Input>) {
+        loop {
+            std::thread::sleep(schedule::until(self.next, SystemTime::now()));
+            let Some(points) = self.run_if_due() else { continue };
+            let count = points.len() as u64;
+            match tx.try_send(Input::SelfMetrics(points)) {
+                Ok(()) => {}
+                Err(crossbeam_channel::TrySendError::Full(_)) => {
+                    self.stats.self_points_dropped.fetch_add(count, Ordering::Relaxed);
+                }
+                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+            }
+        }
     }
 
     /// Once the tick has come: writes the status file and returns the points to send, if any.
-    pub fn run_if_due(&mut self) -> Option<Vec<Point>> {
+    fn run_if_due(&mut self) -> Option<Vec<Point>> {
         let now = SystemTime::now();
         let wait = schedule::until(self.next, now);
         if wait > self.period {
