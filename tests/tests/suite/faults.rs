@@ -256,3 +256,40 @@ fn carbon_down_at_first_then_spooled_points_arrive() {
     let expected: Vec<(u64, f64)> = (0..20).map(|i| (i, i as f64)).collect();
     assert_eq!(got, expected);
 }
+
+#[test]
+fn status_file_stays_fresh_while_delivery_waits_on_a_backend_that_never_answers() {
+    // A backend that accepts connections and never answers: each send waits its whole timeout,
+    // the batch queue fills and the batcher waits too. The status file must keep its period.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let agent = Agent::new(
+        "batch_points: 1\nbatch_ms: 1",
+        &format!("[TSDB]\ntsdtype = InfluxDB\naddress = http://127.0.0.1:{port}\ndatabase = x\ntimeout_seconds = 30\n"),
+    );
+    let _shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "stall", 1000);
+    for i in 0..200 {
+        client.send(vec![Point::int("stall", 1_700_000_000 + i, i as i64, "t")]);
+    }
+    let status = || -> Option<(u64, i64)> {
+        let text = std::fs::read_to_string(agent.path("spool/shipper-status.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        Some((v["timestamp"].as_u64()?, v["metrics"]["puypuy_shipper_points_received"].as_i64()?))
+    };
+    // Wait until the pipeline is stuck: points received stop growing below the 200 sent.
+    let (first, received) = wait_for(Duration::from_secs(15), "the pipeline held up by the backend", || {
+        let (t, n) = status()?;
+        (n > 0 && n < 200).then_some((t, n))
+    });
+    wait_for(Duration::from_secs(10), "the status file rewritten while delivery waits", || {
+        let (t, n) = status()?;
+        (t >= first + 3).then_some(assert!(n < 200, "the pipeline was not held up ({n} received, {received} before)"))
+    });
+}

@@ -69,7 +69,7 @@ fn a_reload_that_changes_a_url_reads_the_new_target() {
     let section = |url: &str| format!("[JMX:app]\nurl: {url}\nbeans: java.lang:type=Runtime Pid\n");
     let agent = Agent::new("system_checks: none", &format!("{}\n{}", influx_tsdb(&influx), section(&first.url())));
     let _shipper = agent.start_shipper();
-    let mut bridge = start_bridge(&agent);
+    let bridge = start_bridge(&agent);
     let pid_of = |target: &JavaTarget| f64::from(target.proc.pid());
     wait_for(Duration::from_secs(30), "the first target's pid", || {
         of_target(&influx, "jmx_pid", "app").iter().any(|p| p.1 == pid_of(&first)).then_some(())
