@@ -18,11 +18,8 @@ fn main() {
     println!("cargo:rerun-if-changed=java/PuyPuyJmx.java");
     println!("cargo:rerun-if-env-changed=JAVA_HOME");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
-    let status = Command::new(javac())
-        .args(["--release", "11", "-nowarn", "-d"])
-        .arg(&out)
-        .arg("java/PuyPuyJmx.java")
-        .status();
+    let status =
+        Command::new(javac()).args(["--release", "11", "-nowarn", "-d"]).arg(&out).arg("java/PuyPuyJmx.java").status();
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => panic!("javac failed ({s}) compiling java/PuyPuyJmx.java"),

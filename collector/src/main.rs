@@ -12,9 +12,9 @@ use puypuy_collector::checks::service::ServiceCheck;
 use puypuy_collector::checks::{self, CheckFn};
 use puypuy_collector::context::{self, Context};
 use puypuy_common::config::resolve;
-use puypuy_common::Config;
 use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
 use puypuy_common::schedule;
+use puypuy_common::Config;
 
 /// One configured service and whether its last run failed (to log once per outage).
 struct Service {
@@ -99,7 +99,11 @@ impl Plan {
             "period {} s; system checks: {}; service checks: {}",
             s.check_period_seconds,
             enabled.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
-            if services.is_empty() { "none".to_string() } else { services.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", ") }
+            if services.is_empty() {
+                "none".to_string()
+            } else {
+                services.iter().map(|s| s.label.as_str()).collect::<Vec<_>>().join(", ")
+            }
         );
         Plan { config, enabled, pid_files, services }
     }
@@ -155,7 +159,8 @@ fn main() -> ExitCode {
         }
         log::debug!("cycle {tick}: {} points in {:.1?}", points.len(), started.elapsed());
         producer.emit(points);
-        let running: Vec<thread::JoinHandle<()>> = plan.services.iter().filter_map(|s| spawn_service(s, &producer, tick)).collect();
+        let running: Vec<thread::JoinHandle<()>> =
+            plan.services.iter().filter_map(|s| spawn_service(s, &producer, tick)).collect();
         if producer.cli.once {
             for r in running {
                 let _ = r.join();

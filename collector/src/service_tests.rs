@@ -15,7 +15,12 @@ fn read(name: &str) -> String {
 }
 
 /// Parses both readings and returns the second one's lines as the shipper would send them.
-fn two_readings(kind: ServiceKind, file: &str, ext: &str, parse: impl Fn(&str, &mut Metrics) -> Result<(), String>) -> Vec<String> {
+fn two_readings(
+    kind: ServiceKind,
+    file: &str,
+    ext: &str,
+    parse: impl Fn(&str, &mut Metrics) -> Result<(), String>,
+) -> Vec<String> {
     let mut rates = RateState::new();
     let mut lines = Vec::new();
     for (i, t) in [(0, 1000), (1, 1010)] {

@@ -41,7 +41,8 @@ fn run_case(case: &str) -> Vec<String> {
 
 #[test]
 fn basic_snapshot_gives_the_expected_values() {
-    let expected = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/basic/expected.out")).unwrap();
+    let expected =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/basic/expected.out")).unwrap();
     let got = run_case("basic");
     assert_eq!(got.join("\n") + "\n", expected);
 }
@@ -49,7 +50,8 @@ fn basic_snapshot_gives_the_expected_values() {
 #[test]
 fn missing_conntrack_is_quietly_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &fake_statfs, pid_files: &[] };
+    let ctx =
+        Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &fake_statfs, pid_files: &[] };
     assert_eq!(checks::ipconntrack::collect(&ctx).unwrap(), vec![]);
     assert!(checks::memory::collect(&ctx).is_err());
 }

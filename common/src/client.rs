@@ -71,13 +71,13 @@ pub struct ClientStats {
 impl SenderClient {
     /// Starts the connection thread. `capacity` is the most unacknowledged frames kept.
     pub fn start(socket: &Path, sender: &str, capacity: usize) -> SenderClient {
-        let shared = Arc::new(Shared { state: Mutex::new(State { next_seq: 1, ..State::default() }), changed: Condvar::new() });
+        let shared =
+            Arc::new(Shared { state: Mutex::new(State { next_seq: 1, ..State::default() }), changed: Condvar::new() });
         let thread_shared = Arc::clone(&shared);
         let socket = socket.to_path_buf();
         let name = sender.to_string();
-        let spawned = thread::Builder::new()
-            .name("sender".into())
-            .spawn(move || connection_loop(&thread_shared, &socket, &name));
+        let spawned =
+            thread::Builder::new().name("sender".into()).spawn(move || connection_loop(&thread_shared, &socket, &name));
         if let Err(e) = spawned {
             log::error!("cannot start the sender thread: {e}");
         }
@@ -127,7 +127,12 @@ impl SenderClient {
             if now >= deadline {
                 return false;
             }
-            state = self.shared.changed.wait_timeout(state, deadline - now).map(|(s, _)| s).unwrap_or_else(|e| e.into_inner().0);
+            state = self
+                .shared
+                .changed
+                .wait_timeout(state, deadline - now)
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
         }
         true
     }
@@ -163,7 +168,10 @@ fn connection_loop(shared: &Arc<Shared>, socket: &PathBuf, sender: &str) {
             Ok(s) => s,
             Err(e) => {
                 if !outage_logged {
-                    log::warn!("cannot reach the shipper at {}: {e}; keeping points queued and retrying", socket.display());
+                    log::warn!(
+                        "cannot reach the shipper at {}: {e}; keeping points queued and retrying",
+                        socket.display()
+                    );
                     outage_logged = true;
                 }
                 let state = shared.lock();

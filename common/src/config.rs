@@ -375,9 +375,10 @@ impl Config {
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let mut config = Config::from_text(file, &base, &text)?;
         // A password in a file others can read is worth a warning.
-        let has_password = config.ini.iter().any(|(_, props)| {
-            props.iter().any(|(k, v)| (k == "pass" || k == "jmx_pass") && !v.trim().is_empty())
-        });
+        let has_password = config
+            .ini
+            .iter()
+            .any(|(_, props)| props.iter().any(|(k, v)| (k == "pass" || k == "jmx_pass") && !v.trim().is_empty()));
         if has_password {
             use std::os::unix::fs::PermissionsExt;
             if let Ok(meta) = std::fs::metadata(file) {
@@ -415,7 +416,9 @@ impl Config {
             check_tmpdir(file, &self_config.tmpdir, &mut errors);
         }
         match (errors.is_empty(), tsdb) {
-            (true, Some(tsdb)) => Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, services, jmx, warnings, ini }),
+            (true, Some(tsdb)) => {
+                Ok(Config { file: file.to_path_buf(), self_config, tsdb, tags, relay, services, jmx, warnings, ini })
+            }
             _ => Err(ConfigErrors(errors)),
         }
     }
@@ -499,7 +502,10 @@ fn read_self_config(
                 } else {
                     r.error(
                         Some("system_checks"),
-                        format!("unknown check {name:?} (expected all, none or a list of: {})", SYSTEM_CHECKS.join(", ")),
+                        format!(
+                            "unknown check {name:?} (expected all, none or a list of: {})",
+                            SYSTEM_CHECKS.join(", ")
+                        ),
                     );
                 }
             }
@@ -632,9 +638,15 @@ fn read_tsdb(
         },
         Backend::Carbon => {
             if address.is_empty() {
-                r.error(Some("address"), "missing (expected host:port of carbon's pickle receiver, e.g. localhost:2004)".into());
+                r.error(
+                    Some("address"),
+                    "missing (expected host:port of carbon's pickle receiver, e.g. localhost:2004)".into(),
+                );
             } else if !valid_host_port(&address) {
-                r.error(Some("address"), format!("{address:?} is not host:port (expected e.g. localhost:2004, no scheme)"));
+                r.error(
+                    Some("address"),
+                    format!("{address:?} is not host:port (expected e.g. localhost:2004, no scheme)"),
+                );
             }
         }
         Backend::OpenTsdb | Backend::KairosDb | Backend::InfluxDb => {
@@ -652,7 +664,10 @@ fn read_tsdb(
                     r.error(Some("address"), format!("{address:?} is not a usable URL (expected https://host:port)"));
                 }
             } else {
-                r.error(Some("address"), format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086 or https://…)"));
+                r.error(
+                    Some("address"),
+                    format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086 or https://…)"),
+                );
             }
             if backend == Backend::InfluxDb {
                 match r.get("database") {
@@ -781,7 +796,9 @@ fn check_tmpdir(file: &Path, tmpdir: &Path, errors: &mut Vec<ConfigError>) {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
         }
-        Err(e) => fail(format!("{:?} is not writable: {e} (expected a writable directory)", tmpdir.display().to_string())),
+        Err(e) => {
+            fail(format!("{:?} is not writable: {e} (expected a writable directory)", tmpdir.display().to_string()))
+        }
     }
 }
 
@@ -815,23 +832,33 @@ mod tests {
     fn missing_tsdb_section_is_named() {
         let e = load("[SelfConfig]\ntmpdir: TMP\n").unwrap_err();
         assert_eq!(e.0.len(), 1);
-        assert_eq!(e.0[0].to_string(), "/etc/puypuy/config.ini: [TSDB]: section missing (it names the backend: tsdtype and address)");
+        assert_eq!(
+            e.0[0].to_string(),
+            "/etc/puypuy/config.ini: [TSDB]: section missing (it names the backend: tsdtype and address)"
+        );
     }
 
     #[test]
     fn every_problem_is_reported_with_section_key_and_value() {
-        let e = load("[SelfConfig]\ncheck_period_seconds: five\nmax_cache: -1\ntmpdir: TMP\n[TSDB]\ntsdtype: Influx\n").unwrap_err();
+        let e = load("[SelfConfig]\ncheck_period_seconds: five\nmax_cache: -1\ntmpdir: TMP\n[TSDB]\ntsdtype: Influx\n")
+            .unwrap_err();
         let text = e.to_string();
         assert!(text.contains("[SelfConfig] check_period_seconds: \"five\" is not a number"), "{text}");
         assert!(text.contains("[SelfConfig] max_cache: \"-1\" is not a number"), "{text}");
-        assert!(text.contains("[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, Carbon or File)"), "{text}");
+        assert!(
+            text.contains(
+                "[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, Carbon or File)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn user_and_pass_may_be_absent_without_auth() {
         let c = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: OpenTSDB\naddress: http://h:4242\n").unwrap();
         assert_eq!(c.tsdb.datapoints, "/api/put");
-        let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: OpenTSDB\naddress: http://h:4242\nauth: True\n").unwrap_err();
+        let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: OpenTSDB\naddress: http://h:4242\nauth: True\n")
+            .unwrap_err();
         assert!(e.to_string().contains("[TSDB] user: missing (needed because auth is true)"));
     }
 
@@ -856,7 +883,8 @@ mod tests {
 
     #[test]
     fn tags_section_adds_tags_and_cannot_override_host() {
-        let c = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Tags]\ndatacenter: eu-1\n").unwrap();
+        let c =
+            load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Tags]\ndatacenter: eu-1\n").unwrap();
         assert_eq!(c.tags, vec![("datacenter".to_string(), "eu-1".to_string())]);
         let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Tags]\nhost: x\n").unwrap_err();
         assert!(e.to_string().contains("[Tags] host: is set by PuyPuy itself"));
@@ -867,7 +895,8 @@ mod tests {
         let e = load("[SelfConfig]\ntmpdir: TMP\ncheck_period_seconds: 1\ncheck_period_seconds = 2\n[TSDB]\ntsdtype: File\npath: /tmp/x\n").unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         assert!(e.to_string().ends_with("[SelfConfig] check_period_seconds: given more than once (keep one)"), "{e}");
-        let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[SelfConfig]\nlocation: x\n").unwrap_err();
+        let e = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[SelfConfig]\nlocation: x\n")
+            .unwrap_err();
         assert!(e.to_string().contains("[SelfConfig]: section given more than once"), "{e}");
     }
 
@@ -883,7 +912,8 @@ mod tests {
         let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).unwrap();
         assert_eq!(c.tsdb.pass.as_deref(), Some("s3cret"));
         assert_eq!(c.services[0].pass, "fromenv");
-        let bad = text.replace("influx.pass", "missing.pass").replace("PUYPUY_TEST_REDIS_PASS", "PUYPUY_TEST_UNSET_VAR");
+        let bad =
+            text.replace("influx.pass", "missing.pass").replace("PUYPUY_TEST_REDIS_PASS", "PUYPUY_TEST_UNSET_VAR");
         let e = Config::from_text(&dir.path().join("config.ini"), dir.path(), &bad).unwrap_err().to_string();
         assert!(e.contains("[TSDB] pass_file: cannot read"), "{e}");
         assert!(e.contains("[Redis] pass_env: environment variable PUYPUY_TEST_UNSET_VAR is not set"), "{e}");
@@ -891,7 +921,8 @@ mod tests {
 
     #[test]
     fn unknown_system_check_is_an_error() {
-        let e = load("[SelfConfig]\ntmpdir: TMP\nsystem_checks: memory, cpu\n[TSDB]\ntsdtype: File\npath: /tmp/x\n").unwrap_err();
+        let e = load("[SelfConfig]\ntmpdir: TMP\nsystem_checks: memory, cpu\n[TSDB]\ntsdtype: File\npath: /tmp/x\n")
+            .unwrap_err();
         assert!(e.to_string().contains("[SelfConfig] system_checks: unknown check \"cpu\""), "{e}");
     }
 }

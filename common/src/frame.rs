@@ -90,10 +90,7 @@ pub enum FrameError {
 }
 
 fn bincode_config() -> impl bincode::config::Config {
-    bincode::config::standard()
-        .with_fixed_int_encoding()
-        .with_little_endian()
-        .with_limit::<DECODE_LIMIT>()
+    bincode::config::standard().with_fixed_int_encoding().with_little_endian().with_limit::<DECODE_LIMIT>()
 }
 
 fn encode_message<T: Serialize>(message: &T, out: &mut Vec<u8>) {
@@ -176,8 +173,8 @@ fn check_version(payload: &[u8]) -> Result<(), FrameError> {
 }
 
 fn decode_exact<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    let (value, used) = bincode::serde::decode_from_slice(payload, bincode_config())
-        .map_err(|e| FrameError::Decode(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(payload, bincode_config()).map_err(|e| FrameError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(FrameError::Decode(format!("{} trailing bytes", payload.len() - used)));
     }
@@ -294,7 +291,14 @@ impl<'a> Cursor<'a> {
                 tags.push((k.to_owned(), v.to_owned()));
             }
         }
-        Ok(BUILD.then(|| Point { name: name.to_owned(), timestamp, value, check_type: check_type.to_owned(), style, tags }))
+        Ok(BUILD.then(|| Point {
+            name: name.to_owned(),
+            timestamp,
+            value,
+            check_type: check_type.to_owned(),
+            style,
+            tags,
+        }))
     }
 
     fn end(&self) -> Result<(), FrameError> {

@@ -5,7 +5,8 @@ use std::ffi::{CStr, CString};
 
 /// The FQDN, falling back to `gethostname()` when the resolver knows no canonical name.
 pub fn fqdn() -> String {
-    let short = nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
+    let short =
+        nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "localhost".into());
     canonical_name(&short).unwrap_or(short)
 }
 

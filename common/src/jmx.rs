@@ -35,7 +35,11 @@ pub struct JmxTarget {
 
 impl std::fmt::Debug for JmxTarget {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JmxTarget").field("section", &self.section).field("url", &self.url).field("class", &self.class).finish_non_exhaustive()
+        f.debug_struct("JmxTarget")
+            .field("section", &self.section)
+            .field("url", &self.url)
+            .field("class", &self.class)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +52,21 @@ pub struct JmxConfig {
     pub jvm_options: Option<Vec<String>>,
 }
 
-const KEYS: &[&str] = &["url", "class", "jmx_user", "jmx_pass", "jmx_pass_file", "jmx_pass_env", "user", "java", "jmx", "beans", "java_home", "jvm_options", "timeout"];
+const KEYS: &[&str] = &[
+    "url",
+    "class",
+    "jmx_user",
+    "jmx_pass",
+    "jmx_pass_file",
+    "jmx_pass_env",
+    "user",
+    "java",
+    "jmx",
+    "beans",
+    "java_home",
+    "jvm_options",
+    "timeout",
+];
 
 /// Checks the syntax of an ObjectName (pattern): `domain:key=value[,key=value…]` with `*`/`?`
 /// wildcards, quoted values allowed, or `domain:*`.
@@ -105,7 +123,9 @@ fn parse_beans(raw: &str) -> Result<Vec<BeanSpec>, String> {
         let fields: Vec<&str> = entry.split_whitespace().collect();
         let (object_name, attribute, style) = match fields.as_slice() {
             [o, a] => (*o, *a, Style::Stack),
-            [o, a, s] => (*o, *a, Style::parse(s).ok_or_else(|| format!("{entry:?}: style {s:?} is neither stack nor rate"))?),
+            [o, a, s] => {
+                (*o, *a, Style::parse(s).ok_or_else(|| format!("{entry:?}: style {s:?} is neither stack nor rate"))?)
+            }
             _ => return Err(format!("{entry:?} is not \"OBJECTNAME ATTRIBUTE[.KEY] [stack|rate]\"")),
         };
         check_object_name(object_name).map_err(|e| format!("bad ObjectName {object_name:?}: {e}"))?;
@@ -114,7 +134,14 @@ fn parse_beans(raw: &str) -> Result<Vec<BeanSpec>, String> {
     Ok(out)
 }
 
-pub fn read_jmx(file: &Path, base: &Path, ini: &Ini, default_timeout: Duration, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) -> JmxConfig {
+pub fn read_jmx(
+    file: &Path,
+    base: &Path,
+    ini: &Ini,
+    default_timeout: Duration,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> JmxConfig {
     let mut config = JmxConfig::default();
     for section in ini.sections().flatten() {
         let (base_name, name) = match section.split_once(':') {
@@ -150,10 +177,13 @@ pub fn read_jmx(file: &Path, base: &Path, ini: &Ini, default_timeout: Duration, 
             ));
         }
         match (&url, &class) {
-            (None, None) => r.error(None, "needs url: service:jmx:rmi:///jndi/rmi://HOST:PORT/jmxrmi or class: MAIN_CLASS".into()),
-            (Some(u), _) if !u.starts_with("service:jmx:") => {
-                r.error(Some("url"), format!("{u:?} is not a JMX service URL (expected service:jmx:rmi:///jndi/rmi://HOST:PORT/jmxrmi)"))
+            (None, None) => {
+                r.error(None, "needs url: service:jmx:rmi:///jndi/rmi://HOST:PORT/jmxrmi or class: MAIN_CLASS".into())
             }
+            (Some(u), _) if !u.starts_with("service:jmx:") => r.error(
+                Some("url"),
+                format!("{u:?} is not a JMX service URL (expected service:jmx:rmi:///jndi/rmi://HOST:PORT/jmxrmi)"),
+            ),
             _ => {}
         }
         let beans = match r.get("beans") {
@@ -185,7 +215,12 @@ mod tests {
 
     #[test]
     fn object_names() {
-        for ok in ["java.lang:type=Memory", "java.lang:type=GarbageCollector,*", "Catalina:type=GlobalRequestProcessor,name=\"http-nio-8080\"", "*:type=Foo,name=*"] {
+        for ok in [
+            "java.lang:type=Memory",
+            "java.lang:type=GarbageCollector,*",
+            "Catalina:type=GlobalRequestProcessor,name=\"http-nio-8080\"",
+            "*:type=Foo,name=*",
+        ] {
             assert!(check_object_name(ok).is_ok(), "{ok}");
         }
         for bad in ["java.lang", "java.lang:", "java.lang:type", "a:b=c:d", "a:=x", "a:k=\"open"] {

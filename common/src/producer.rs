@@ -110,9 +110,8 @@ impl Producer {
                 return Err(ExitCode::FAILURE);
             }
         }
-        let client = (!cli.dry_run).then(|| {
-            SenderClient::start(&config.self_config.socket, sender, config.self_config.producer_queue)
-        });
+        let client = (!cli.dry_run)
+            .then(|| SenderClient::start(&config.self_config.socket, sender, config.self_config.producer_queue));
         if !cli.once {
             log::info!("started (pid {}), period {} s", std::process::id(), config.self_config.check_period_seconds);
         }

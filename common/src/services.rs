@@ -61,7 +61,9 @@ impl ServiceKind {
     fn keys(self) -> &'static [&'static str] {
         match self {
             ServiceKind::MySql => &["host", "port", "user", "pass", "pass_file", "pass_env", "socket", "timeout"],
-            ServiceKind::Nginx | ServiceKind::PhpFpm => &["address", "stats", "auth", "user", "pass", "pass_file", "pass_env", "timeout"],
+            ServiceKind::Nginx | ServiceKind::PhpFpm => {
+                &["address", "stats", "auth", "user", "pass", "pass_file", "pass_env", "timeout"]
+            }
             ServiceKind::Apache => &["url", "auth", "user", "pass", "pass_file", "pass_env", "timeout"],
             ServiceKind::Redis => &["host", "port", "pass", "pass_file", "pass_env", "timeout"],
             ServiceKind::Memcached => &["host", "port", "timeout"],
@@ -108,7 +110,14 @@ fn default_port(kind: ServiceKind) -> u16 {
     }
 }
 
-pub fn read_services(file: &Path, base: &Path, ini: &Ini, default_timeout: Duration, errors: &mut Vec<ConfigError>, warnings: &mut Vec<String>) -> Vec<ServiceConfig> {
+pub fn read_services(
+    file: &Path,
+    base: &Path,
+    ini: &Ini,
+    default_timeout: Duration,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Vec<ServiceConfig> {
     let mut out = Vec::new();
     for section in ini.sections().flatten() {
         let (base_name, instance) = match section.split_once(':') {
@@ -146,7 +155,10 @@ pub fn read_services(file: &Path, base: &Path, ini: &Ini, default_timeout: Durat
             ServiceKind::Nginx | ServiceKind::PhpFpm => {
                 let address = r.string("address", "http://127.0.0.1").trim_end_matches('/').to_string();
                 if !address.starts_with("http://") {
-                    r.error(Some("address"), format!("{address:?} is not an http:// URL (expected e.g. http://127.0.0.1)"));
+                    r.error(
+                        Some("address"),
+                        format!("{address:?} is not an http:// URL (expected e.g. http://127.0.0.1)"),
+                    );
                 }
                 let default_stats = if kind == ServiceKind::Nginx { "/nginx_status" } else { "/status" };
                 let stats = r.string("stats", default_stats);

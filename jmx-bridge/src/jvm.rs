@@ -37,7 +37,8 @@ pub fn find_libjvm(java_home: Option<&Path>, java: Option<&Path>) -> Result<Path
         real.parent()?.parent().map(Path::to_path_buf)
     };
     if let Some(home) = java_home {
-        return from_home(home).ok_or_else(|| format!("[JMX] java_home: no lib/server/libjvm.so under {}", home.display()));
+        return from_home(home)
+            .ok_or_else(|| format!("[JMX] java_home: no lib/server/libjvm.so under {}", home.display()));
     }
     if let Some(home) = std::env::var_os("JAVA_HOME").map(PathBuf::from) {
         if let Some(p) = from_home(&home) {
@@ -67,7 +68,8 @@ pub struct Jvm {
 impl Jvm {
     pub fn start(libjvm: &Path, class_dir: &Path, options: &[String]) -> Result<Jvm, String> {
         std::fs::create_dir_all(class_dir).map_err(|e| format!("cannot create {}: {e}", class_dir.display()))?;
-        std::fs::write(class_dir.join("PuyPuyJmx.class"), CLASS_BYTES).map_err(|e| format!("cannot write the helper class: {e}"))?;
+        std::fs::write(class_dir.join("PuyPuyJmx.class"), CLASS_BYTES)
+            .map_err(|e| format!("cannot write the helper class: {e}"))?;
         let mut args = InitArgsBuilder::new().version(JNIVersion::V1_8);
         for o in options {
             args = args.option(o.clone());
@@ -79,7 +81,8 @@ impl Jvm {
             .option("-Djdk.attach.allowAttachSelf=false");
         let args = args.build().map_err(|e| format!("bad JVM options: {e}"))?;
         let path = libjvm.to_path_buf();
-        let vm = JavaVM::with_libjvm(args, || Ok(path)).map_err(|e| format!("cannot start the JVM from {}: {e}", libjvm.display()))?;
+        let vm = JavaVM::with_libjvm(args, || Ok(path))
+            .map_err(|e| format!("cannot start the JVM from {}: {e}", libjvm.display()))?;
         Ok(Jvm { vm })
     }
 

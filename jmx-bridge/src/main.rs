@@ -40,7 +40,9 @@ fn run_target(jvm: &jvm::Jvm, target: &JmxTarget, tick: u64, failing: &mut bool)
         Err(e) => {
             if !*failing {
                 let hint = match (&target.class, &target.os_user) {
-                    (Some(_), Some(u)) => format!(" (a local JVM can be attached only by its own user: run the bridge as {u})"),
+                    (Some(_), Some(u)) => {
+                        format!(" (a local JVM can be attached only by its own user: run the bridge as {u})")
+                    }
                     _ => String::new(),
                 };
                 log::warn!("[{label}] cannot read MBeans: {e}{hint}; retrying every cycle, logged once until it works");
@@ -62,7 +64,8 @@ fn spawn_workers(targets: &[JmxTarget], jvm: &Arc<jvm::Jvm>, producer: &Arc<Prod
         let (tx, rx) = crossbeam_channel::bounded::<u64>(1);
         let busy = Arc::new(AtomicBool::new(false));
         let label = target.section.clone();
-        let (jvm, producer, target, worker_busy) = (Arc::clone(jvm), Arc::clone(producer), target.clone(), Arc::clone(&busy));
+        let (jvm, producer, target, worker_busy) =
+            (Arc::clone(jvm), Arc::clone(producer), target.clone(), Arc::clone(&busy));
         let handle = thread::Builder::new().name(format!("jmx-{}", target.section)).spawn(move || {
             let mut failing = false;
             while let Ok(tick) = rx.recv() {
@@ -97,7 +100,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options: Vec<String> = jmx.jvm_options.clone().unwrap_or_else(|| jvm::DEFAULT_OPTIONS.iter().map(|s| s.to_string()).collect());
+    let options: Vec<String> =
+        jmx.jvm_options.clone().unwrap_or_else(|| jvm::DEFAULT_OPTIONS.iter().map(|s| s.to_string()).collect());
     let class_dir = producer.config.self_config.tmpdir.join("jmx");
     let jvm = match jvm::Jvm::start(&libjvm, &class_dir, &options) {
         Ok(j) => Arc::new(j),

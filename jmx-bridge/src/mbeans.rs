@@ -86,6 +86,9 @@ mod tests {
         assert_eq!(points[1].style, Style::Rate);
         assert_eq!(points[1].tags[1], ("gc".to_string(), "G1 Young Generation".to_string()));
         assert_eq!(points[2].value, Value::Float(1.5));
-        assert_eq!(parse_answer("ERROR\tConnectException: refused", &target(), 1).unwrap_err(), "ConnectException: refused");
+        assert_eq!(
+            parse_answer("ERROR\tConnectException: refused", &target(), 1).unwrap_err(),
+            "ConnectException: refused"
+        );
     }
 }

@@ -69,7 +69,14 @@ impl Groups {
         // SAFETY: a fresh anonymous mapping; zero-filled by the kernel, which is a valid
         // AtomicI32 array.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), bytes, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
         };
         if ptr == libc::MAP_FAILED {
             let slots: Box<[AtomicI32]> = (0..SLOTS).map(|_| AtomicI32::new(0)).collect();

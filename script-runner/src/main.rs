@@ -121,7 +121,11 @@ fn main() -> ExitCode {
 }
 
 /// The settings every script run gets, from `[SelfConfig]`.
-fn settings_of(s: &puypuy_common::config::SelfConfig, config_file: &std::path::Path, groups: &Groups) -> Result<Arc<RunSettings>, String> {
+fn settings_of(
+    s: &puypuy_common::config::SelfConfig,
+    config_file: &std::path::Path,
+    groups: &Groups,
+) -> Result<Arc<RunSettings>, String> {
     let timeout = Duration::from_secs(s.script_timeout_seconds.unwrap_or(s.check_period_seconds));
     let user = run_as(s.run_user.as_deref())?;
     log::info!(
@@ -181,7 +185,12 @@ fn run_one(job: &Job, settings: &RunSettings) -> Vec<Point> {
         log::warn!("{name}: killed by signal {sig}: {stderr}");
     }
     let status = result.exit_code.map(i64::from).or(result.signal.map(|s| -i64::from(s))).unwrap_or(-1);
-    points.push(self_metric("puypuy_script_duration", job, (result.duration.as_secs_f64() * 1000.0).round() / 1000.0, false));
+    points.push(self_metric(
+        "puypuy_script_duration",
+        job,
+        (result.duration.as_secs_f64() * 1000.0).round() / 1000.0,
+        false,
+    ));
     points.push(self_metric("puypuy_script_exit_status", job, status as f64, true));
     points.push(self_metric("puypuy_script_timeout", job, f64::from(u8::from(result.timed_out)), true));
     points.push(self_metric("puypuy_script_bad_lines", job, bad as f64, true));

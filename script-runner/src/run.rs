@@ -110,7 +110,8 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
         };
         let timeout_ms = wake.saturating_duration_since(now).as_millis().clamp(1, 1000) as i32;
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-        for s in [stdout.as_ref().map(|s| s.as_raw_fd()), stderr.as_ref().map(|s| s.as_raw_fd())].into_iter().flatten() {
+        for s in [stdout.as_ref().map(|s| s.as_raw_fd()), stderr.as_ref().map(|s| s.as_raw_fd())].into_iter().flatten()
+        {
             fds.push(libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: fds is a valid array of pollfd for its length.
@@ -218,7 +219,13 @@ mod tests {
     }
 
     fn settings(timeout_ms: u64) -> RunSettings {
-        RunSettings { timeout: Duration::from_millis(timeout_ms), max_output: 1 << 20, env: vec![], user: None, groups: Groups::default() }
+        RunSettings {
+            timeout: Duration::from_millis(timeout_ms),
+            max_output: 1 << 20,
+            env: vec![],
+            user: None,
+            groups: Groups::default(),
+        }
     }
 
     #[test]
@@ -236,7 +243,8 @@ mod tests {
     fn a_hanging_script_is_killed_and_keeps_what_it_printed() {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("grandchild.pid");
-        let body = format!("#!/bin/sh\necho 'before 1 t stack'\nsleep 1000 &\necho $! > {}\nsleep 1000\n", pidfile.display());
+        let body =
+            format!("#!/bin/sh\necho 'before 1 t stack'\nsleep 1000 &\necho $! > {}\nsleep 1000\n", pidfile.display());
         let p = script(dir.path(), "check_hang", &body);
         let started = Instant::now();
         let r = run_script(&p, &settings(300)).unwrap();

@@ -92,7 +92,10 @@ fn apply_reload(
     if o.tmpdir != s.tmpdir {
         restart.push("tmpdir");
     }
-    if o.max_cache != s.max_cache || o.max_cache_bytes != s.max_cache_bytes || o.cache_drop_newest != s.cache_drop_newest {
+    if o.max_cache != s.max_cache
+        || o.max_cache_bytes != s.max_cache_bytes
+        || o.cache_drop_newest != s.cache_drop_newest
+    {
         restart.push("max_cache/max_cache_bytes/cache_drop");
     }
     if format!("{:?}", old.relay) != format!("{:?}", new.relay) {
@@ -108,8 +111,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         log::warn!("{}: {w}", config.file.display());
     }
     // The main thread sleeps in here until a signal comes: no polling while idle.
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP])
-        .context("cannot install the signal handlers")?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ])
+    .context("cannot install the signal handlers")?;
     let s = &config.self_config;
     let socket = s.socket.clone();
     let bound = receive::bind(&socket, config.relay.socket_group.as_deref()).map_err(anyhow::Error::msg)?;
@@ -135,7 +142,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     };
     let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
     let policy = if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest };
-    let spool = match Spool::open(&s.tmpdir.join("spool"), config.tsdb.backend.name(), s.max_cache, s.max_cache_bytes, policy) {
+    let spool = match Spool::open(
+        &s.tmpdir.join("spool"),
+        config.tsdb.backend.name(),
+        s.max_cache,
+        s.max_cache_bytes,
+        policy,
+    ) {
         Ok(spool) => Some(spool),
         Err(e) => {
             log::error!("cannot open the spool in {}: {e}; buffering in memory only", s.tmpdir.join("spool").display());
@@ -168,8 +181,13 @@ fn run(config: Config) -> anyhow::Result<()> {
         .name("batcher".into())
         .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
-    let self_metrics =
-        self_metrics::SelfMetrics::new(Arc::clone(&stats), relay_stats, config.period(), s.tmpdir.join("shipper-status.json"), s.self_metrics);
+    let self_metrics = self_metrics::SelfMetrics::new(
+        Arc::clone(&stats),
+        relay_stats,
+        config.period(),
+        s.tmpdir.join("shipper-status.json"),
+        s.self_metrics,
+    );
     let self_metrics_tx = input_tx.clone();
     thread::Builder::new()
         .name("self-metrics".into())

@@ -53,14 +53,24 @@ impl AckHandle {
 }
 
 pub enum Input {
-    Points { points: Vec<Point>, ack: Option<AckHandle> },
+    Points {
+        points: Vec<Point>,
+        ack: Option<AckHandle>,
+    },
     /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
     SelfMetrics(Vec<Point>),
     /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
     /// which then hands the buffer back to the connection through `back` for its next frame.
-    Frame { payload: Vec<u8>, ack: AckHandle, back: Sender<Vec<u8>> },
+    Frame {
+        payload: Vec<u8>,
+        ack: AckHandle,
+        back: Sender<Vec<u8>>,
+    },
     /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
-    Reload { batch_points: usize, batch_wait: Duration },
+    Reload {
+        batch_points: usize,
+        batch_wait: Duration,
+    },
     Shutdown,
 }
 
@@ -118,12 +128,7 @@ pub struct BatcherSettings {
 
 pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(30);
 
-pub fn run_batcher(
-    rx: Receiver<Input>,
-    out: Sender<Batch>,
-    mut settings: BatcherSettings,
-    stats: Arc<Stats>,
-) {
+pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
             Ok(r) => {
@@ -394,7 +399,10 @@ impl Delivery {
             }
             Err(e) => {
                 if !self.spool_failing {
-                    log::error!("cannot write to the spool: {e}; holding batches in memory (at most {}) until it can", self.max_batches);
+                    log::error!(
+                        "cannot write to the spool: {e}; holding batches in memory (at most {}) until it can",
+                        self.max_batches
+                    );
                     self.spool_failing = true;
                 }
                 self.memory.push_back(batch);
@@ -441,7 +449,11 @@ impl Delivery {
         }
         if let Some(sp) = self.spool.as_mut().and_then(Spool::oldest) {
             if sp.backend != self.transport.describe_backend() && self.last_backend_note != sp.backend {
-                log::info!("replaying spool files written for {} to the configured {}", sp.backend, self.transport.describe_backend());
+                log::info!(
+                    "replaying spool files written for {} to the configured {}",
+                    sp.backend,
+                    self.transport.describe_backend()
+                );
                 self.last_backend_note = sp.backend.clone();
             }
             return Some(Source::Spool { seq: sp.seq, points: sp.points });
@@ -492,11 +504,15 @@ impl Delivery {
                 match &mut self.outage {
                     None => {
                         log::warn!("{message}; spooling and retrying ({spooled} batches spooled)");
-                        self.outage = Some(Outage { since: Instant::now(), last_logged: Instant::now(), last_message: message });
+                        self.outage =
+                            Some(Outage { since: Instant::now(), last_logged: Instant::now(), last_message: message });
                     }
                     Some(o) => {
                         if o.last_message != message || o.last_logged.elapsed() >= Duration::from_secs(60) {
-                            log::warn!("{message}; still failing after {:.0?}, {spooled} batches spooled", o.since.elapsed());
+                            log::warn!(
+                                "{message}; still failing after {:.0?}, {spooled} batches spooled",
+                                o.since.elapsed()
+                            );
                             o.last_logged = Instant::now();
                             o.last_message = message;
                         }

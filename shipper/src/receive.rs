@@ -44,7 +44,8 @@ pub fn bind(socket: &Path, group: Option<&str>) -> Result<Listener, String> {
     })?;
     // We hold the lock, so a socket file still there was left by a shipper that was killed.
     if socket.exists() {
-        std::fs::remove_file(socket).map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
+        std::fs::remove_file(socket)
+            .map_err(|e| format!("cannot remove the stale socket {}: {e}", socket.display()))?;
     }
     let listener = UnixListener::bind(socket).map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
@@ -178,13 +179,19 @@ pub const FRAME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 
 /// Reads one frame's payload into `buf`, waiting without limit for its first byte and at most
 /// `timeout` for the rest. `Ok(false)` is a clean end of stream between frames.
-fn read_frame(reader: &mut BufReader<&UnixStream>, stream: &UnixStream, buf: &mut Vec<u8>, timeout: std::time::Duration) -> Result<bool, FrameError> {
+fn read_frame(
+    reader: &mut BufReader<&UnixStream>,
+    stream: &UnixStream,
+    buf: &mut Vec<u8>,
+    timeout: std::time::Duration,
+) -> Result<bool, FrameError> {
     let buffered = reader.fill_buf()?;
     if buffered.is_empty() {
         return Ok(false);
     }
     // Most frames are already whole in the buffer: no deadline (and no syscall) needed for those.
-    let whole = buffered.len() >= 4 && buffered.len() >= 4 + u32::from_be_bytes([buffered[0], buffered[1], buffered[2], buffered[3]]) as usize;
+    let whole = buffered.len() >= 4
+        && buffered.len() >= 4 + u32::from_be_bytes([buffered[0], buffered[1], buffered[2], buffered[3]]) as usize;
     if whole {
         return frame::read_payload(reader, buf);
     }
@@ -217,7 +224,9 @@ fn handle(stream: UnixStream, tx: Sender<Input>) {
         match read_frame(&mut reader, &stream, &mut buf, FRAME_TIMEOUT) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(FrameError::Io(e)) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(FrameError::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+            {
                 log::warn!(
                     "connection from {who} {sender_name}: stopped in the middle of a frame for {FRAME_TIMEOUT:?}; closing this connection"
                 );
@@ -309,7 +318,9 @@ mod tests {
         producer.write_all(&bytes[..bytes.len() / 2]).expect("write half");
         let started = Instant::now();
         match read_frame(&mut reader, &ours, &mut buf, timeout) {
-            Err(FrameError::Io(e)) => assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}"),
+            Err(FrameError::Io(e)) => {
+                assert!(matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{e}")
+            }
             other => panic!("expected a timeout, got {other:?}"),
         }
         assert!(started.elapsed() >= timeout);

@@ -165,7 +165,13 @@ pub struct SelfMetrics {
 }
 
 impl SelfMetrics {
-    pub fn new(stats: Arc<Stats>, relay: Vec<Arc<InputStats>>, period: Duration, status_file: std::path::PathBuf, send: bool) -> SelfMetrics {
+    pub fn new(
+        stats: Arc<Stats>,
+        relay: Vec<Arc<InputStats>>,
+        period: Duration,
+        status_file: std::path::PathBuf,
+        send: bool,
+    ) -> SelfMetrics {
         let next = schedule::next_tick(SystemTime::now(), period);
         SelfMetrics { stats, relay, period, status: StatusFile::new(status_file), send, next }
     }

@@ -82,7 +82,11 @@ mod tests {
 
     #[test]
     fn parses_options_and_tags() {
-        let p = parse_args(&args(&["backup_bytes", "1234", "--type", "backup", "--rate", "--timestamp", "1700000000", "job=db"]), 5).unwrap();
+        let p = parse_args(
+            &args(&["backup_bytes", "1234", "--type", "backup", "--rate", "--timestamp", "1700000000", "job=db"]),
+            5,
+        )
+        .unwrap();
         assert_eq!(p.name, "backup_bytes");
         assert_eq!(p.value, Value::Float(1234.0));
         assert_eq!((p.check_type.as_str(), p.style, p.timestamp), ("backup", Style::Rate, 1700000000));

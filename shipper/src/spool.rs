@@ -167,7 +167,9 @@ impl Spool {
         let size = self.buf.len() as u64;
 
         let (mut dropped_points, mut dropped_own) = (0, 0);
-        while !self.entries.is_empty() && (self.entries.len() >= self.max_files || self.total_bytes + size > self.max_bytes) {
+        while !self.entries.is_empty()
+            && (self.entries.len() >= self.max_files || self.total_bytes + size > self.max_bytes)
+        {
             match self.policy {
                 DropPolicy::Newest => return Ok(Pushed::Refused),
                 DropPolicy::Oldest => match self.drop_oldest() {
@@ -267,7 +269,14 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let rest = bytes.get(12..12 + b + 12).ok_or("header cut short")?;
     let backend = String::from_utf8_lossy(&rest[..b]).into_owned();
     let u32_at = |i: usize| u32::from_le_bytes([rest[b + i], rest[b + i + 1], rest[b + i + 2], rest[b + i + 3]]);
-    Ok(Header { own, backend, points: u64::from(u32_at(0)), payload_len: u32_at(4) as usize, crc: u32_at(8), len: 12 + b + 12 })
+    Ok(Header {
+        own,
+        backend,
+        points: u64::from(u32_at(0)),
+        payload_len: u32_at(4) as usize,
+        crc: u32_at(8),
+        len: 12 + b + 12,
+    })
 }
 
 fn read_header(path: &Path) -> Result<Header, String> {
@@ -358,7 +367,8 @@ mod tests {
         s.remove(first.seq);
         assert_eq!(s.oldest().unwrap().points, batch(3, "b"));
         s.push(&batch(1, "c"), false).unwrap();
-        let names: Vec<String> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         assert!(names.contains(&"00000000000000000003.spool".to_string()), "{names:?}");
     }
 

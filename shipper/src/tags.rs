@@ -123,7 +123,10 @@ mod tests {
             applied(&tags(), &Point::int("x", 1, 1, "system")),
             vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into()), ("type".into(), "system".into())]
         );
-        assert_eq!(applied(&tags(), &Point::int("x", 1, 1, "")), vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())]);
+        assert_eq!(
+            applied(&tags(), &Point::int("x", 1, 1, "")),
+            vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())]
+        );
     }
 
     #[test]

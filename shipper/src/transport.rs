@@ -118,7 +118,9 @@ impl HttpTransport {
             tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
         }
         if tsdb.insecure {
-            log::warn!("[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics");
+            log::warn!(
+                "[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics"
+            );
             tls = tls.disable_verification(true);
         }
         let config = ureq::Agent::config_builder()
@@ -136,13 +138,18 @@ impl HttpTransport {
             url.push_str("&precision=s");
         }
         let authorization = if tsdb.auth {
-            let credentials = format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
+            let credentials =
+                format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
             Some(format!("Basic {}", base64_encode(credentials.as_bytes())))
         } else {
             None
         };
         HttpTransport {
-            agent: ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), LiteralFirst::default()),
+            agent: ureq::Agent::with_parts(
+                config,
+                ureq::unversioned::transport::DefaultConnector::new(),
+                LiteralFirst::default(),
+            ),
             backend: tsdb.backend,
             url,
             authorization,
@@ -248,7 +255,8 @@ impl ureq::unversioned::resolver::Resolver for LiteralFirst {
         config: &ureq::config::Config,
         timeout: ureq::unversioned::transport::NextTimeout,
     ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
-        let literal = uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok());
+        let literal =
+            uri.host().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().ok());
         let port = uri.port_u16().or_else(|| match uri.scheme_str() {
             Some("https") => Some(443),
             Some("http") => Some(80),
@@ -322,15 +330,20 @@ impl Transport for CarbonTransport {
             self.stream = None;
         }
         if self.stream.is_none() {
-            let stream = self
-                .connect()
-                .map_err(|e| SendError::Retryable(ErrorKind::Unreachable, format!("Carbon at {}: cannot connect: {e}", self.address)))?;
+            let stream = self.connect().map_err(|e| {
+                SendError::Retryable(ErrorKind::Unreachable, format!("Carbon at {}: cannot connect: {e}", self.address))
+            })?;
             self.stream = Some(stream);
         }
-        let Some(stream) = self.stream.as_mut() else { return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into())) };
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into()));
+        };
         if let Err(e) = stream.write_all(&self.buf) {
             self.stream = None;
-            return Err(SendError::Retryable(ErrorKind::Unreachable, format!("Carbon at {}: write failed: {e}", self.address)));
+            return Err(SendError::Retryable(
+                ErrorKind::Unreachable,
+                format!("Carbon at {}: write failed: {e}", self.address),
+            ));
         }
         Ok(())
     }
@@ -357,14 +370,13 @@ impl Transport for FileTransport {
         backends::influxdb::encode(points, &self.host, &mut self.buf);
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("cannot create {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    SendError::Retryable(ErrorKind::Io, format!("cannot create {}: {e}", dir.display()))
+                })?;
             }
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("cannot open {}: {e}", self.path.display())))?;
+            let file = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| {
+                SendError::Retryable(ErrorKind::Io, format!("cannot open {}: {e}", self.path.display()))
+            })?;
             self.file = Some(file);
         }
         let Some(file) = self.file.as_mut() else { return Err(SendError::Retryable(ErrorKind::Io, "no file".into())) };

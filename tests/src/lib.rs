@@ -16,7 +16,8 @@ use serde_json::Value as Json;
 
 pub mod services;
 
-pub const INSTALL_HINT: &str = "run ./tests/run.sh, which installs influxdb graphite-carbon python3-whisper victoria-metrics";
+pub const INSTALL_HINT: &str =
+    "run ./tests/run.sh, which installs influxdb graphite-carbon python3-whisper victoria-metrics";
 
 /// The directory of the PuyPuy binaries built in the same profile as this test.
 pub fn bin_dir() -> PathBuf {
@@ -26,12 +27,20 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/suite-xxxx for tests, target/<profile>/puypuy-bench for the bench
     let dir = exe.parent().expect("exe dir");
-    if dir.ends_with("deps") { dir.parent().expect("target dir").to_path_buf() } else { dir.to_path_buf() }
+    if dir.ends_with("deps") {
+        dir.parent().expect("target dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
-    assert!(path.is_file(), "{} is missing: build the binaries first (cargo build --bins, or ./tests/run.sh)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (cargo build --bins, or ./tests/run.sh)",
+        path.display()
+    );
     path
 }
 
@@ -261,8 +270,14 @@ impl Influx {
         let Some((200, body)) = http_get(&url) else { return (vec![], vec![]) };
         let v: Json = serde_json::from_str(&body).unwrap_or(Json::Null);
         let series = &v["results"][0]["series"][0];
-        let columns = series["columns"].as_array().map(|c| c.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
-        let rows = series["values"].as_array().map(|r| r.iter().filter_map(|x| x.as_array().cloned()).collect()).unwrap_or_default();
+        let columns = series["columns"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let rows = series["values"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|x| x.as_array().cloned()).collect())
+            .unwrap_or_default();
         (columns, rows)
     }
 
@@ -321,7 +336,8 @@ impl FlakyProxy {
         let port = server.server_addr().to_ip().expect("ip").port();
         let failing = Arc::new(AtomicBool::new(false));
         let failures = Arc::new(AtomicU64::new(0));
-        let (s, f, n, upstream) = (Arc::clone(&server), Arc::clone(&failing), Arc::clone(&failures), upstream.to_string());
+        let (s, f, n, upstream) =
+            (Arc::clone(&server), Arc::clone(&failing), Arc::clone(&failures), upstream.to_string());
         thread::spawn(move || {
             let agent: ureq::Agent = ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -333,13 +349,17 @@ impl FlakyProxy {
                 let _ = req.as_reader().read_to_end(&mut body);
                 if f.load(Ordering::SeqCst) {
                     n.fetch_add(1, Ordering::SeqCst);
-                    let _ = req.respond(tiny_http::Response::from_string("{\"error\":\"injected failure\"}").with_status_code(500));
+                    let _ = req.respond(
+                        tiny_http::Response::from_string("{\"error\":\"injected failure\"}").with_status_code(500),
+                    );
                     continue;
                 }
                 let mut forward = agent.post(&format!("{upstream}{}", req.url()));
                 for h in req.headers() {
                     let name = h.field.as_str().as_str().to_string();
-                    if ["content-type", "content-encoding", "authorization"].contains(&name.to_ascii_lowercase().as_str()) {
+                    if ["content-type", "content-encoding", "authorization"]
+                        .contains(&name.to_ascii_lowercase().as_str())
+                    {
                         forward = forward.header(&name, h.value.as_str());
                     }
                 }
@@ -392,7 +412,11 @@ impl Carbon {
             "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\nWHITELISTS_DIR = {d}/storage/lists/\nLOG_DIR = {d}/storage/log/\nPID_DIR = {d}/storage/\nDATABASE = whisper\nUSER =\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle}\nPICKLE_RECEIVER_MAX_LENGTH = 1048576\nUSE_INSECURE_UNPICKLER = False\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\nLOG_CREATES = True\nLOG_UPDATES = False\nENABLE_TAGS = False\nCARBON_METRIC_INTERVAL = 0\n"
         );
         std::fs::write(dir.path().join("conf/carbon.conf"), conf).expect("carbon.conf");
-        std::fs::write(dir.path().join("conf/storage-schemas.conf"), "[default]\npattern = .*\nretentions = 1s:1d,60s:30d\n").expect("schemas");
+        std::fs::write(
+            dir.path().join("conf/storage-schemas.conf"),
+            "[default]\npattern = .*\nretentions = 1s:1d,60s:30d\n",
+        )
+        .expect("schemas");
         let log = std::fs::File::create(dir.path().join("carbon.log")).expect("log");
         let proc = Proc::spawn(
             "carbon-cache",
@@ -536,7 +560,9 @@ impl KairosMock {
             let ok_name = p["name"].as_str().is_some_and(|n| !n.is_empty());
             let ok_ts = p["timestamp"].as_u64().is_some_and(|t| t > 1_000_000_000_000);
             let ok_value = p["value"].is_number();
-            let ok_tags = p["tags"].as_object().is_some_and(|t| !t.is_empty() && t.values().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
+            let ok_tags = p["tags"]
+                .as_object()
+                .is_some_and(|t| !t.is_empty() && t.values().all(|v| v.as_str().is_some_and(|s| !s.is_empty())));
             if !(ok_name && ok_ts && ok_value && ok_tags) {
                 return err(format!("invalid datapoint {p}"));
             }

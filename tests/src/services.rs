@@ -51,7 +51,14 @@ impl MariaDb {
             d,
             "mariadbd",
             Command::new(mariadbd)
-                .args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--skip-name-resolve", "--skip-log-bin", "--innodb-buffer-pool-size=32M"])
+                .args([
+                    "--no-defaults",
+                    "--user=root",
+                    "--bind-address=127.0.0.1",
+                    "--skip-name-resolve",
+                    "--skip-log-bin",
+                    "--innodb-buffer-pool-size=32M",
+                ])
                 .arg(format!("--datadir={}", d.join("data").display()))
                 .arg(format!("--port={port}"))
                 .arg(format!("--socket={}", socket.display()))
@@ -116,7 +123,9 @@ pub fn nginx(php_fpm_port: Option<u16>) -> Server {
     )
     .expect("nginx.conf");
     let proc = logged(dir.path(), "nginx", Command::new(nginx).arg("-c").arg(dir.path().join("nginx.conf")));
-    wait_for(Duration::from_secs(15), "nginx", || http_get(&format!("http://127.0.0.1:{port}/")).filter(|(s, _)| *s == 200));
+    wait_for(Duration::from_secs(15), "nginx", || {
+        http_get(&format!("http://127.0.0.1:{port}/")).filter(|(s, _)| *s == 200)
+    });
     Server { dir, port, proc }
 }
 
@@ -136,8 +145,14 @@ pub fn apache() -> Server {
     )
     .expect("apache.conf");
     std::fs::write(dir.path().join("index.html"), "ok\n").expect("index");
-    let proc = logged(dir.path(), "apache2", Command::new(apache).arg("-f").arg(dir.path().join("apache.conf")).arg("-DFOREGROUND"));
-    wait_for(Duration::from_secs(15), "apache2", || http_get(&format!("http://127.0.0.1:{port}/server-status?auto")).filter(|(s, _)| *s == 200));
+    let proc = logged(
+        dir.path(),
+        "apache2",
+        Command::new(apache).arg("-f").arg(dir.path().join("apache.conf")).arg("-DFOREGROUND"),
+    );
+    wait_for(Duration::from_secs(15), "apache2", || {
+        http_get(&format!("http://127.0.0.1:{port}/server-status?auto")).filter(|(s, _)| *s == 200)
+    });
     Server { dir, port, proc }
 }
 
@@ -146,7 +161,11 @@ pub fn redis(password: Option<&str>) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let mut cmd = Command::new(redis);
-    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"]).arg("--port").arg(port.to_string()).arg("--dir").arg(dir.path());
+    cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--dir")
+        .arg(dir.path());
     if let Some(p) = password {
         cmd.args(["--requirepass", p]);
     }
@@ -159,7 +178,11 @@ pub fn memcached() -> Server {
     let memcached = require("memcached");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let proc = logged(dir.path(), "memcached", Command::new(memcached).args(["-l", "127.0.0.1", "-U", "0", "-u", "nobody", "-p"]).arg(port.to_string()));
+    let proc = logged(
+        dir.path(),
+        "memcached",
+        Command::new(memcached).args(["-l", "127.0.0.1", "-U", "0", "-u", "nobody", "-p"]).arg(port.to_string()),
+    );
     wait_for(Duration::from_secs(15), "memcached", || tcp_ready(port).then_some(()));
     Server { dir, port, proc }
 }
@@ -185,7 +208,8 @@ pub fn haproxy(backend_port: u16) -> HaProxy {
         ),
     )
     .expect("haproxy.cfg");
-    let proc = logged(dir.path(), "haproxy", Command::new(haproxy).arg("-f").arg(dir.path().join("haproxy.cfg")).arg("-db"));
+    let proc =
+        logged(dir.path(), "haproxy", Command::new(haproxy).arg("-f").arg(dir.path().join("haproxy.cfg")).arg("-db"));
     wait_for(Duration::from_secs(15), "haproxy", || tcp_ready(stats_port).then_some(()));
     HaProxy { server: Server { dir, port, proc }, stats_port }
 }
@@ -268,10 +292,51 @@ pub fn tls_proxy(upstream_port: u16) -> (Server, std::path::PathBuf) {
         let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
         assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=PuyPuy Test CA"]);
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=PuyPuy Test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("san");
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext"]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
     let port = free_port();
     let p = d.display();
     std::fs::write(

@@ -1,9 +1,9 @@
 //! The integration suite: the real PuyPuy binaries against real servers on loopback.
 
-#[path = "suite/bench.rs"]
-mod bench;
 #[path = "suite/backends.rs"]
 mod backends;
+#[path = "suite/bench.rs"]
+mod bench;
 #[path = "suite/config_errors.rs"]
 mod config_errors;
 #[path = "suite/faults.rs"]
@@ -24,7 +24,7 @@ mod scripts;
 mod services;
 #[path = "suite/socket.rs"]
 mod socket;
-#[path = "suite/tls.rs"]
-mod tls;
 #[path = "suite/supervisor.rs"]
 mod supervisor;
+#[path = "suite/tls.rs"]
+mod tls;

@@ -12,12 +12,21 @@ pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
     if let Some(kb) = get("Total kBytes").and_then(int_of) {
         m.counter("apache_totalkbytes", kb);
     }
-    for (key, name) in [("ReqPerSec", "apache_reqpersec"), ("BytesPerSec", "apache_bytespersec"), ("BytesPerReq", "apache_bytesperreq")] {
+    for (key, name) in [
+        ("ReqPerSec", "apache_reqpersec"),
+        ("BytesPerSec", "apache_bytespersec"),
+        ("BytesPerReq", "apache_bytesperreq"),
+    ] {
         // Apache omits these while they are zero, and prints ".5" for 0.5.
         let v = get(key).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
         m.float(name, v);
     }
-    for (key, name) in [("BusyWorkers", "apache_busyworkers"), ("IdleWorkers", "apache_idleworkers"), ("ConnsTotal", "apache_connstotal"), ("Uptime", "apache_uptime")] {
+    for (key, name) in [
+        ("BusyWorkers", "apache_busyworkers"),
+        ("IdleWorkers", "apache_idleworkers"),
+        ("ConnsTotal", "apache_connstotal"),
+        ("Uptime", "apache_uptime"),
+    ] {
         if let Some(v) = get(key).and_then(int_of) {
             m.int(name, v);
         }

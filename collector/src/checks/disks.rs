@@ -135,7 +135,8 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
                     points.push(ctx.counter(format!("drive_{dev}_bytes_read"), s.sectors_read * 512));
                     points.push(ctx.counter(format!("drive_{dev}_bytes_write"), s.sectors_written * 512));
                     points.push(
-                        Point::float(format!("drive_{dev}_io_percent"), ctx.timestamp, s.io_ms as f64 / 10.0, "system").rate(),
+                        Point::float(format!("drive_{dev}_io_percent"), ctx.timestamp, s.io_ms as f64 / 10.0, "system")
+                            .rate(),
                     );
                 }
             }
@@ -151,7 +152,10 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
                         points.push(ctx.int(format!("drive_{part}_bytes_available"), u.available as i64));
                         let total = u.used + u.available;
                         if total > 0 {
-                            points.push(ctx.float(format!("drive_{part}_percent_used"), round2(u.used as f64 * 100.0 / total as f64)));
+                            points.push(ctx.float(
+                                format!("drive_{part}_percent_used"),
+                                round2(u.used as f64 * 100.0 / total as f64),
+                            ));
                         }
                     }
                     Err(e) => log::debug!("disks: statvfs {}: {e}", mount.display()),
@@ -195,7 +199,8 @@ mod tests {
     #[test]
     fn mount_table_outside_procfs_is_read_every_time() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &no_statfs, pid_files: &[] };
+        let ctx =
+            Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &no_statfs, pid_files: &[] };
         std::fs::write(dir.path().join("mounts"), "/dev/vda1 / ext4 rw 0 0\n").expect("write");
         assert_eq!(mounts(&ctx).expect("first"), vec![("vda1".to_string(), PathBuf::from("/"))]);
         std::fs::write(dir.path().join("mounts"), "/dev/vdb1 /data ext4 rw 0 0\n").expect("write");

@@ -14,7 +14,8 @@ pub fn parse(text: &str, upstream: &[String], m: &mut Metrics) -> Result<(), Str
     let columns: Vec<&str> = header.split(',').collect();
     let col = |name: &str| columns.iter().position(|c| *c == name);
     let (Some(px), Some(sv)) = (col("pxname"), col("svname")) else { return Err("header lacks pxname/svname".into()) };
-    let (scur, rate, stot, bin, bout, qcur) = (col("scur"), col("rate"), col("stot"), col("bin"), col("bout"), col("qcur"));
+    let (scur, rate, stot, bin, bout, qcur) =
+        (col("scur"), col("rate"), col("stot"), col("bin"), col("bout"), col("qcur"));
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split(',').collect();
         let (Some(proxy), Some(server)) = (f.get(px), f.get(sv)) else { continue };

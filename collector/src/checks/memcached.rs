@@ -9,8 +9,17 @@ use puypuy_common::Point;
 
 use super::service::{connect, int_of, request_lines, Metrics, ServiceCheck};
 
-const COUNTERS: [&str; 9] =
-    ["cmd_get", "cmd_set", "get_hits", "get_misses", "bytes_read", "bytes_written", "total_connections", "evictions", "total_items"];
+const COUNTERS: [&str; 9] = [
+    "cmd_get",
+    "cmd_set",
+    "get_hits",
+    "get_misses",
+    "bytes_read",
+    "bytes_written",
+    "total_connections",
+    "evictions",
+    "total_items",
+];
 const GAUGES: [&str; 6] = ["curr_connections", "curr_items", "bytes", "limit_maxbytes", "threads", "uptime"];
 
 pub fn parse(text: &str, m: &mut Metrics) -> Result<(), String> {
@@ -42,7 +51,8 @@ impl ServiceCheck for Memcached {
     fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
         let c = &self.0;
         let mut stream = connect(&c.host, c.port, c.timeout)?;
-        let text = request_lines(&mut stream, b"stats\r\n", "END", 1000).map_err(|e| format!("{}:{}: {e}", c.host, c.port))?;
+        let text =
+            request_lines(&mut stream, b"stats\r\n", "END", 1000).map_err(|e| format!("{}:{}: {e}", c.host, c.port))?;
         let mut m = Metrics::new(ServiceKind::Memcached, c.instance.clone(), timestamp);
         parse(&text, &mut m).map_err(|e| format!("{}:{}: not memcached stats: {e}", c.host, c.port))?;
         Ok(m.points)

@@ -42,7 +42,9 @@ use puypuy_common::services::{ServiceConfig, ServiceKind};
 /// The check for one configured service section.
 pub fn service_check(config: &ServiceConfig) -> Box<dyn service::ServiceCheck> {
     let c = config.clone();
-    let http = |what, parse| Box::new(service::HttpCheck { config: config.clone(), what, parse }) as Box<dyn service::ServiceCheck>;
+    let http = |what, parse| {
+        Box::new(service::HttpCheck { config: config.clone(), what, parse }) as Box<dyn service::ServiceCheck>
+    };
     match config.kind {
         ServiceKind::MySql => Box::new(mysql::MySql::new(c)),
         ServiceKind::Redis => Box::new(redis::Redis(c)),

@@ -16,10 +16,17 @@ use puypuy_common::Point;
 
 use super::service::{int_of, Metrics, ServiceCheck};
 
-const GAUGES: [&str; 5] = ["Threads_connected", "Threads_running", "Max_used_connections", "Open_files", "Slow_queries"];
+const GAUGES: [&str; 5] =
+    ["Threads_connected", "Threads_running", "Max_used_connections", "Open_files", "Slow_queries"];
 const COUNTER_PREFIXES: [&str; 4] = ["Com_", "Bytes_", "Innodb_rows_", "Innodb_data_"];
-const COUNTERS: [&str; 6] =
-    ["Queries", "Questions", "Connections", "Qcache_hits", "Innodb_buffer_pool_read_requests", "Innodb_buffer_pool_write_requests"];
+const COUNTERS: [&str; 6] = [
+    "Queries",
+    "Questions",
+    "Connections",
+    "Qcache_hits",
+    "Innodb_buffer_pool_read_requests",
+    "Innodb_buffer_pool_write_requests",
+];
 
 /// Turns `SHOW GLOBAL STATUS` rows into points.
 pub fn parse_status(rows: &[(String, String)], m: &mut Metrics) {
@@ -30,18 +37,28 @@ pub fn parse_status(rows: &[(String, String)], m: &mut Metrics) {
         if GAUGES.contains(&name.as_str()) {
             m.int(metric, v);
         } else if COUNTERS.contains(&name.as_str())
-            || (COUNTER_PREFIXES.iter().any(|p| name.starts_with(p)) && !name.ends_with("_pending_reads") && !name.ends_with("_pending_writes") && !name.ends_with("_pending_fsyncs"))
+            || (COUNTER_PREFIXES.iter().any(|p| name.starts_with(p))
+                && !name.ends_with("_pending_reads")
+                && !name.ends_with("_pending_writes")
+                && !name.ends_with("_pending_fsyncs"))
         {
             m.counter(metric, v);
         }
     }
-    let pages = (get("Innodb_buffer_pool_pages_total"), get("Innodb_buffer_pool_pages_free"), get("Innodb_buffer_pool_pages_data"));
+    let pages = (
+        get("Innodb_buffer_pool_pages_total"),
+        get("Innodb_buffer_pool_pages_free"),
+        get("Innodb_buffer_pool_pages_data"),
+    );
     if let (Some(total), Some(free), Some(data)) = pages {
         m.int("mysql_innodb_buffer_pool_pages_total", total);
         m.int("mysql_innodb_buffer_pool_pages_free", free);
         m.int("mysql_innodb_buffer_pool_pages_data", data);
         if total > 0 {
-            m.float("mysql_innodb_buffer_pool_used_percent", ((total - free) as f64 * 10000.0 / total as f64).round() / 100.0);
+            m.float(
+                "mysql_innodb_buffer_pool_used_percent",
+                ((total - free) as f64 * 10000.0 / total as f64).round() / 100.0,
+            );
         }
     }
 }
@@ -86,13 +103,16 @@ impl MySql {
     }
 
     fn query(conn: &mut mysql::Conn, m: &mut Metrics) -> Result<(), String> {
-        let rows: Vec<(String, String)> = conn.query("SHOW GLOBAL STATUS").map_err(|e| format!("SHOW GLOBAL STATUS: {e}"))?;
+        let rows: Vec<(String, String)> =
+            conn.query("SHOW GLOBAL STATUS").map_err(|e| format!("SHOW GLOBAL STATUS: {e}"))?;
         parse_status(&rows, m);
         // Not a replica (or no privilege for it): no lag metric.
         if let Ok(replica) = conn.query::<mysql::Row, _>("SHOW SLAVE STATUS") {
             if let Some(row) = replica.first() {
                 let index = row.columns_ref().iter().position(|c| c.name_str() == "Seconds_Behind_Master");
-                if let Some(lag) = index.and_then(|i| row.get_opt::<Option<i64>, usize>(i)).and_then(Result::ok).flatten() {
+                if let Some(lag) =
+                    index.and_then(|i| row.get_opt::<Option<i64>, usize>(i)).and_then(Result::ok).flatten()
+                {
                     m.int("mysql_replication_lag", lag);
                 }
             }

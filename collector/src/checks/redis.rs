@@ -105,7 +105,8 @@ impl ServiceCheck for Redis {
         let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
         if !c.pass.is_empty() {
             stream.write_all(format!("AUTH {}\r\n", c.pass).as_bytes()).map_err(|e| format!("{where_}: {e}"))?;
-            read_reply(&mut reader).map_err(|e| format!("{where_}: authentication failed ({e}): check [{}] pass", c.section))?;
+            read_reply(&mut reader)
+                .map_err(|e| format!("{where_}: authentication failed ({e}): check [{}] pass", c.section))?;
         }
         stream.write_all(b"INFO\r\n").map_err(|e| format!("{where_}: {e}"))?;
         let text = read_reply(&mut reader).map_err(|e| format!("{where_}: {e}"))?;
@@ -120,4 +121,3 @@ pub fn unwrap_bulk(raw: &str) -> String {
     let mut reader = BufReader::new(raw.as_bytes());
     read_reply(&mut reader).unwrap_or_default()
 }
-

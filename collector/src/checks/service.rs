@@ -78,7 +78,8 @@ impl ServiceCheck for HttpCheck {
     fn collect(&mut self, timestamp: u64) -> Result<Vec<Point>, String> {
         let body = http_get(&self.config)?;
         let mut m = Metrics::new(self.config.kind, self.config.instance.clone(), timestamp);
-        (self.parse)(&body, &self.config, &mut m).map_err(|e| format!("{}: not {}: {e}", self.config.url, self.what))?;
+        (self.parse)(&body, &self.config, &mut m)
+            .map_err(|e| format!("{}: not {}: {e}", self.config.url, self.what))?;
         Ok(m.points)
     }
 }
@@ -91,11 +92,8 @@ pub fn int_of(s: &str) -> Option<i64> {
 
 /// GET with a total timeout and optional basic auth; the body on 2xx, a clear error otherwise.
 pub fn http_get(config: &ServiceConfig) -> Result<String, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(config.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent: ureq::Agent =
+        ureq::Agent::config_builder().timeout_global(Some(config.timeout)).http_status_as_error(false).build().into();
     let mut request = agent.get(&config.url);
     if config.auth {
         use base64::Engine;

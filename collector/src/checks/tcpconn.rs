@@ -58,7 +58,13 @@ fn dump(family: u8, counts: &mut [i64; 11]) -> Option<()> {
             return None;
         }
         let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, &tv as *const _ as *const libc::c_void, std::mem::size_of::<libc::timeval>() as u32);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &tv as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as u32,
+        );
         // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes)
         let mut req = [0u8; 72];
         req[0..4].copy_from_slice(&72u32.to_ne_bytes());
@@ -70,7 +76,14 @@ fn dump(family: u8, counts: &mut [i64; 11]) -> Option<()> {
         req[20..24].copy_from_slice(&0xfffu32.to_ne_bytes());
         let mut addr: libc::sockaddr_nl = std::mem::zeroed();
         addr.nl_family = libc::AF_NETLINK as u16;
-        let sent = libc::sendto(fd, req.as_ptr() as *const libc::c_void, req.len(), 0, &addr as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_nl>() as u32);
+        let sent = libc::sendto(
+            fd,
+            req.as_ptr() as *const libc::c_void,
+            req.len(),
+            0,
+            &addr as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        );
         if sent < 0 {
             libc::close(fd);
             return None;

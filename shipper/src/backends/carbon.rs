@@ -21,7 +21,10 @@ pub const MAX_PICKLE_BYTES: usize = 1_000_000;
 
 fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
     out.extend(s.chars().map(|c| {
-        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | ':' | '#' | '@' | '%' | '+' | '=') || (c == '.' && keep_dots) {
+        if c.is_ascii_alphanumeric()
+            || matches!(c, '-' | '_' | ':' | '#' | '@' | '%' | '+' | '=')
+            || (c == '.' && keep_dots)
+        {
             c
         } else {
             '_'
@@ -113,7 +116,8 @@ mod tests {
 
     #[test]
     fn big_batches_split_under_the_carbon_limit() {
-        let points: Vec<Point> = (0..60_000).map(|i| point().with_style(puypuy_common::Style::Stack).tap_name(i)).collect();
+        let points: Vec<Point> =
+            (0..60_000).map(|i| point().with_style(puypuy_common::Style::Stack).tap_name(i)).collect();
         let mut out = Vec::new();
         encode(&points, &HostTags::empty(), &mut out);
         let mut rest = &out[..];

@@ -91,7 +91,10 @@ mod tests {
             encoded(&[Point::int("m", 5, 1, "")], &host),
             r#"[{"metric":"m","timestamp":5,"value":1,"tags":{"host":"h1","dc":"x_y"}}]"#
         );
-        assert_eq!(encoded(&[Point::int("m", 5, 1, "")], &HostTags::empty()), r#"[{"metric":"m","timestamp":5,"value":1,"tags":{}}]"#);
+        assert_eq!(
+            encoded(&[Point::int("m", 5, 1, "")], &HostTags::empty()),
+            r#"[{"metric":"m","timestamp":5,"value":1,"tags":{}}]"#
+        );
         assert_eq!(
             encoded(&[Point::float("m", 5, -0.25, "t\"q").with_tag("host", "own")], &host),
             r#"[{"metric":"m","timestamp":5,"value":-0.25,"tags":{"dc":"x_y","type":"t_q","host":"own"}}]"#

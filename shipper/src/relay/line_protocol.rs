@@ -101,7 +101,11 @@ fn split_key_value(s: &str) -> Option<(String, &str)> {
 
 fn field_value(raw: &str) -> Result<Option<f64>, String> {
     if raw.starts_with('"') {
-        return if raw.len() >= 2 && raw.ends_with('"') { Ok(None) } else { Err(format!("unterminated string {raw:?}")) };
+        return if raw.len() >= 2 && raw.ends_with('"') {
+            Ok(None)
+        } else {
+            Err(format!("unterminated string {raw:?}"))
+        };
     }
     match raw {
         "t" | "T" | "true" | "True" | "TRUE" => return Ok(Some(1.0)),
@@ -190,7 +194,12 @@ mod tests {
 
     #[test]
     fn value_field_keeps_the_measurement_name_other_fields_are_suffixed() {
-        let points = parse_line("cpu,host=web01,region=eu value=0.64,idle=12i,up=t,note=\"x y\" 1700000000000000000", Precision::Nanoseconds, 0).unwrap();
+        let points = parse_line(
+            "cpu,host=web01,region=eu value=0.64,idle=12i,up=t,note=\"x y\" 1700000000000000000",
+            Precision::Nanoseconds,
+            0,
+        )
+        .unwrap();
         let names: Vec<(&str, f64)> = points.iter().map(|p| (p.name.as_str(), p.value.as_f64())).collect();
         assert_eq!(names, vec![("cpu", 0.64), ("cpu_idle", 12.0), ("cpu_up", 1.0)]);
         assert_eq!(points[0].timestamp, 1700000000);

@@ -52,13 +52,19 @@ mod tests {
 
     #[test]
     fn single_object_and_array() {
-        let one = parse_put_json(br#"{"metric":"sys.cpu","timestamp":1700000000,"value":18.5,"tags":{"host":"web01"}}"#).unwrap();
+        let one =
+            parse_put_json(br#"{"metric":"sys.cpu","timestamp":1700000000,"value":18.5,"tags":{"host":"web01"}}"#)
+                .unwrap();
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].tags, vec![("host".into(), "web01".into())]);
-        let many = parse_put_json(br#"[{"metric":"a","timestamp":1700000000123,"value":"77"},{"metric":"b","timestamp":1,"value":1}]"#).unwrap();
+        let many = parse_put_json(
+            br#"[{"metric":"a","timestamp":1700000000123,"value":"77"},{"metric":"b","timestamp":1,"value":1}]"#,
+        )
+        .unwrap();
         assert_eq!(many[0].timestamp, 1700000000);
         assert_eq!(many[0].value, Value::Float(77.0));
-        let e = parse_put_json(br#"[{"metric":"a","timestamp":1,"value":1},{"metric":"b","timestamp":1}]"#).unwrap_err();
+        let e =
+            parse_put_json(br#"[{"metric":"a","timestamp":1,"value":1},{"metric":"b","timestamp":1}]"#).unwrap_err();
         assert_eq!(e, "datapoint 1: missing value");
     }
 

@@ -84,7 +84,10 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
         if config.graphite_udp {
             start_udp(addr, tx.clone(), Arc::clone(&stats))?;
         }
-        log::info!("relay: Graphite plaintext input on {addr}{}", if config.graphite_udp { " (TCP and UDP)" } else { "" });
+        log::info!(
+            "relay: Graphite plaintext input on {addr}{}",
+            if config.graphite_udp { " (TCP and UDP)" } else { "" }
+        );
         all.push(stats);
     }
     if let Some(addr) = config.http_listen {
@@ -96,7 +99,13 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
     Ok(all)
 }
 
-fn start_tcp(addr: SocketAddr, config: &RelayConfig, tx: Sender<Input>, stats: Arc<InputStats>, parse: LineParser) -> Result<(), String> {
+fn start_tcp(
+    addr: SocketAddr,
+    config: &RelayConfig,
+    tx: Sender<Input>,
+    stats: Arc<InputStats>,
+    parse: LineParser,
+) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
     let (max_line, max_conns, idle) = (config.max_line_bytes, config.max_connections, config.idle_timeout);
     thread::Builder::new()
@@ -178,7 +187,14 @@ impl LineSplitter {
     }
 }
 
-fn handle_line(raw: Result<&[u8], usize>, parse: LineParser, stats: &InputStats, peer: &str, points: &mut Vec<Point>, max_line: usize) {
+fn handle_line(
+    raw: Result<&[u8], usize>,
+    parse: LineParser,
+    stats: &InputStats,
+    peer: &str,
+    points: &mut Vec<Point>,
+    max_line: usize,
+) {
     match raw {
         Err(len) => stats.reject(peer, "", &format!("line of {len}+ bytes is over max_line_bytes ({max_line})")),
         Ok(bytes) => {
@@ -201,7 +217,14 @@ fn handle_line(raw: Result<&[u8], usize>, parse: LineParser, stats: &InputStats,
     }
 }
 
-fn serve_lines(stream: &mut TcpStream, tx: &Sender<Input>, stats: &InputStats, parse: LineParser, max_line: usize, idle: Duration) {
+fn serve_lines(
+    stream: &mut TcpStream,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    parse: LineParser,
+    max_line: usize,
+    idle: Duration,
+) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_read_timeout(Some(idle));
     let mut splitter = LineSplitter::new(max_line);
@@ -353,7 +376,13 @@ fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &Inpu
     let _ = request.respond(response);
 }
 
-fn write_influx(request: &mut tiny_http::Request, url: &str, tx: &Sender<Input>, stats: &InputStats, peer: &str) -> Result<(), (u16, String)> {
+fn write_influx(
+    request: &mut tiny_http::Request,
+    url: &str,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    peer: &str,
+) -> Result<(), (u16, String)> {
     if query_param(url, "db").is_none_or(str::is_empty) {
         return Err((400, "database is required".into()));
     }
@@ -377,7 +406,12 @@ fn write_influx(request: &mut tiny_http::Request, url: &str, tx: &Sender<Input>,
     }
 }
 
-fn put_opentsdb(request: &mut tiny_http::Request, tx: &Sender<Input>, stats: &InputStats, peer: &str) -> Result<(), (u16, String)> {
+fn put_opentsdb(
+    request: &mut tiny_http::Request,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    peer: &str,
+) -> Result<(), (u16, String)> {
     let body = read_body(request).map_err(|e| (400, e))?;
     match opentsdb_json::parse_put_json(&body) {
         Ok(points) => {

@@ -24,7 +24,11 @@ use serde_json::{json, Value as Json};
 fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as f64 } else { 100.0 }
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
 }
 
 /// CPU time of a process, in seconds: the sum of its threads' run time from
@@ -34,7 +38,10 @@ fn cpu_seconds(pid: u32) -> f64 {
     let mut found = false;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
-            if let Some(v) = std::fs::read_to_string(t.path().join("schedstat")).ok().and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok()) {
+            if let Some(v) = std::fs::read_to_string(t.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            {
                 ns += v;
                 found = true;
             }
@@ -51,14 +58,22 @@ fn ticks_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / clk_tck()
 }
 
 /// (VmRSS, VmHWM) in bytes.
 fn rss(pid: u32) -> (u64, u64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024;
+    let kb = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
     (kb("VmRSS:"), kb("VmHWM:"))
 }
 
@@ -66,7 +81,12 @@ fn rss(pid: u32) -> (u64, u64) {
 /// once across the processes that share them.
 fn pss(pid: u32) -> u64 {
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup.lines().find_map(|l| l.strip_prefix("Pss:")).and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok()).unwrap_or(0) * 1024
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
 }
 
 fn mib(b: u64) -> f64 {
@@ -135,7 +155,9 @@ fn serve_http(conn: TcpStream, stats: &SinkStats) {
         if body.starts_with(b"bench_latency") || body.windows(14).any(|w| w == b"\nbench_latency") {
             for line in body.split(|b| *b == b'\n').filter(|l| l.starts_with(b"bench_latency")) {
                 let text = String::from_utf8_lossy(line);
-                if let Some(v) = text.split("value=").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok()) {
+                if let Some(v) =
+                    text.split("value=").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse::<f64>().ok())
+                {
                     stats.latencies_us.lock().expect("lock").push(arrived.saturating_sub(v as u64));
                 }
             }
@@ -182,7 +204,9 @@ fn pickle_sink() -> (u16, Arc<SinkStats>) {
 /// bottleneck of the throughput it measures.
 fn count_pickle_strings(p: &[u8]) -> usize {
     let (mut i, mut n) = (0usize, 0usize);
-    let u32_at = |i: usize| p.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).unwrap_or(usize::MAX / 2);
+    let u32_at = |i: usize| {
+        p.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize).unwrap_or(usize::MAX / 2)
+    };
     while i < p.len() {
         let op = p[i];
         i += 1;
@@ -197,7 +221,10 @@ fn count_pickle_strings(p: &[u8]) -> usize {
             }
             0x8d | 0x8e => {
                 n += usize::from(op == 0x8d);
-                i += 8 + p.get(i..i + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize).unwrap_or(0);
+                i += 8 + p
+                    .get(i..i + 8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+                    .unwrap_or(0);
             }
             0x80 | b'K' | b'q' | b'h' => i += 1,
             b'M' => i += 2,
@@ -271,14 +298,17 @@ fn footprint(b: &mut Bench) {
     // matches collectd's plugins (no tcpconn, ipconntrack, openfiles).
     let ours = |checks: &str, carbon: bool| {
         let (port, sink) = if carbon { pickle_sink() } else { http_sink() };
-        let tsdb = if carbon { format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n") } else { influx_tsdb(port) };
+        let tsdb =
+            if carbon { format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n") } else { influx_tsdb(port) };
         let agent = Agent::new(&format!("self_metrics: no\nsystem_checks: {checks}"), &tsdb);
         let shipper = agent.start_shipper();
         let collector = agent.start_collector();
         thread::sleep(warm);
-        let (c0, s0, p0) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+        let (c0, s0, p0) =
+            (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
         thread::sleep(d);
-        let (c1, s1, p1) = (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
+        let (c1, s1, p1) =
+            (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
         let secs = d.as_secs_f64();
         Footprint {
             values: (p1 - p0) as f64 / secs,
@@ -310,7 +340,10 @@ fn footprint(b: &mut Bench) {
         ),
     )
     .expect("collectd.conf");
-    let cd = Proc::spawn("collectd", Command::new(collectd).arg("-f").arg("-C").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()));
+    let cd = Proc::spawn(
+        "collectd",
+        Command::new(collectd).arg("-f").arg("-C").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
     thread::sleep(warm);
     let (k0, q0) = (cpu_seconds(cd.pid()), gsink.points.load(Ordering::Relaxed));
     thread::sleep(d);
@@ -372,7 +405,12 @@ impl Footprint {
         vec![
             label.to_string(),
             format!("{:.0}", self.values),
-            format!("{:.2} ({:.2} + {:.2})", (self.collector_cpu + self.shipper_cpu) * 1000.0, self.collector_cpu * 1000.0, self.shipper_cpu * 1000.0),
+            format!(
+                "{:.2} ({:.2} + {:.2})",
+                (self.collector_cpu + self.shipper_cpu) * 1000.0,
+                self.collector_cpu * 1000.0,
+                self.shipper_cpu * 1000.0
+            ),
             format!("{:.1}", self.per_value()),
             format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
             format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
@@ -410,7 +448,11 @@ fn push(socket: &Path, producers: usize, d: Duration) -> Arc<AtomicBool> {
                     continue;
                 }
                 t += 1;
-                let frame: Vec<Point> = (0..1000).map(|i| Point::int(format!("bench_m{}", i % 100), t, i as i64, "bench").with_tag("p", p.to_string())).collect();
+                let frame: Vec<Point> = (0..1000)
+                    .map(|i| {
+                        Point::int(format!("bench_m{}", i % 100), t, i as i64, "bench").with_tag("p", p.to_string())
+                    })
+                    .collect();
                 client.send(frame);
             }
         });
@@ -436,7 +478,9 @@ fn throughput(b: &mut Bench) {
             let (port, sink) = if backend == "Carbon pickle" { pickle_sink() } else { http_sink() };
             let tsdb = match backend {
                 "InfluxDB line" => influx_tsdb(port),
-                "OpenTSDB JSON" => format!("[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{port}\ngzip = False\n"),
+                "OpenTSDB JSON" => {
+                    format!("[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{port}\ngzip = False\n")
+                }
                 _ => format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n"),
             };
             let agent = Agent::new("self_metrics: no\nmax_cache: 1000000", &tsdb);
@@ -458,7 +502,14 @@ fn throughput(b: &mut Bench) {
             let (_, peak) = rss(shipper.pid());
             let rate = points / elapsed;
             let cpu_us = if points > 0.0 { (c1 - c0) * 1e6 / points } else { f64::NAN };
-            b.row(&[backend.into(), producers.to_string(), format!("{rate:.0}"), format!("{cpu_us:.2}"), format!("{:.2}", (c1 - c0) / elapsed), format!("{}", mib(peak))]);
+            b.row(&[
+                backend.into(),
+                producers.to_string(),
+                format!("{rate:.0}"),
+                format!("{cpu_us:.2}"),
+                format!("{:.2}", (c1 - c0) / elapsed),
+                format!("{}", mib(peak)),
+            ]);
             rows.push(json!({"backend": backend, "producers": producers, "points_per_second": rate, "cpu_us_per_point": cpu_us, "peak_rss_bytes": peak}));
             drop(shipper);
         }
@@ -471,7 +522,8 @@ fn relay(b: &mut Bench) {
     let (sink_port, sink) = pickle_sink();
     // Pre-built plaintext lines, sent by 4 connections as fast as the relay reads them.
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|x| x.as_secs()).unwrap_or(0);
-    let chunk: Vec<u8> = (0..10_000).map(|i| format!("bench.relay.m{} {} {}\n", i % 500, i, now)).collect::<String>().into_bytes();
+    let chunk: Vec<u8> =
+        (0..10_000).map(|i| format!("bench.relay.m{} {} {}\n", i % 500, i, now)).collect::<String>().into_bytes();
     let chunk = Arc::new(chunk);
     let load = |port: u16, d: Duration| -> u64 {
         let sent = Arc::new(AtomicU64::new(0));
@@ -513,9 +565,14 @@ fn relay(b: &mut Bench) {
     );
     // PuyPuy
     let gport = free_port();
-    let agent = Agent::new("self_metrics: no\nmax_cache: 1000000", &format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{sink_port}\n[Relay]\ngraphite_listen = {gport}\n"));
+    let agent = Agent::new(
+        "self_metrics: no\nmax_cache: 1000000",
+        &format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{sink_port}\n[Relay]\ngraphite_listen = {gport}\n"),
+    );
     let shipper = agent.start_shipper();
-    wait_for(Duration::from_secs(5), "the graphite input", || TcpStream::connect(("127.0.0.1", gport)).ok().map(|_| ()));
+    wait_for(Duration::from_secs(5), "the graphite input", || {
+        TcpStream::connect(("127.0.0.1", gport)).ok().map(|_| ())
+    });
     let (c0, p0) = (cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
     let started = Instant::now();
     let sent = load(gport, d);
@@ -524,7 +581,15 @@ fn relay(b: &mut Bench) {
     let c1 = cpu_seconds(shipper.pid());
     let (_, peak) = rss(shipper.pid());
     let ours = delivered as f64 / send_time;
-    b.row(&["PuyPuy shipper".into(), sent.to_string(), delivered.to_string(), format!("{ours:.0}"), (sent - delivered.min(sent)).to_string(), format!("{:.2}", (c1 - c0) / started.elapsed().as_secs_f64()), mib(peak).to_string()]);
+    b.row(&[
+        "PuyPuy shipper".into(),
+        sent.to_string(),
+        delivered.to_string(),
+        format!("{ours:.0}"),
+        (sent - delivered.min(sent)).to_string(),
+        format!("{:.2}", (c1 - c0) / started.elapsed().as_secs_f64()),
+        mib(peak).to_string(),
+    ]);
     drop(shipper);
     // carbon-relay
     let relay = require("carbon-relay");
@@ -539,8 +604,13 @@ fn relay(b: &mut Bench) {
         ),
     )
     .expect("carbon.conf");
-    std::fs::write(dir.path().join("relay-rules.conf"), format!("[default]\ndefault = true\ndestinations = 127.0.0.1:{sink_port}\n")).expect("rules");
-    std::fs::write(dir.path().join("storage-schemas.conf"), "[default]\npattern = .*\nretentions = 1s:1d\n").expect("schemas");
+    std::fs::write(
+        dir.path().join("relay-rules.conf"),
+        format!("[default]\ndefault = true\ndestinations = 127.0.0.1:{sink_port}\n"),
+    )
+    .expect("rules");
+    std::fs::write(dir.path().join("storage-schemas.conf"), "[default]\npattern = .*\nretentions = 1s:1d\n")
+        .expect("schemas");
     let cr = Proc::spawn(
         "carbon-relay",
         Command::new(relay)
@@ -560,9 +630,20 @@ fn relay(b: &mut Bench) {
     let k1 = cpu_seconds(cr.pid());
     let (_, peak_r) = rss(cr.pid());
     let theirs = delivered_r as f64 / send_time_r;
-    b.row(&["carbon-relay (graphite-carbon 1.1.7, stock queue)".into(), sent_r.to_string(), delivered_r.to_string(), format!("{theirs:.0}"), (sent_r - delivered_r.min(sent_r)).to_string(), format!("{:.2}", (k1 - k0) / started.elapsed().as_secs_f64()), mib(peak_r).to_string()]);
+    b.row(&[
+        "carbon-relay (graphite-carbon 1.1.7, stock queue)".into(),
+        sent_r.to_string(),
+        delivered_r.to_string(),
+        format!("{theirs:.0}"),
+        (sent_r - delivered_r.min(sent_r)).to_string(),
+        format!("{:.2}", (k1 - k0) / started.elapsed().as_secs_f64()),
+        mib(peak_r).to_string(),
+    ]);
     drop(cr);
-    b.md.push_str(&format!("\nDelivered points/s, PuyPuy ÷ carbon-relay: **{:.1}×** (target ≥ 20×).\n", ours / theirs.max(1.0)));
+    b.md.push_str(&format!(
+        "\nDelivered points/s, PuyPuy ÷ carbon-relay: **{:.1}×** (target ≥ 20×).\n",
+        ours / theirs.max(1.0)
+    ));
     b.json.insert(
         "relay".into(),
         json!({"puypuy": {"sent": sent, "delivered": delivered, "points_per_second": ours, "peak_rss_bytes": peak},
@@ -588,10 +669,16 @@ fn scripts(b: &mut Bench) {
     let runs = 100.0 * d.as_secs_f64();
     let per_run_ms = (c1 - c0) * 1000.0 / runs;
     let (steady, peak) = rss(runner.pid());
-    b.section("4. script-runner: 100 trivial scripts per 1 s cycle", "| runs | runner CPU per script run (ms, the scripts' own excluded) | steady RSS MiB | peak RSS MiB |");
+    b.section(
+        "4. script-runner: 100 trivial scripts per 1 s cycle",
+        "| runs | runner CPU per script run (ms, the scripts' own excluded) | steady RSS MiB | peak RSS MiB |",
+    );
     b.row(&[format!("{runs:.0}"), format!("{per_run_ms:.3}"), mib(steady).to_string(), mib(peak).to_string()]);
     b.md.push_str("\nTarget ≤ 0.2 ms per script run.\n");
-    b.json.insert("scripts".into(), json!({"runs": runs, "runner_cpu_ms_per_run": per_run_ms, "rss_bytes": steady, "peak_rss_bytes": peak}));
+    b.json.insert(
+        "scripts".into(),
+        json!({"runs": runs, "runner_cpu_ms_per_run": per_run_ms, "rss_bytes": steady, "peak_rss_bytes": peak}),
+    );
 }
 
 fn jmx(b: &mut Bench) {
@@ -625,10 +712,21 @@ fn latency(b: &mut Bench) {
     let mut lat = sink.latencies_us.lock().expect("lock").clone();
     lat.sort_unstable();
     let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0) as f64 / 1000.0;
-    b.section("6. End-to-end latency, producer send → backend received (1 point per second, default batching)", "| samples | p50 ms | p99 ms | max ms |");
-    b.row(&[lat.len().to_string(), format!("{:.1}", pct(0.5)), format!("{:.1}", pct(0.99)), format!("{:.1}", pct(1.0))]);
+    b.section(
+        "6. End-to-end latency, producer send → backend received (1 point per second, default batching)",
+        "| samples | p50 ms | p99 ms | max ms |",
+    );
+    b.row(&[
+        lat.len().to_string(),
+        format!("{:.1}", pct(0.5)),
+        format!("{:.1}", pct(0.99)),
+        format!("{:.1}", pct(1.0)),
+    ]);
     b.md.push_str("\nTarget p99 < 50 ms.\n");
-    b.json.insert("latency".into(), json!({"samples": lat.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}));
+    b.json.insert(
+        "latency".into(),
+        json!({"samples": lat.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}),
+    );
 }
 
 fn main() {
@@ -642,7 +740,9 @@ fn main() {
             "--out" => out = PathBuf::from(args.next().expect("--out DIR")),
             "--only" => only.push(args.next().expect("--only PART")),
             _ => {
-                eprintln!("usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency]");
+                eprintln!(
+                    "usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency]"
+                );
                 std::process::exit(2);
             }
         }
@@ -654,8 +754,14 @@ fn main() {
         "# PuyPuy benchmark report\n\nOne run, side by side, on this machine ({cpus} cores), loopback only{}.\n",
         if quick { " — **--quick: tiny sizes, numbers not meaningful**" } else { "" }
     ));
-    let parts: [(&str, fn(&mut Bench)); 6] =
-        [("footprint", footprint), ("throughput", throughput), ("relay", relay), ("scripts", scripts), ("jmx", jmx), ("latency", latency)];
+    let parts: [(&str, fn(&mut Bench)); 6] = [
+        ("footprint", footprint),
+        ("throughput", throughput),
+        ("relay", relay),
+        ("scripts", scripts),
+        ("jmx", jmx),
+        ("latency", latency),
+    ];
     for (name, part) in parts {
         if only.is_empty() || only.iter().any(|o| o == name) {
             eprintln!("puypuy-bench: {name}…");
@@ -664,6 +770,7 @@ fn main() {
     }
     std::fs::create_dir_all(&out).expect("out dir");
     std::fs::write(out.join("report.md"), &b.md).expect("report.md");
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&Json::Object(b.json)).expect("json")).expect("report.json");
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&Json::Object(b.json)).expect("json"))
+        .expect("report.json");
     println!("{}", b.md);
 }

@@ -92,7 +92,12 @@ fn carbon_whisper_files_hold_the_values() {
     let _collector = agent.start_collector();
     let host = Agent::host().replace('.', "_");
     let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
-    let total_kb: f64 = meminfo.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).expect("MemTotal");
+    let total_kb: f64 = meminfo
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal");
     let path = format!("testcluster.testgroup.{host}.mem_total");
     let values = wait_for(Duration::from_secs(30), &format!("{path} in whisper"), || {
         let v = carbon.fetch(&path, 60);
@@ -109,7 +114,13 @@ fn carbon_whisper_files_hold_the_values() {
 #[test]
 fn opentsdb_api_put_into_victoriametrics() {
     let vm = Victoria::start();
-    let agent = Agent::new("", &format!("[TSDB]\ntsdtype: OpenTSDB\naddress: http://127.0.0.1:{}\ndatapoints: /api/put\nauth: False\n", vm.otsdb_port));
+    let agent = Agent::new(
+        "",
+        &format!(
+            "[TSDB]\ntsdtype: OpenTSDB\naddress: http://127.0.0.1:{}\ndatapoints: /api/put\nauth: False\n",
+            vm.otsdb_port
+        ),
+    );
     let _shipper = agent.start_shipper();
     let _collector = agent.start_collector();
     let series = wait_for(Duration::from_secs(30), "sys_load_1 in VictoriaMetrics", || {
@@ -131,7 +142,10 @@ fn opentsdb_api_put_into_victoriametrics() {
 #[test]
 fn kairosdb_contract_gzip_milliseconds_and_tags() {
     let kairos = KairosMock::start();
-    let agent = Agent::new("", &format!("[TSDB]\ntsdtype: KairosDB\naddress: {}\ndatapoints: /api/v1/datapoints\n", kairos.url()));
+    let agent = Agent::new(
+        "",
+        &format!("[TSDB]\ntsdtype: KairosDB\naddress: {}\ndatapoints: /api/v1/datapoints\n", kairos.url()),
+    );
     let _shipper = agent.start_shipper();
     let status = agent.command("puypuy-collector").arg("--once").status().expect("collector --once");
     assert!(status.success());

@@ -48,8 +48,14 @@ fn unknown_tsdtype() {
 
 #[test]
 fn missing_address() {
-    assert_refused("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: OpenTSDB\n", "CONFIG: [TSDB] address: missing (expected a URL");
-    assert_refused("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: Carbon\n", "CONFIG: [TSDB] address: missing (expected host:port");
+    assert_refused(
+        "[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: OpenTSDB\n",
+        "CONFIG: [TSDB] address: missing (expected a URL",
+    );
+    assert_refused(
+        "[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: Carbon\n",
+        "CONFIG: [TSDB] address: missing (expected host:port",
+    );
 }
 
 #[test]

@@ -53,7 +53,8 @@ fn latest(influx: &Influx, name: &str) -> Option<i64> {
 
 #[test]
 fn backend_down_for_a_minute_then_every_point_arrives() {
-    let outage = Duration::from_secs(std::env::var("PUYPUY_OUTAGE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60));
+    let outage =
+        Duration::from_secs(std::env::var("PUYPUY_OUTAGE_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(60));
     let mut influx = Influx::start(false);
     let agent = Agent::new("", &influx_config(&influx.url()));
     let _shipper = agent.start_shipper();
@@ -68,7 +69,9 @@ fn backend_down_for_a_minute_then_every_point_arrives() {
     wait_all(&influx, "fi_steady", count, Duration::from_secs(60));
     assert!(agent.log().contains("spooling and retrying"), "{}", agent.log());
     // The spool drained and nothing was dropped.
-    wait_for(Duration::from_secs(10), "an empty spool", || (latest(&influx, "puypuy_shipper_spool_files") == Some(0)).then_some(()));
+    wait_for(Duration::from_secs(10), "an empty spool", || {
+        (latest(&influx, "puypuy_shipper_spool_files") == Some(0)).then_some(())
+    });
     assert_eq!(latest(&influx, "puypuy_shipper_points_dropped"), Some(0));
     assert!(latest(&influx, "puypuy_shipper_points_replayed").unwrap_or(0) > 0);
 }
@@ -100,10 +103,14 @@ fn backend_answering_500_for_a_while_loses_nothing() {
     let _shipper = agent.start_shipper();
     let count = 150;
     let producer = steady_producer(&agent, "fi_500", count, Duration::from_millis(50));
-    wait_for(Duration::from_secs(10), "the first points through the proxy", || (!arrived(&influx, "fi_500").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(10), "the first points through the proxy", || {
+        (!arrived(&influx, "fi_500").is_empty()).then_some(())
+    });
     proxy.failing.store(true, Ordering::SeqCst);
     // Fail long enough for several retries with backoff.
-    wait_for(Duration::from_secs(30), "five failed requests", || (proxy.failures.load(Ordering::SeqCst) >= 5).then_some(()));
+    wait_for(Duration::from_secs(30), "five failed requests", || {
+        (proxy.failures.load(Ordering::SeqCst) >= 5).then_some(())
+    });
     proxy.failing.store(false, Ordering::SeqCst);
     let client = producer.join().expect("producer");
     assert!(client.flush(Duration::from_secs(30)));
@@ -125,14 +132,18 @@ fn full_spool_drops_exactly_the_oldest_and_counts_them() {
     influx.restart();
     // Wait until the spool is drained: its self-metric reaches 0 after a replay.
     wait_for(Duration::from_secs(60), "the spool to drain", || {
-        (latest(&influx, "puypuy_shipper_spool_files") == Some(0) && influx.points("puypuy_shipper_spool_files").len() > 1).then_some(())
+        (latest(&influx, "puypuy_shipper_spool_files") == Some(0)
+            && influx.points("puypuy_shipper_spool_files").len() > 1)
+            .then_some(())
     });
     let got = arrived(&influx, "fi_cap");
     assert!(!got.is_empty() && (got.len() as u64) < count, "expected some but not all points: {got:?}");
     let first = *got.iter().next().expect("first");
     let expected: BTreeSet<u64> = (first..count).collect();
     assert_eq!(got, expected, "the points kept are not exactly the newest ones");
-    let dropped = wait_for(Duration::from_secs(10), "the dropped self-metric", || latest(&influx, "puypuy_shipper_points_dropped"));
+    let dropped = wait_for(Duration::from_secs(10), "the dropped self-metric", || {
+        latest(&influx, "puypuy_shipper_points_dropped")
+    });
     assert_eq!(dropped as u64, count - got.len() as u64, "dropped-points self-metric vs points missing");
     assert!(agent.log().contains("spool full: dropped its oldest batch"), "{}", agent.log());
 }
@@ -151,7 +162,12 @@ fn corrupt_spool_file_is_set_aside_and_the_rest_arrives() {
     shipper.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(shipper.wait_exit(Duration::from_secs(20)).is_some_and(|s| s.success()));
     let spool = agent.path("spool/spool");
-    let mut files: Vec<_> = std::fs::read_dir(&spool).expect("spool dir").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "spool")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&spool)
+        .expect("spool dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "spool"))
+        .collect();
     files.sort();
     assert!(files.len() >= 3, "{files:?}");
     // Which points the victim holds, read through the documented layout.
@@ -159,7 +175,8 @@ fn corrupt_spool_file_is_set_aside_and_the_rest_arrives() {
     let mut bytes = std::fs::read(&victim).expect("read");
     let b = bytes[11] as usize;
     let payload = &bytes[12 + b + 12..];
-    let lost: BTreeSet<u64> = puypuy_common::frame::decode_points(payload).expect("decode").iter().map(|p| p.timestamp - BASE).collect();
+    let lost: BTreeSet<u64> =
+        puypuy_common::frame::decode_points(payload).expect("decode").iter().map(|p| p.timestamp - BASE).collect();
     let middle = bytes.len() - 3;
     bytes[middle] ^= 0x5a;
     std::fs::write(&victim, bytes).expect("corrupt");
@@ -182,13 +199,21 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("mount point");
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(path).status().expect("mount");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("mount");
         assert!(ok.success(), "cannot mount a tmpfs (the suite runs as root)");
         Tmpfs { path: path.to_path_buf() }
     }
 
     fn remount(&self, options: &str) {
-        let ok = Command::new("mount").args(["-o", &format!("remount,{options}")]).arg(&self.path).status().expect("remount");
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,{options}")])
+            .arg(&self.path)
+            .status()
+            .expect("remount");
         assert!(ok.success());
     }
 }
@@ -208,14 +233,20 @@ fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
     let mut shipper = agent.start_shipper();
     // Fill the disk, then take the backend away: the spool cannot be written.
     let filler = fs.path.join("filler");
-    let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).args(["bs=4k", "count=1000"]).output();
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=4k", "count=1000"])
+        .output();
     influx.stop();
     let client = SenderClient::start(&agent.socket(), "test", 1000);
     for i in 0..20u64 {
         client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
         thread::sleep(Duration::from_millis(20));
     }
-    wait_for(Duration::from_secs(15), "the spool error in the log", || agent.log().contains("cannot write to the spool").then_some(()));
+    wait_for(Duration::from_secs(15), "the spool error in the log", || {
+        agent.log().contains("cannot write to the spool").then_some(())
+    });
     // Read-only as well, for a while.
     std::fs::remove_file(&filler).expect("free space");
     fs.remount("ro");
@@ -223,7 +254,9 @@ fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
         client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
     }
     // None of them can be spooled, so none is acknowledged while the disk is read-only.
-    wait_for(Duration::from_secs(10), "the frames written to the shipper", || (client.stats().queued_frames >= 10).then_some(()));
+    wait_for(Duration::from_secs(10), "the frames written to the shipper", || {
+        (client.stats().queued_frames >= 10).then_some(())
+    });
     assert!(shipper.is_running(), "the shipper died on a full or read-only disk");
     fs.remount("rw");
     influx.restart();

@@ -46,7 +46,8 @@ fn remote_targets_with_and_without_password_and_a_local_one_by_main_class() {
         assert!(heap[0].1 > 0.0 || heap.len() > 1, "{jmx}: {heap:?}");
         assert!(!of_target(&influx, "jmx_threadcount", jmx).is_empty(), "{jmx}: no thread count");
         let gc = wait_for(Duration::from_secs(10), "GC counts", || {
-            let p: Vec<_> = influx.points("jmx_gc_collection_count").into_iter().filter(|p| p.2["jmx"] == jmx).collect();
+            let p: Vec<_> =
+                influx.points("jmx_gc_collection_count").into_iter().filter(|p| p.2["jmx"] == jmx).collect();
             (!p.is_empty()).then_some(p)
         });
         assert!(gc.iter().all(|p| p.2.contains_key("gc")), "{gc:?}");
@@ -103,14 +104,19 @@ fn a_wrong_jmx_password_is_logged_once() {
 fn a_restarted_target_resumes() {
     let influx = Influx::start(false);
     let mut target = JavaTarget::start(false);
-    let agent = Agent::new("system_checks: none", &format!("{}\n[JMX:app]\nurl: {}\n", influx_tsdb(&influx), target.url()));
+    let agent =
+        Agent::new("system_checks: none", &format!("{}\n[JMX:app]\nurl: {}\n", influx_tsdb(&influx), target.url()));
     let _shipper = agent.start_shipper();
     let _bridge = start_bridge(&agent);
-    wait_for(Duration::from_secs(30), "first heap points", || (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(30), "first heap points", || {
+        (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(())
+    });
     target.kill();
     let killed_at = of_target(&influx, "jmx_heap_used", "app").last().map(|p| p.0).unwrap_or(0);
     // Restart only once the bridge has seen the outage.
-    wait_for(Duration::from_secs(15), "the outage in the log", || agent.log().contains("[JMX:app] cannot read MBeans").then_some(()));
+    wait_for(Duration::from_secs(15), "the outage in the log", || {
+        agent.log().contains("[JMX:app] cannot read MBeans").then_some(())
+    });
     target.restart();
     wait_for(Duration::from_secs(30), "heap points after the restart", || {
         of_target(&influx, "jmx_heap_used", "app").iter().any(|p| p.0 > killed_at + 2).then_some(())
@@ -124,19 +130,31 @@ fn a_restarted_target_resumes() {
 fn bridge_killed_under_puypuy_sh_comes_back_and_the_collector_never_stops() {
     let influx = Influx::start(false);
     let target = JavaTarget::start(false);
-    let agent = Agent::new("system_checks: load_average", &format!("{}\n[JMX:app]\nurl: {}\n", influx_tsdb(&influx), target.url()));
+    let agent = Agent::new(
+        "system_checks: load_average",
+        &format!("{}\n[JMX:app]\nurl: {}\n", influx_tsdb(&influx), target.url()),
+    );
     let run = |args: &[&str]| puypuy_tests::puypuy_sh(&agent.config, args);
     let start = run(&["start"]);
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
-    assert!(String::from_utf8_lossy(&start.stdout).contains("jmx-bridge: started"), "{}", String::from_utf8_lossy(&start.stdout));
-    wait_for(Duration::from_secs(30), "jmx points", || (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(()));
+    assert!(
+        String::from_utf8_lossy(&start.stdout).contains("jmx-bridge: started"),
+        "{}",
+        String::from_utf8_lossy(&start.stdout)
+    );
+    wait_for(Duration::from_secs(30), "jmx points", || {
+        (!of_target(&influx, "jmx_heap_used", "app").is_empty()).then_some(())
+    });
     let pidfile = agent.path("run/puypuy.jmx-bridge.pid");
     let read_pid = || std::fs::read_to_string(&pidfile).ok().and_then(|s| s.trim().parse::<i32>().ok());
     let old = read_pid().expect("bridge pid");
-    let first = wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
+    let first =
+        wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(old), nix::sys::signal::Signal::SIGKILL).expect("kill");
-    wait_for(Duration::from_secs(5), "the bridge back", || read_pid().filter(|p| *p != old && std::path::Path::new(&format!("/proc/{p}")).exists()));
+    wait_for(Duration::from_secs(5), "the bridge back", || {
+        read_pid().filter(|p| *p != old && std::path::Path::new(&format!("/proc/{p}")).exists())
+    });
     let killed_at = influx.points("sys_load_1").last().map(|p| p.0).unwrap_or(0);
     let after = wait_for(Duration::from_secs(30), "jmx points after the restart", || {
         of_target(&influx, "jmx_heap_used", "app").last().map(|p| p.0).filter(|t| *t > killed_at + 1)

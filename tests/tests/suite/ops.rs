@@ -27,21 +27,36 @@ fn once_prints_a_table_of_checks_and_scripts_without_sending() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.starts_with("PROCESS"), "{text}");
-    let row = |metric: &str| text.lines().find(|l| l.split_whitespace().nth(1) == Some(metric)).map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let row = |metric: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(metric))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+    };
     let mem = row("mem_total").expect("mem_total row");
     assert_eq!((mem[0], mem[3], mem[4]), ("collector", "stack", "type=system"));
     let script_row = row("once_metric").expect("script row");
-    assert_eq!((script_row[0], script_row[2], script_row[3], script_row[4]), ("script-runner", "7", "rate", "type=mine"));
+    assert_eq!(
+        (script_row[0], script_row[2], script_row[3], script_row[4]),
+        ("script-runner", "7", "rate", "type=mine")
+    );
     assert!(!agent.path("out.txt").exists(), "once must not send anything");
 }
 
 #[test]
 fn check_config_lists_every_problem() {
-    let agent = Agent::new("max_cache: many\ndebug_log: perhaps", "[TSDB]\ntsdtype: Nope\n[JMX]\nurl: service:jmx:rmi:///x\nbeans: java.lang HeapMemoryUsage\n");
+    let agent = Agent::new(
+        "max_cache: many\ndebug_log: perhaps",
+        "[TSDB]\ntsdtype: Nope\n[JMX]\nurl: service:jmx:rmi:///x\nbeans: java.lang HeapMemoryUsage\n",
+    );
     let out = puypuy_sh(&agent, &["check-config"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    for expected in ["[SelfConfig] max_cache", "[SelfConfig] debug_log", "[TSDB] tsdtype", "[JMX] beans: bad ObjectName \"java.lang\""] {
+    for expected in [
+        "[SelfConfig] max_cache",
+        "[SelfConfig] debug_log",
+        "[TSDB] tsdtype",
+        "[JMX] beans: bad ObjectName \"java.lang\"",
+    ] {
         assert!(err.contains(expected), "{expected} missing from:\n{err}");
     }
     let good = Agent::new("", "[TSDB]\ntsdtype: File\npath: out.txt\n");
@@ -58,18 +73,29 @@ fn reload_applies_tags_and_period_refuses_a_bad_config_and_reopens_logs() {
     let start = puypuy_sh(&agent, &["start"]);
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
-    let tagged = |wave: &str| influx.points("sys_load_1").into_iter().filter(|p| p.2.get("wave").and_then(|v| v.as_str()) == Some(wave)).count();
+    let tagged = |wave: &str| {
+        influx
+            .points("sys_load_1")
+            .into_iter()
+            .filter(|p| p.2.get("wave").and_then(|v| v.as_str()) == Some(wave))
+            .count()
+    };
     wait_for(Duration::from_secs(20), "points of wave one", || (tagged("one") > 0).then_some(()));
 
     // Log rotation, create style: move the file away, reload, a new file appears.
     let log = agent.path("puypuy.log");
     std::fs::rename(&log, agent.path("puypuy.log.1")).expect("rotate");
     let text = std::fs::read_to_string(&agent.config).expect("config");
-    std::fs::write(&agent.config, text.replace("wave: one", "wave: two").replace("check_period_seconds: 1", "check_period_seconds: 2")).expect("config");
+    std::fs::write(
+        &agent.config,
+        text.replace("wave: one", "wave: two").replace("check_period_seconds: 1", "check_period_seconds: 2"),
+    )
+    .expect("config");
     assert!(puypuy_sh(&agent, &["reload"]).status.success());
     wait_for(Duration::from_secs(20), "points of wave two", || (tagged("two") > 0).then_some(()));
     let two: Vec<u64> = wait_for(Duration::from_secs(20), "three points at the new period", || {
-        let t: Vec<u64> = influx.points("sys_load_1").into_iter().filter(|p| p.2["wave"] == "two").map(|p| p.0).collect();
+        let t: Vec<u64> =
+            influx.points("sys_load_1").into_iter().filter(|p| p.2["wave"] == "two").map(|p| p.0).collect();
         (t.len() >= 3).then_some(t)
     });
     for pair in two.windows(2) {
@@ -80,7 +106,8 @@ fn reload_applies_tags_and_period_refuses_a_bad_config_and_reopens_logs() {
 
     // A broken config is refused and the running one stays.
     let text = std::fs::read_to_string(&agent.config).expect("config");
-    std::fs::write(&agent.config, text.replace("check_period_seconds: 2", "check_period_seconds: soon")).expect("config");
+    std::fs::write(&agent.config, text.replace("check_period_seconds: 2", "check_period_seconds: soon"))
+        .expect("config");
     assert!(puypuy_sh(&agent, &["reload"]).status.success());
     wait_for(Duration::from_secs(10), "the refusal in the log", || {
         std::fs::read_to_string(&log).ok().filter(|l| l.contains("new configuration refused")).map(|_| ())
@@ -108,9 +135,17 @@ fn status_json_reports_processes_and_shipper_metrics() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         (v["shipper"]["metrics"]["puypuy_shipper_points_sent"].as_i64()? > 0).then_some(v)
     });
-    let names: Vec<&str> = json["processes"].as_array().expect("processes").iter().filter_map(|p| p["name"].as_str()).collect();
+    let names: Vec<&str> =
+        json["processes"].as_array().expect("processes").iter().filter_map(|p| p["name"].as_str()).collect();
     assert!(names.contains(&"shipper") && names.contains(&"collector"), "{json}");
-    assert!(json["processes"].as_array().expect("processes").iter().all(|p| p["state"] == "running" || p["name"] == "script-runner"), "{json}");
+    assert!(
+        json["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .all(|p| p["state"] == "running" || p["name"] == "script-runner"),
+        "{json}"
+    );
     assert!(puypuy_sh(&agent, &["stop"]).status.success());
 }
 
@@ -118,21 +153,38 @@ fn status_json_reports_processes_and_shipper_metrics() {
 fn a_readable_config_with_a_password_is_warned_about() {
     let agent = Agent::new("", "[TSDB]\ntsdtype: InfluxDB\naddress: http://127.0.0.1:1\ndatabase: d\nauth: True\nuser: u\npass: Very-Secret-9\n");
     std::fs::set_permissions(&agent.config, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let out = agent.command("puypuy-collector").args(["--once", "--dry-run"]).stderr(std::process::Stdio::piped()).output().expect("run");
+    let out = agent
+        .command("puypuy-collector")
+        .args(["--once", "--dry-run"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("holds a password and is readable by group or others (mode 644)"), "{err}");
     assert!(!err.contains("Very-Secret-9"));
     std::fs::set_permissions(&agent.config, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    let out = agent.command("puypuy-collector").args(["--once", "--dry-run"]).stderr(std::process::Stdio::piped()).output().expect("run");
+    let out = agent
+        .command("puypuy-collector")
+        .args(["--once", "--dry-run"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("holds a password"));
 }
 
 #[test]
 fn run_user_owns_the_processes_and_their_files() {
     let user = "puypuy-test";
-    let _ = Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user]).output();
-    let uid: u32 = String::from_utf8_lossy(&Command::new("id").args(["-u", user]).output().expect("id").stdout).trim().parse().expect("the test user exists");
-    let agent = Agent::new(&format!("run_user: {user}\nsystem_checks: memory"), "[TSDB]\ntsdtype: File\npath: out/metrics.txt\n");
+    let _ =
+        Command::new("useradd").args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user]).output();
+    let uid: u32 = String::from_utf8_lossy(&Command::new("id").args(["-u", user]).output().expect("id").stdout)
+        .trim()
+        .parse()
+        .expect("the test user exists");
+    let agent = Agent::new(
+        &format!("run_user: {user}\nsystem_checks: memory"),
+        "[TSDB]\ntsdtype: File\npath: out/metrics.txt\n",
+    );
     // The user must be able to reach its files: the temp dir is private to root otherwise.
     std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     std::fs::create_dir_all(agent.path("out")).expect("out");
@@ -146,7 +198,12 @@ fn run_user_owns_the_processes_and_their_files() {
     for name in ["shipper", "collector"] {
         let pid = std::fs::read_to_string(agent.path(&format!("run/puypuy.{name}.pid"))).expect("pid");
         let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
-        let real_uid: u32 = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).and_then(|u| u.parse().ok()).expect("uid");
+        let real_uid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse().ok())
+            .expect("uid");
         assert_eq!(real_uid, uid, "{name} runs as uid {real_uid}");
     }
     for file in ["spool/shipper.sock", "puypuy.log", "out/metrics.txt"] {

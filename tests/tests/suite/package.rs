@@ -9,7 +9,12 @@ use puypuy_tests::{repo_root, require, wait_for, Influx};
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -23,18 +28,38 @@ fn package_builds_installs_runs_and_purges() {
     run(Command::new(&dpkg).args(["-i", &deb]));
 
     assert!(run(Command::new("getent").args(["passwd", "puypuy"])).starts_with("puypuy:"));
-    for path in ["/usr/bin/puypuy-shipper", "/usr/bin/puypuy-collector", "/etc/puypuy/config.ini", "/lib/systemd/system/puypuy-shipper.service", "/usr/share/puypuy/scripts_available/check_bash_random.sh"] {
+    for path in [
+        "/usr/bin/puypuy-shipper",
+        "/usr/bin/puypuy-collector",
+        "/etc/puypuy/config.ini",
+        "/lib/systemd/system/puypuy-shipper.service",
+        "/usr/share/puypuy/scripts_available/check_bash_random.sh",
+    ] {
         assert!(std::path::Path::new(path).exists(), "{path} not installed");
     }
-    if let Ok(analyze) = std::process::Command::new("systemd-analyze").args(["verify", "/lib/systemd/system/puypuy-shipper.service", "/lib/systemd/system/puypuy-collector.service", "/lib/systemd/system/puypuy-script-runner.service", "/lib/systemd/system/puypuy-jmx-bridge.service"]).output() {
+    if let Ok(analyze) = std::process::Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "/lib/systemd/system/puypuy-shipper.service",
+            "/lib/systemd/system/puypuy-collector.service",
+            "/lib/systemd/system/puypuy-script-runner.service",
+            "/lib/systemd/system/puypuy-jmx-bridge.service",
+        ])
+        .output()
+    {
         let err = String::from_utf8_lossy(&analyze.stderr);
         assert!(!err.lines().any(|l| l.contains("puypuy")), "systemd-analyze verify:\n{err}");
     }
 
     // Point the installed config at the test InfluxDB and start the installed agent.
     let config = std::fs::read_to_string("/etc/puypuy/config.ini").expect("config");
-    let config = config.replace("[TSDB]\ntsdtype: File\npath: /var/lib/puypuy/metrics.txt", &format!("[TSDB]\ntsdtype: InfluxDB\naddress: {}\ndatabase: {}", influx.url(), Influx::DB));
-    let config = config.replace("check_period_seconds: 5", "check_period_seconds: 1").replace("cluster_name: default", "cluster_name: pkg");
+    let config = config.replace(
+        "[TSDB]\ntsdtype: File\npath: /var/lib/puypuy/metrics.txt",
+        &format!("[TSDB]\ntsdtype: InfluxDB\naddress: {}\ndatabase: {}", influx.url(), Influx::DB),
+    );
+    let config = config
+        .replace("check_period_seconds: 5", "check_period_seconds: 1")
+        .replace("cluster_name: default", "cluster_name: pkg");
     std::fs::write("/etc/puypuy/config.ini", config).expect("write config");
     run(Command::new("/usr/share/puypuy/puypuy.sh").arg("start"));
     let p = wait_for(Duration::from_secs(30), "metrics from the installed agent", || {
@@ -43,15 +68,25 @@ fn package_builds_installs_runs_and_purges() {
     assert_eq!(p.2["type"], "system");
     let pid = std::fs::read_to_string("/var/lib/puypuy/puypuy.shipper.pid").expect("pid");
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().next()).expect("uid").to_string();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("uid")
+        .to_string();
     let puypuy_uid = run(Command::new("id").args(["-u", "puypuy"])).trim().to_string();
     assert_eq!(uid, puypuy_uid, "the installed shipper does not run as the puypuy user");
 
     // Purge: stops it, removes files, user and data.
     run(Command::new(&dpkg).args(["--purge", "puypuy"]));
-    for path in ["/usr/bin/puypuy-shipper", "/etc/puypuy", "/var/lib/puypuy", "/lib/systemd/system/puypuy-shipper.service"] {
+    for path in
+        ["/usr/bin/puypuy-shipper", "/etc/puypuy", "/var/lib/puypuy", "/lib/systemd/system/puypuy-shipper.service"]
+    {
         assert!(!std::path::Path::new(path).exists(), "{path} left after purge");
     }
-    assert!(Command::new("getent").args(["passwd", "puypuy"]).output().map(|o| !o.status.success()).unwrap_or(false), "user left");
+    assert!(
+        Command::new("getent").args(["passwd", "puypuy"]).output().map(|o| !o.status.success()).unwrap_or(false),
+        "user left"
+    );
     assert!(!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists(), "the shipper still runs after purge");
 }

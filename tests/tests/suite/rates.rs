@@ -11,7 +11,8 @@ use serde_json::Value as Json;
 #[test]
 fn counters_become_rates_first_sample_and_reset_give_nothing() {
     let influx = Influx::start(false);
-    let agent = Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
+    let agent =
+        Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
     let _shipper = agent.start_shipper();
     let client = SenderClient::start(&agent.socket(), "test", 100);
     let t0 = 1_700_000_000u64;

@@ -35,7 +35,9 @@ fn start_relay(agent: &Agent, ports: &mut Ports) -> puypuy_tests::Proc {
                 return Some(false);
             }
             let all = std::os::unix::net::UnixStream::connect(agent.socket()).is_ok()
-                && [ports.opentsdb, ports.graphite, ports.http].iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
+                && [ports.opentsdb, ports.graphite, ports.http]
+                    .iter()
+                    .all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok());
             all.then_some(true)
         });
         if ready {
@@ -47,7 +49,10 @@ fn start_relay(agent: &Agent, ports: &mut Ports) -> puypuy_tests::Proc {
         let text = text
             .replace(&format!("opentsdb_listen = {}", ports.opentsdb), &format!("opentsdb_listen = {}", fresh.opentsdb))
             .replace(&format!("graphite_listen = {}", ports.graphite), &format!("graphite_listen = {}", fresh.graphite))
-            .replace(&format!("http_listen = 127.0.0.1:{}", ports.http), &format!("http_listen = 127.0.0.1:{}", fresh.http));
+            .replace(
+                &format!("http_listen = 127.0.0.1:{}", ports.http),
+                &format!("http_listen = 127.0.0.1:{}", fresh.http),
+            );
         std::fs::write(&agent.config, text).expect("config");
         *ports = fresh;
     }
@@ -74,12 +79,23 @@ fn every_input_delivers_into_influxdb() {
     let _shipper = start_relay(&agent, &mut ports);
     let t = 1_700_000_000u64;
 
-    tcp_send(ports.opentsdb, &format!("put relay.telnet {t} 42.5 host=app01 dc=eu\nput bad\nput relay.telnet2 {t}123 7\n"));
-    tcp_send(ports.graphite, &format!("relay.graphite.tcp 1.25 {t}\nnot a line at all\nrelay.graphite.tagged;dc=eu 2 {t}\n"));
-    UdpSocket::bind("127.0.0.1:0").expect("udp").send_to(format!("relay.graphite.udp 3 {t}\n").as_bytes(), ("127.0.0.1", ports.graphite)).expect("send");
+    tcp_send(
+        ports.opentsdb,
+        &format!("put relay.telnet {t} 42.5 host=app01 dc=eu\nput bad\nput relay.telnet2 {t}123 7\n"),
+    );
+    tcp_send(
+        ports.graphite,
+        &format!("relay.graphite.tcp 1.25 {t}\nnot a line at all\nrelay.graphite.tagged;dc=eu 2 {t}\n"),
+    );
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("udp")
+        .send_to(format!("relay.graphite.udp 3 {t}\n").as_bytes(), ("127.0.0.1", ports.graphite))
+        .expect("send");
 
-    let body = format!("cpu_relay,host=web01,region=eu value=0.64,idle=12i {t}000000000\nmem_relay used=5 {t}000000000\n");
-    let (status, text) = http_post(&format!("http://127.0.0.1:{}/write?db=any", ports.http), &body, None).expect("write");
+    let body =
+        format!("cpu_relay,host=web01,region=eu value=0.64,idle=12i {t}000000000\nmem_relay used=5 {t}000000000\n");
+    let (status, text) =
+        http_post(&format!("http://127.0.0.1:{}/write?db=any", ports.http), &body, None).expect("write");
     assert_eq!(status, 204, "{text}");
     // gzip body
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -93,13 +109,21 @@ fn every_input_delivers_into_influxdb() {
         .expect("gzip write");
     assert_eq!(resp.status().as_u16(), 204);
     // a bad line: 400 naming it, like InfluxDB
-    let (status, text) = http_post(&format!("http://127.0.0.1:{}/write?db=any", ports.http), "ok value=1\nbroken value=\n", None).expect("write");
+    let (status, text) =
+        http_post(&format!("http://127.0.0.1:{}/write?db=any", ports.http), "ok value=1\nbroken value=\n", None)
+            .expect("write");
     assert_eq!(status, 400);
     let err: Json = serde_json::from_str(&text).expect("json error");
     assert!(err["error"].as_str().unwrap_or("").contains("unable to parse 'broken value='"), "{text}");
-    let (status, _) = http_post(&format!("http://127.0.0.1:{}/api/put", ports.http), &format!(r#"[{{"metric":"relay.put","timestamp":{t},"value":5.5,"tags":{{"dc":"us"}}}}]"#), None).expect("put");
+    let (status, _) = http_post(
+        &format!("http://127.0.0.1:{}/api/put", ports.http),
+        &format!(r#"[{{"metric":"relay.put","timestamp":{t},"value":5.5,"tags":{{"dc":"us"}}}}]"#),
+        None,
+    )
+    .expect("put");
     assert_eq!(status, 204);
-    let (status, text) = http_post(&format!("http://127.0.0.1:{}/api/put", ports.http), r#"{"metric":"x"}"#, None).expect("put");
+    let (status, text) =
+        http_post(&format!("http://127.0.0.1:{}/api/put", ports.http), r#"{"metric":"x"}"#, None).expect("put");
     assert_eq!(status, 400, "{text}");
 
     let telnet = one(&influx, "relay.telnet");
@@ -138,7 +162,8 @@ fn every_input_delivers_into_influxdb() {
 #[test]
 fn graphite_plaintext_in_carbon_pickle_out() {
     let carbon = Carbon::start();
-    let (agent, mut ports) = relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
+    let (agent, mut ports) =
+        relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
     let _shipper = start_relay(&agent, &mut ports);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
     tcp_send(ports.graphite, &format!("app.requests 17 {}\napp.requests 19 {}\n", now - 5, now - 4));
@@ -187,12 +212,16 @@ fn many_clients_a_silent_one_and_a_slow_one() {
     });
     assert_eq!(got, 500);
     slow_thread.join().expect("slow");
-    wait_for(Duration::from_secs(10), "the slow client's point", || (!influx.points("slow.metric").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(10), "the slow client's point", || {
+        (!influx.points("slow.metric").is_empty()).then_some(())
+    });
     // An over-long line is refused, the connection goes on.
     let mut s = TcpStream::connect(("127.0.0.1", ports.graphite)).expect("connect");
     s.write_all(format!("{} 1 {t}\nafter.long 1 {t}\n", "x".repeat(5000)).as_bytes()).expect("write");
     drop(s);
-    wait_for(Duration::from_secs(10), "the line after the long one", || (!influx.points("after.long").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(10), "the line after the long one", || {
+        (!influx.points("after.long").is_empty()).then_some(())
+    });
     assert!(agent.log().contains("over max_line_bytes (1024)"), "{}", agent.log());
 }
 
@@ -218,7 +247,9 @@ fn max_connections_and_idle_timeout() {
     let mut d = TcpStream::connect(("127.0.0.1", ports.opentsdb)).expect("d");
     d.write_all(b"put after.limit 1700000000 1\n").expect("write");
     drop(d);
-    wait_for(Duration::from_secs(10), "a point once connections were free", || (!influx.points("after.limit").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(10), "a point once connections were free", || {
+        (!influx.points("after.limit").is_empty()).then_some(())
+    });
     assert!(agent.log().contains("over max_connections (2)"), "{}", agent.log());
 }
 
@@ -227,9 +258,18 @@ fn send_command_and_python_client() {
     let influx = Influx::start(false);
     let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
     // With no shipper running, send fails with a clear message.
-    let out = agent.command("puypuy-shipper").args(["send", "x", "1"]).stderr(std::process::Stdio::piped()).output().expect("send");
+    let out = agent
+        .command("puypuy-shipper")
+        .args(["send", "x", "1"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("send");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no shipper is running on"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no shipper is running on"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let _shipper = start_relay(&agent, &mut ports);
     let status = agent
@@ -281,6 +321,10 @@ fn listeners_without_an_address_bind_loopback_only() {
     let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
     let _shipper = start_relay(&agent, &mut ports);
     for port in [ports.opentsdb, ports.graphite] {
-        assert_eq!(listening_addresses(port), vec!["0100007F".to_string()], "port {port} must listen on 127.0.0.1 only");
+        assert_eq!(
+            listening_addresses(port),
+            vec!["0100007F".to_string()],
+            "port {port} must listen on 127.0.0.1 only"
+        );
     }
 }

@@ -10,7 +10,10 @@ use puypuy_tests::{repo_root, wait_for, Agent, Influx, Proc};
 use serde_json::Value as Json;
 
 pub fn influx_agent(influx: &Influx, self_extra: &str) -> Agent {
-    let agent = Agent::new(self_extra, &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
+    let agent = Agent::new(
+        self_extra,
+        &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB),
+    );
     std::fs::create_dir_all(agent.path("scripts_enabled")).expect("scripts dir");
     agent
 }
@@ -62,7 +65,8 @@ fn old_bash_example_unchanged_python_and_perl() {
     assert_eq!(py[0].2["dc"], "eu");
     let period = wait_for(Duration::from_secs(15), "py_period", || influx.points("py_period").first().cloned());
     assert_eq!(period.1.as_f64(), Some(1.0), "PUYPUY_PERIOD in the script's environment");
-    let perl = wait_for(Duration::from_secs(15), "perl_random_gen", || influx.points("perl_random_gen").first().cloned());
+    let perl =
+        wait_for(Duration::from_secs(15), "perl_random_gen", || influx.points("perl_random_gen").first().cloned());
     assert_eq!(perl.2["type"], "my_perl_random");
 }
 
@@ -91,7 +95,9 @@ fn garbage_lines_are_logged_and_good_lines_ship() {
         assert!(log.contains(&format!("check_mixed line {line}:")), "line {line} not logged:\n{log}");
     }
     assert!(log.contains("check_mixed: exited with status 4"), "{log}");
-    let bad = wait_for(Duration::from_secs(5), "bad-lines self-metric", || influx.points("puypuy_script_bad_lines").first().cloned());
+    let bad = wait_for(Duration::from_secs(5), "bad-lines self-metric", || {
+        influx.points("puypuy_script_bad_lines").first().cloned()
+    });
     assert_eq!(bad.1.as_i64(), Some(5));
     assert_eq!(bad.2["script"], "check_mixed");
 }
@@ -102,7 +108,9 @@ fn processes_with(marker: &str) -> Vec<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(marker) && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z') {
+        if String::from_utf8_lossy(&cmdline).contains(marker)
+            && !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
+        {
             found.push(pid);
         }
     }
@@ -115,7 +123,11 @@ fn hanging_scripts_are_killed_and_never_delay_the_others() {
     let agent = influx_agent(&influx, "script_timeout_seconds: 2");
     let marker = format!("puypuy-hang-{}", std::process::id());
     // `exec -a` gives the sleeping processes a name we can find in /proc.
-    add_script(&agent, "check_hang", &format!("#!/bin/bash\necho 'hang_before 1 hang stack'\nexec -a {marker}-child sleep 1000\n"));
+    add_script(
+        &agent,
+        "check_hang",
+        &format!("#!/bin/bash\necho 'hang_before 1 hang stack'\nexec -a {marker}-child sleep 1000\n"),
+    );
     add_script(
         &agent,
         "check_fork",
@@ -177,17 +189,25 @@ fn scripts_of_a_runner_killed_with_sigkill_die_with_it() {
     let influx = Influx::start(false);
     let agent = influx_agent(&influx, "script_timeout_seconds: 600\ncheck_period_seconds: 2");
     let marker = format!("puypuy-orphan-{}", std::process::id());
-    add_script(&agent, "check_hang", &format!("#!/bin/bash\necho 'orphan_before 1 hang stack'\nexec -a {marker}-child sleep 1000\n"));
+    add_script(
+        &agent,
+        "check_hang",
+        &format!("#!/bin/bash\necho 'orphan_before 1 hang stack'\nexec -a {marker}-child sleep 1000\n"),
+    );
     add_script(&agent, "check_fork", &format!("#!/bin/bash\n(exec -a {marker}-grandchild sleep 1000) &\nwait\n"));
     let _shipper = agent.start_shipper();
     let mut runner = start_runner(&agent);
     // (Its output ships only when the script ends: stdout stays open in the sleeping process.)
-    wait_for(Duration::from_secs(15), "the script and the grandchild running", || (processes_with(&marker).len() == 2).then_some(()));
+    wait_for(Duration::from_secs(15), "the script and the grandchild running", || {
+        (processes_with(&marker).len() == 2).then_some(())
+    });
     let config = agent.config.display().to_string();
     let guardians = || {
         processes_with(&config)
             .into_iter()
-            .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "puypuy-guardian"))
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "puypuy-guardian")
+            })
             .count()
     };
     assert_eq!(guardians(), 1, "one guardian per runner");
@@ -213,11 +233,8 @@ fn two_hundred_scripts_complete_within_the_period() {
     // Three consecutive cycles, each with all 200 scripts' points at the cycle's timestamp.
     let counts = wait_for(Duration::from_secs(30), "three complete cycles", || {
         let (_, rows) = influx.select("SELECT count(value) FROM many GROUP BY time(2s)");
-        let full: Vec<(u64, i64)> = rows
-            .iter()
-            .filter_map(|r| Some((r[0].as_u64()?, r[1].as_i64()?)))
-            .filter(|(_, c)| *c > 0)
-            .collect();
+        let full: Vec<(u64, i64)> =
+            rows.iter().filter_map(|r| Some((r[0].as_u64()?, r[1].as_i64()?))).filter(|(_, c)| *c > 0).collect();
         (full.len() >= 5).then_some(full)
     });
     // The first cycle may have started before all scripts were written, and the last may still be

@@ -86,7 +86,10 @@ fn every_service_check_arrives_and_load_moves_its_rates() {
         assert_eq!(p.2["type"], ty, "{name}");
     }
     let socket_instance = wait_for(Duration::from_secs(20), "the socket MySQL instance", || {
-        influx.points("mysql_threads_connected").into_iter().find(|p| p.2.get("instance").and_then(|v| v.as_str()) == Some("sock"))
+        influx
+            .points("mysql_threads_connected")
+            .into_iter()
+            .find(|p| p.2.get("instance").and_then(|v| v.as_str()) == Some("sock"))
     });
     assert!(socket_instance.1.as_f64().unwrap_or(0.0) >= 1.0);
 
@@ -127,17 +130,23 @@ fn a_stopped_server_is_logged_once_and_the_others_keep_shipping() {
     let influx = Influx::start(false);
     let nginx = services::nginx(None);
     let mut redis = services::redis(None);
-    let sections = format!("[NginX]\naddress: http://127.0.0.1:{}\n\n[Redis]\nhost: 127.0.0.1\nport: {}\n", nginx.port, redis.port);
+    let sections = format!(
+        "[NginX]\naddress: http://127.0.0.1:{}\n\n[Redis]\nhost: 127.0.0.1\nport: {}\n",
+        nginx.port, redis.port
+    );
     let agent = Agent::new("system_checks: load_average", &format!("{}\n{sections}", influx_tsdb(&influx)));
     let _shipper = agent.start_shipper();
     let _collector = agent.start_collector();
-    wait_for(Duration::from_secs(20), "redis metrics", || (!influx.points("redis_used_memory").is_empty()).then_some(()));
+    wait_for(Duration::from_secs(20), "redis metrics", || {
+        (!influx.points("redis_used_memory").is_empty()).then_some(())
+    });
     redis.proc.signal(nix::sys::signal::Signal::SIGKILL);
     redis.proc.wait_exit(Duration::from_secs(5));
     let stopped_at = latest_time(&influx, "nginx_connections");
     // Five more cycles: nginx and the system check every cycle, one log line for Redis.
     let times = wait_for(Duration::from_secs(20), "five cycles after Redis stopped", || {
-        let t: Vec<u64> = influx.points("nginx_connections").into_iter().map(|p| p.0).filter(|t| *t > stopped_at).collect();
+        let t: Vec<u64> =
+            influx.points("nginx_connections").into_iter().map(|p| p.0).filter(|t| *t > stopped_at).collect();
         (t.len() >= 5).then_some(t)
     });
     for pair in times.windows(2) {

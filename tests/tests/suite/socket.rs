@@ -18,7 +18,8 @@ fn file_agent() -> Agent {
 fn closed_by_peer(mut conn: UnixStream) -> bool {
     conn.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let mut buf = [0u8; 64];
-    matches!(conn.read(&mut buf), Ok(0)) || matches!(conn.read(&mut buf), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    matches!(conn.read(&mut buf), Ok(0))
+        || matches!(conn.read(&mut buf), Err(ref e) if e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
 #[test]
@@ -44,7 +45,9 @@ fn garbage_closes_only_its_own_connection() {
     truncated.write_all(&frame[..frame.len() - 3]).expect("write");
     truncated.shutdown(std::net::Shutdown::Write).expect("shutdown");
 
-    for (name, conn) in [("random bytes", random), ("4 GiB claim", huge), ("unknown version", version), ("truncated frame", truncated)] {
+    for (name, conn) in
+        [("random bytes", random), ("4 GiB claim", huge), ("unknown version", version), ("truncated frame", truncated)]
+    {
         assert!(closed_by_peer(conn), "the shipper kept the {name} connection open");
     }
     for i in 0..5u64 {

@@ -52,10 +52,16 @@ fn restarted(path: &Path, old: i32) -> i32 {
 #[test]
 fn watchdog_restarts_killed_processes_and_stop_leaves_nothing() {
     let influx = Influx::start(false);
-    let agent = Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
+    let agent =
+        Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
     let start = puypuy_sh(&agent, &["start"]);
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
-    assert!(start.status.success(), "start: {}{}", String::from_utf8_lossy(&start.stdout), String::from_utf8_lossy(&start.stderr));
+    assert!(
+        start.status.success(),
+        "start: {}{}",
+        String::from_utf8_lossy(&start.stdout),
+        String::from_utf8_lossy(&start.stderr)
+    );
     let status = puypuy_sh(&agent, &["status"]);
     let text = String::from_utf8_lossy(&status.stdout).to_string();
     assert_eq!(status.status.code(), Some(0), "{text}");
@@ -112,7 +118,8 @@ fn start_with_a_broken_config_fails_with_the_message() {
 #[test]
 fn killed_script_runner_comes_back_and_collector_points_never_stop() {
     let influx = Influx::start(false);
-    let agent = Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
+    let agent =
+        Agent::new("", &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB));
     std::fs::create_dir_all(agent.path("scripts_enabled")).expect("scripts dir");
     let script = agent.path("scripts_enabled/check_one");
     std::fs::write(&script, "#!/bin/sh\necho 'script_point 1 s stack'\n").expect("script");
@@ -121,7 +128,8 @@ fn killed_script_runner_comes_back_and_collector_points_never_stop() {
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
     assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     wait_for(Duration::from_secs(20), "script_point", || (!influx.points("script_point").is_empty()).then_some(()));
-    let first = wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
+    let first =
+        wait_for(Duration::from_secs(20), "collector points", || influx.points("sys_load_1").first().map(|p| p.0));
     let runner_pidfile = agent.path("run/puypuy.script-runner.pid");
     let old = read_pid(&runner_pidfile).expect("runner pid");
     kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill runner");

@@ -13,7 +13,13 @@ use puypuy_tests::{wait_for, Agent, Influx};
 fn https_backend_with_a_private_ca_a_refused_certificate_and_insecure() {
     let influx = Influx::start(false);
     let (proxy, ca) = tls_proxy(influx.port);
-    let tsdb = |extra: &str| format!("[TSDB]\ntsdtype = InfluxDB\naddress = https://127.0.0.1:{}\ndatabase = {}\n{extra}\n", proxy.port, Influx::DB);
+    let tsdb = |extra: &str| {
+        format!(
+            "[TSDB]\ntsdtype = InfluxDB\naddress = https://127.0.0.1:{}\ndatabase = {}\n{extra}\n",
+            proxy.port,
+            Influx::DB
+        )
+    };
 
     // No ca_file: the test CA is unknown, the certificate is refused, points wait (spooled).
     let refused = Agent::new("self_metrics: no", &tsdb(""));
