@@ -1,15 +1,20 @@
 //! The shipper: the only PuyPuy process that talks to the backend. It receives frames from the
-//! producers on a Unix socket ([`receive`]), turns counters into rates ([`rate`]), adds the host's
-//! tags ([`tags`]), batches and delivers with retries ([`pipeline`], [`transport`]) through one pure
-//! encoder per backend ([`backends`]).
+//! producers on a Unix socket ([`receive`]), turns counters into rates ([`rate`]) and batches them
+//! ([`batch`]), adds the host's tags ([`tags`]) and delivers with retries, spooling and replay
+//! ([`delivery`], [`spool`], [`rejected`], [`transport`]) through one pure encoder per backend
+//! ([`backends`]). Acks go back to the producers through [`ack`]; [`stats`] counts it all.
 
+pub mod ack;
 pub mod backends;
-pub mod pipeline;
+pub mod batch;
+pub mod delivery;
 pub mod rate;
 pub mod receive;
+pub mod rejected;
 pub mod relay;
 pub mod self_metrics;
 pub mod send;
 pub mod spool;
+pub mod stats;
 pub mod tags;
 pub mod transport;

@@ -8,10 +8,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use puypuy_common::cli::{Cli, USAGE_OPTIONS};
+use puypuy_common::cli::{Cli, Supports};
 use puypuy_common::{hostname, logging, Config};
-use puypuy_shipper::pipeline::{self, BatcherSettings, DeliverySettings, Input, Stats};
-use puypuy_shipper::spool::{DropPolicy, RejectedDir, Spool};
+use puypuy_shipper::batch::{self, BatcherSettings, Input};
+use puypuy_shipper::delivery::{self, DeliverySettings};
+use puypuy_shipper::rejected::RejectedDir;
+use puypuy_shipper::spool::{DropPolicy, Spool};
+use puypuy_shipper::stats::Stats;
 use puypuy_shipper::{receive, relay, self_metrics, send, tags::HostTags, transport};
 
 /// Every point received is a handful of small strings allocated on a connection thread and freed
@@ -22,26 +25,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const USAGE: &str = "usage: puypuy-shipper [--config PATH]\n       puypuy-shipper [--config PATH] send NAME VALUE [--type T] [--rate] [--timestamp TS] [tag=value ...]";
 
+const SUPPORTS: Supports = Supports { one_cycle: false, subcommand: Some("send") };
+
 fn main() -> ExitCode {
-    let cli = match Cli::parse(std::env::args().skip(1)) {
+    let cli = match Cli::parse(std::env::args().skip(1), SUPPORTS) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("puypuy-shipper: {e}\n{USAGE}\n{USAGE_OPTIONS}");
+            eprintln!("puypuy-shipper: {e}\n{}", Cli::usage(USAGE, SUPPORTS));
             return ExitCode::from(2);
         }
     };
-    if cli.rest.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}\n{USAGE_OPTIONS}");
-        return ExitCode::SUCCESS;
+    if let Some(code) = cli.answer_and_exit("puypuy-shipper", USAGE, SUPPORTS) {
+        return code;
     }
-    let send_args = match cli.rest.first().map(String::as_str) {
-        Some("send") => Some(cli.rest[1..].to_vec()),
-        Some(extra) => {
-            eprintln!("puypuy-shipper: unexpected argument {extra:?}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-        None => None,
-    };
+    let send_args = cli.rest.first().map(|_| cli.rest[1..].to_vec());
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -49,10 +46,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.check_config {
-        println!("{}: configuration OK", config.file.display());
-        return ExitCode::SUCCESS;
-    }
     if let Some(args) = send_args {
         return send::run(&config, &args);
     }
@@ -98,7 +91,7 @@ fn apply_reload(
     {
         restart.push("max_cache/max_cache_bytes/cache_drop");
     }
-    if format!("{:?}", old.relay) != format!("{:?}", new.relay) {
+    if old.relay != new.relay {
         restart.push("[Relay]");
     }
     if !restart.is_empty() {
@@ -166,7 +159,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let delivery_stats = Arc::clone(&stats);
     let delivery = thread::Builder::new()
         .name("delivery".into())
-        .spawn(move || pipeline::run_delivery(batch_rx, transport, delivery_settings, delivery_stats))
+        .spawn(move || delivery::run_delivery(batch_rx, transport, delivery_settings, delivery_stats))
         .context("cannot start the delivery thread")?;
     let accept_tx = input_tx.clone();
     let listener = bound.listener.try_clone().context("cannot clone the listener")?;
@@ -175,11 +168,11 @@ fn run(config: Config) -> anyhow::Result<()> {
         .name("accept".into())
         .spawn(move || receive::serve(listener, accept_tx, accept_stats))
         .context("cannot start the accept thread")?;
-    let relay_stats = relay::server::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
+    let relay_stats = relay::start(&config.relay, &input_tx).map_err(anyhow::Error::msg)?;
     let batcher_stats = Arc::clone(&stats);
     let batcher = thread::Builder::new()
         .name("batcher".into())
-        .spawn(move || pipeline::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
+        .spawn(move || batch::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
     let self_metrics = self_metrics::SelfMetrics::new(
         Arc::clone(&stats),

@@ -26,8 +26,9 @@ use crossbeam_channel::Sender;
 
 use puypuy_common::{schedule, Point};
 
-use crate::pipeline::{Input, Stats};
-use crate::relay::server::InputStats;
+use crate::batch::Input;
+use crate::relay::InputStats;
+use crate::stats::Stats;
 use crate::transport::ErrorKind;
 
 pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<Point> {

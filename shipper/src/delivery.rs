@@ -1,11 +1,11 @@
-//! The shipper's two stages after the socket: the batcher (rates, batching) and the delivery loop
-//! (send, spool, replay, acks). The host's tags are added by the encoders while writing.
+//! The delivery loop: sends batches to the backend, spools them while it is down, replays the
+//! spool once it answers, sets refused points aside and acknowledges frames.
 //!
-//! A frame is never split between batches, and a frame is acknowledged only once the one batch
-//! holding its points was accepted by the backend, or written and fsynced to the spool, or refused
-//! by the backend as invalid (set aside in `tmpdir/rejected/`: resending could not help), or
-//! dropped because every bound was reached (counted). Until then the producer keeps the frame and
-//! resends it after a reconnect, so a shipper killed with -9 loses nothing.
+//! A frame is acknowledged only once the one batch holding its points was accepted by the backend,
+//! or written and fsynced to the spool, or refused by the backend as invalid (set aside in
+//! `tmpdir/rejected/`: resending could not help), or dropped because every bound was reached
+//! (counted). Until then the producer keeps the frame and resends it after a reconnect, so a
+//! shipper killed with -9 loses nothing.
 //!
 //! While the backend is down, new batches go straight to the spool. Once it answers again, spooled
 //! batches are replayed oldest first, taking turns with new batches so that neither starves. If the
@@ -13,225 +13,19 @@
 //! `max_cache`; the spool is tried again for each new batch.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use puypuy_common::frame::{Ack, ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
 use puypuy_common::Point;
 
-use crate::rate::RateState;
-use crate::spool::{Pushed, RejectedDir, Spool};
+use crate::batch::Batch;
+use crate::rejected::RejectedDir;
+use crate::spool::{Pushed, Spool};
+use crate::stats::Stats;
 use crate::transport::{ErrorKind, OnRejection, SendError, Transport};
-
-/// Where the ack of one frame goes.
-pub enum AckTo {
-    /// A waiting relay request.
-    Channel(Sender<Ack>),
-    /// The producer connection the frame came on.
-    Socket(Arc<crate::receive::AckSocket>),
-}
-
-pub struct AckHandle {
-    pub to: AckTo,
-    pub seq: u64,
-}
-
-impl AckHandle {
-    fn ack(self, status: u8) {
-        // The connection may be gone; the producer then resends and the duplicate is harmless.
-        let ack = Ack::new(self.seq, status);
-        match self.to {
-            AckTo::Channel(tx) => {
-                let _ = tx.send(ack);
-            }
-            AckTo::Socket(socket) => socket.send(ack),
-        }
-    }
-}
-
-pub enum Input {
-    Points {
-        points: Vec<Point>,
-        ack: Option<AckHandle>,
-    },
-    /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
-    SelfMetrics(Vec<Point>),
-    /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
-    /// which then hands the buffer back to the connection through `back` for its next frame.
-    Frame {
-        payload: Vec<u8>,
-        ack: AckHandle,
-        back: Sender<Vec<u8>>,
-    },
-    /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
-    Reload {
-        batch_points: usize,
-        batch_wait: Duration,
-    },
-    Shutdown,
-}
-
-#[derive(Default)]
-pub struct Batch {
-    pub points: Vec<Point>,
-    pub acks: Vec<AckHandle>,
-    pub own: bool,
-}
-
-impl Batch {
-    fn ack_all(self, status: u8) {
-        for a in self.acks {
-            a.ack(status);
-        }
-    }
-}
-
-/// Counters for the shipper's self-metrics.
-#[derive(Default)]
-pub struct Stats {
-    pub points_received: AtomicU64,
-    pub points_invalid: AtomicU64,
-    pub points_sent: AtomicU64,
-    pub points_spooled: AtomicU64,
-    pub points_replayed: AtomicU64,
-    /// Producers' points dropped because every bound was reached.
-    pub points_dropped: AtomicU64,
-    /// The shipper's own self-metric points dropped the same way.
-    pub self_points_dropped: AtomicU64,
-    pub points_rejected: AtomicU64,
-    pub spool_files: AtomicU64,
-    pub spool_bytes: AtomicU64,
-    pub errors: [AtomicU64; 4],
-    pub connections: AtomicU64,
-    pub last_send_micros: AtomicU64,
-}
-
-impl Stats {
-    fn error(&self, kind: ErrorKind) -> &AtomicU64 {
-        &self.errors[ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)]
-    }
-
-    pub fn errors_of(&self, kind: ErrorKind) -> u64 {
-        self.error(kind).load(Ordering::Relaxed)
-    }
-}
-
-pub struct BatcherSettings {
-    pub batch_points: usize,
-    pub batch_wait: Duration,
-    /// Where the rate state is saved (on shutdown and every [`RATE_SAVE_EVERY`]).
-    pub rate_file: Option<PathBuf>,
-}
-
-pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(30);
-
-pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
-    let mut rates = match &settings.rate_file {
-        Some(path) => match RateState::load(path) {
-            Ok(r) => {
-                if r.len() > 0 {
-                    log::info!("restored the rate state of {} series from {}", r.len(), path.display());
-                }
-                r
-            }
-            Err(e) => {
-                log::warn!("rate state in {} not restored ({e}); counters start afresh", path.display());
-                RateState::new()
-            }
-        },
-        None => RateState::new(),
-    };
-    let mut last_save = Instant::now();
-    let rate_file = settings.rate_file.clone();
-    let save = |rates: &RateState| {
-        if let Some(path) = &rate_file {
-            if let Err(e) = rates.save(path) {
-                log::warn!("cannot save the rate state to {}: {e}", path.display());
-            }
-        }
-    };
-    let mut batch = Batch::default();
-    let mut deadline: Option<Instant> = None;
-    let flush = |batch: &mut Batch, deadline: &mut Option<Instant>| {
-        *deadline = None;
-        if !batch.points.is_empty() || !batch.acks.is_empty() {
-            let _ = out.send(std::mem::take(batch));
-        }
-    };
-    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| {
-        stats.points_received.fetch_add(points.len() as u64, Ordering::Relaxed);
-        for p in points {
-            if p.name.is_empty() || !p.value.is_finite() {
-                stats.points_invalid.fetch_add(1, Ordering::Relaxed);
-                log::warn!("dropped an invalid point (empty name or NaN/inf value): {}", p.dry_run_line());
-                continue;
-            }
-            if let Some(p) = rates.apply(p) {
-                into.push(p);
-            }
-        }
-    };
-    loop {
-        let message = match deadline {
-            Some(d) => rx.recv_deadline(d),
-            None => rx.recv_timeout(RATE_SAVE_EVERY),
-        };
-        match message {
-            Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {
-                let (points, ack) = match input {
-                    Input::Frame { payload, ack, back } => {
-                        let decoded = puypuy_common::frame::Frame::decode(&payload);
-                        let _ = back.try_send(payload);
-                        match decoded {
-                            Ok(frame) => (frame.points, Some(ack)),
-                            // Cannot happen after the connection thread's check; refused all the same.
-                            Err(e) => {
-                                log::error!("frame {} does not decode after its check: {e}", ack.seq);
-                                ack.ack(puypuy_common::frame::ACK_REJECTED);
-                                (Vec::new(), None)
-                            }
-                        }
-                    }
-                    Input::Points { points, ack } => (points, ack),
-                    _ => (Vec::new(), None),
-                };
-                prepare(points, &mut batch.points, &mut rates);
-                if let Some(a) = ack {
-                    batch.acks.push(a);
-                }
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + settings.batch_wait);
-                }
-                if batch.points.len() >= settings.batch_points {
-                    flush(&mut batch, &mut deadline);
-                }
-            }
-            Ok(Input::Reload { batch_points, batch_wait }) => {
-                flush(&mut batch, &mut deadline);
-                settings.batch_points = batch_points;
-                settings.batch_wait = batch_wait;
-            }
-            Ok(Input::SelfMetrics(points)) => {
-                let mut own = Batch { own: true, ..Batch::default() };
-                prepare(points, &mut own.points, &mut rates);
-                let _ = out.send(own);
-            }
-            Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
-            Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut batch, &mut deadline);
-                save(&rates);
-                return;
-            }
-        }
-        if last_save.elapsed() >= RATE_SAVE_EVERY {
-            save(&rates);
-            last_save = Instant::now();
-        }
-    }
-}
 
 pub struct DeliverySettings {
     /// Most batches held in memory when the spool cannot be written (`max_cache`).

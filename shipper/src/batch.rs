@@ -1,0 +1,167 @@
+//! The batcher: the stage between the socket and the delivery loop. It decodes frames, turns
+//! counters into rates, and gathers points into batches of at most `batch_points` (or what came
+//! within `batch_ms` of a batch's first point). A frame is never split between batches; the acks
+//! of a batch's frames travel with it. The host's tags are added later, by the encoders.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use puypuy_common::Point;
+
+use crate::ack::AckHandle;
+use crate::rate::RateState;
+use crate::stats::Stats;
+
+pub enum Input {
+    Points {
+        points: Vec<Point>,
+        ack: Option<AckHandle>,
+    },
+    /// The shipper's own self-metrics: batched alone so that their drops are counted apart.
+    SelfMetrics(Vec<Point>),
+    /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
+    /// which then hands the buffer back to the connection through `back` for its next frame.
+    Frame {
+        payload: Vec<u8>,
+        ack: AckHandle,
+        back: Sender<Vec<u8>>,
+    },
+    /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
+    Reload {
+        batch_points: usize,
+        batch_wait: Duration,
+    },
+    Shutdown,
+}
+
+#[derive(Default)]
+pub struct Batch {
+    pub points: Vec<Point>,
+    pub acks: Vec<AckHandle>,
+    pub own: bool,
+}
+
+impl Batch {
+    pub(crate) fn ack_all(self, status: u8) {
+        for a in self.acks {
+            a.ack(status);
+        }
+    }
+}
+
+pub struct BatcherSettings {
+    pub batch_points: usize,
+    pub batch_wait: Duration,
+    /// Where the rate state is saved (on shutdown and every [`RATE_SAVE_EVERY`]).
+    pub rate_file: Option<PathBuf>,
+}
+
+pub const RATE_SAVE_EVERY: Duration = Duration::from_secs(30);
+
+pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: BatcherSettings, stats: Arc<Stats>) {
+    let mut rates = match &settings.rate_file {
+        Some(path) => match RateState::load(path) {
+            Ok(r) => {
+                if r.len() > 0 {
+                    log::info!("restored the rate state of {} series from {}", r.len(), path.display());
+                }
+                r
+            }
+            Err(e) => {
+                log::warn!("rate state in {} not restored ({e}); counters start afresh", path.display());
+                RateState::new()
+            }
+        },
+        None => RateState::new(),
+    };
+    let mut last_save = Instant::now();
+    let rate_file = settings.rate_file.clone();
+    let save = |rates: &RateState| {
+        if let Some(path) = &rate_file {
+            if let Err(e) = rates.save(path) {
+                log::warn!("cannot save the rate state to {}: {e}", path.display());
+            }
+        }
+    };
+    let mut batch = Batch::default();
+    let mut deadline: Option<Instant> = None;
+    let flush = |batch: &mut Batch, deadline: &mut Option<Instant>| {
+        *deadline = None;
+        if !batch.points.is_empty() || !batch.acks.is_empty() {
+            let _ = out.send(std::mem::take(batch));
+        }
+    };
+    let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| {
+        stats.points_received.fetch_add(points.len() as u64, Ordering::Relaxed);
+        for p in points {
+            if p.name.is_empty() || !p.value.is_finite() {
+                stats.points_invalid.fetch_add(1, Ordering::Relaxed);
+                log::warn!("dropped an invalid point (empty name or NaN/inf value): {}", p.dry_run_line());
+                continue;
+            }
+            if let Some(p) = rates.apply(p) {
+                into.push(p);
+            }
+        }
+    };
+    loop {
+        let message = match deadline {
+            Some(d) => rx.recv_deadline(d),
+            None => rx.recv_timeout(RATE_SAVE_EVERY),
+        };
+        match message {
+            Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {
+                let (points, ack) = match input {
+                    Input::Frame { payload, ack, back } => {
+                        let decoded = puypuy_common::frame::Frame::decode(&payload);
+                        let _ = back.try_send(payload);
+                        match decoded {
+                            Ok(frame) => (frame.points, Some(ack)),
+                            // Cannot happen after the connection thread's check; refused all the same.
+                            Err(e) => {
+                                log::error!("frame {} does not decode after its check: {e}", ack.seq);
+                                ack.ack(puypuy_common::frame::ACK_REJECTED);
+                                (Vec::new(), None)
+                            }
+                        }
+                    }
+                    Input::Points { points, ack } => (points, ack),
+                    _ => (Vec::new(), None),
+                };
+                prepare(points, &mut batch.points, &mut rates);
+                if let Some(a) = ack {
+                    batch.acks.push(a);
+                }
+                if deadline.is_none() {
+                    deadline = Some(Instant::now() + settings.batch_wait);
+                }
+                if batch.points.len() >= settings.batch_points {
+                    flush(&mut batch, &mut deadline);
+                }
+            }
+            Ok(Input::Reload { batch_points, batch_wait }) => {
+                flush(&mut batch, &mut deadline);
+                settings.batch_points = batch_points;
+                settings.batch_wait = batch_wait;
+            }
+            Ok(Input::SelfMetrics(points)) => {
+                let mut own = Batch { own: true, ..Batch::default() };
+                prepare(points, &mut own.points, &mut rates);
+                let _ = out.send(own);
+            }
+            Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
+            Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                flush(&mut batch, &mut deadline);
+                save(&rates);
+                return;
+            }
+        }
+        if last_save.elapsed() >= RATE_SAVE_EVERY {
+            save(&rates);
+            last_save = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The relay's HTTP input: InfluxDB `/write` (with `/ping` and an accepted, ignored `/query`) and
+//! OpenTSDB `/api/put`. A request is answered only once its points are delivered or spooled, so a
+//! 204 means the relay has taken responsibility for them.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED};
+use puypuy_common::Point;
+
+use super::inputs::{now, InputStats};
+use super::line_protocol::{self, Precision};
+use super::opentsdb_json;
+use crate::ack::{AckHandle, AckTo};
+use crate::batch::Input;
+
+const HTTP_WORKERS: usize = 8;
+const MAX_BODY: u64 = 32 * 1024 * 1024;
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+pub(crate) fn start(addr: SocketAddr, tx: Sender<Input>, stats: Arc<InputStats>) -> Result<(), String> {
+    let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?);
+    for i in 0..HTTP_WORKERS {
+        let (server, tx, stats) = (Arc::clone(&server), tx.clone(), Arc::clone(&stats));
+        thread::Builder::new()
+            .name(format!("relay-http-{i}"))
+            .spawn(move || {
+                while let Ok(request) = server.recv() {
+                    stats.connections.fetch_add(1, Ordering::Relaxed);
+                    handle_http(request, &tx, &stats);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn json_response(status: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
+    let mut r = tiny_http::Response::from_string(body).with_status_code(status);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        r.add_header(h);
+    }
+    r
+}
+
+fn empty_response(status: u16) -> tiny_http::Response<std::io::Empty> {
+    tiny_http::Response::empty(status)
+}
+
+fn query_param<'a>(url: &'a str, key: &str) -> Option<&'a str> {
+    url.split_once('?')?.1.split('&').find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, String> {
+    let gzip = request
+        .headers()
+        .iter()
+        .any(|h| h.field.equiv("Content-Encoding") && h.value.as_str().eq_ignore_ascii_case("gzip"));
+    let mut raw = Vec::new();
+    request.as_reader().take(MAX_BODY + 1).read_to_end(&mut raw).map_err(|e| format!("cannot read the body: {e}"))?;
+    if raw.len() as u64 > MAX_BODY {
+        return Err(format!("body over {MAX_BODY} bytes"));
+    }
+    if !gzip {
+        return Ok(raw);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..])
+        .take(MAX_BODY * 8)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("body announced as gzip does not decompress: {e}"))?;
+    Ok(out)
+}
+
+/// Hands the points over and waits until they are delivered or spooled.
+fn deliver(tx: &Sender<Input>, points: Vec<Point>) -> Result<(), (u16, String)> {
+    let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
+    tx.send(Input::Points { points, ack: Some(AckHandle { to: AckTo::Channel(ack_tx), seq: 0 }) })
+        .map_err(|_| (503, "shipper is stopping".to_string()))?;
+    match ack_rx.recv_timeout(ACK_WAIT) {
+        Ok(ack) if ack.status == ACK_DELIVERED => Ok(()),
+        Ok(ack) if ack.status == ACK_DROPPED => Err((503, "dropped: the relay's buffers are full".into())),
+        Ok(_) => Err((400, "the backend refused the points".into())),
+        Err(_) => Err((503, format!("not delivered nor spooled within {ACK_WAIT:?}"))),
+    }
+}
+
+fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &InputStats) {
+    let url = request.url().to_string();
+    let path = url.split('?').next().unwrap_or("").to_string();
+    let method = request.method().clone();
+    let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
+    let result = match (&method, path.as_str()) {
+        (tiny_http::Method::Get | tiny_http::Method::Head, "/ping") => {
+            let _ = request.respond(empty_response(204));
+            return;
+        }
+        (_, "/query") => {
+            // Client libraries create their database first; there is nothing to create here.
+            let _ = request.respond(json_response(200, r#"{"results":[{"statement_id":0}]}"#.into()));
+            return;
+        }
+        (tiny_http::Method::Post, "/write") => write_influx(&mut request, &url, tx, stats, &peer),
+        (tiny_http::Method::Post, "/api/put") => put_opentsdb(&mut request, tx, stats, &peer),
+        _ => Err((404, format!("unknown path {path} (expected POST /write or POST /api/put)"))),
+    };
+    let response = match result {
+        Ok(()) => {
+            let _ = request.respond(empty_response(204));
+            return;
+        }
+        Err((status, message)) => json_response(status, serde_json::json!({ "error": message }).to_string()),
+    };
+    let _ = request.respond(response);
+}
+
+fn write_influx(
+    request: &mut tiny_http::Request,
+    url: &str,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    peer: &str,
+) -> Result<(), (u16, String)> {
+    if query_param(url, "db").is_none_or(str::is_empty) {
+        return Err((400, "database is required".into()));
+    }
+    let precision = query_param(url, "precision").unwrap_or("n");
+    let precision = Precision::parse(precision).ok_or_else(|| (400, format!("invalid precision {precision:?}")))?;
+    let body = read_body(request).map_err(|e| (400, e))?;
+    let text = String::from_utf8(body).map_err(|_| (400, "body is not valid UTF-8".to_string()))?;
+    match line_protocol::parse_body(&text, precision, now()) {
+        Ok(points) => {
+            let lines = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count();
+            stats.accepted.fetch_add(lines as u64, Ordering::Relaxed);
+            if points.is_empty() {
+                return Ok(());
+            }
+            deliver(tx, points)
+        }
+        Err((n, line, why)) => {
+            stats.reject(peer, &line, &format!("line {n}: {why}"));
+            Err((400, format!("unable to parse '{line}': {why} (line {n})")))
+        }
+    }
+}
+
+fn put_opentsdb(
+    request: &mut tiny_http::Request,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    peer: &str,
+) -> Result<(), (u16, String)> {
+    let body = read_body(request).map_err(|e| (400, e))?;
+    match opentsdb_json::parse_put_json(&body) {
+        Ok(points) => {
+            stats.accepted.fetch_add(points.len() as u64, Ordering::Relaxed);
+            deliver(tx, points)
+        }
+        Err(e) => {
+            stats.reject(peer, "", &e);
+            Err((400, e))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params() {
+        assert_eq!(query_param("/write?db=x&precision=s", "precision"), Some("s"));
+        assert_eq!(query_param("/write?db=x", "db"), Some("x"));
+        assert_eq!(query_param("/write", "db"), None);
+    }
+}

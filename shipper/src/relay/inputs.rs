@@ -1,0 +1,123 @@
+//! The relay's inputs: starts the listeners `[Relay]` configures (TCP in [`super::tcp`], UDP in
+//! [`super::udp`], HTTP in [`super::http`]), the counters of each input for the self-metrics, and
+//! the handling of one text line that TCP and UDP share.
+//!
+//! A malformed line is counted and logged (at most every 10 s per input) and the connection goes
+//! on.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Sender;
+use puypuy_common::config::RelayConfig;
+use puypuy_common::Point;
+
+use super::{graphite, http, tcp, telnet, udp};
+use crate::batch::Input;
+
+/// Counters of one input, for the self-metrics.
+pub struct InputStats {
+    pub name: &'static str,
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub connections: AtomicU64,
+    pub(crate) open: AtomicUsize,
+    last_log: Mutex<Option<Instant>>,
+}
+
+impl InputStats {
+    fn new(name: &'static str) -> Arc<InputStats> {
+        Arc::new(InputStats {
+            name,
+            accepted: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            open: AtomicUsize::new(0),
+            last_log: Mutex::new(None),
+        })
+    }
+
+    /// Counts a bad line; logs it unless this input logged one in the last 10 s.
+    pub(crate) fn reject(&self, peer: &str, line: &str, why: &str) {
+        let total = self.rejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            let shown: String = line.chars().take(200).collect();
+            log::warn!("{} input: bad line from {peer}: {why}: {shown:?} ({total} rejected so far)", self.name);
+            *last = Some(Instant::now());
+        }
+    }
+}
+
+pub(crate) fn now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A pure parser of one line of a text protocol.
+pub(crate) type LineParser = fn(&str, u64) -> Result<Point, String>;
+
+fn telnet_line(line: &str, _now: u64) -> Result<Point, String> {
+    telnet::parse_put(line)
+}
+
+/// Starts every configured input; returns their counters.
+pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputStats>>, String> {
+    let mut all = Vec::new();
+    if let Some(addr) = config.opentsdb_listen {
+        let stats = InputStats::new("opentsdb");
+        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), telnet_line)?;
+        log::info!("relay: OpenTSDB telnet input on {addr}");
+        all.push(stats);
+    }
+    if let Some(addr) = config.graphite_listen {
+        let stats = InputStats::new("graphite");
+        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), graphite::parse_plain)?;
+        if config.graphite_udp {
+            udp::start(addr, tx.clone(), Arc::clone(&stats))?;
+        }
+        log::info!(
+            "relay: Graphite plaintext input on {addr}{}",
+            if config.graphite_udp { " (TCP and UDP)" } else { "" }
+        );
+        all.push(stats);
+    }
+    if let Some(addr) = config.http_listen {
+        let stats = InputStats::new("http");
+        http::start(addr, tx.clone(), Arc::clone(&stats))?;
+        log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}");
+        all.push(stats);
+    }
+    Ok(all)
+}
+
+/// Parses one line (or counts an over-long one) into `points`.
+pub(crate) fn handle_line(
+    raw: Result<&[u8], usize>,
+    parse: LineParser,
+    stats: &InputStats,
+    peer: &str,
+    points: &mut Vec<Point>,
+    max_line: usize,
+) {
+    match raw {
+        Err(len) => stats.reject(peer, "", &format!("line of {len}+ bytes is over max_line_bytes ({max_line})")),
+        Ok(bytes) => {
+            let Ok(text) = std::str::from_utf8(bytes) else {
+                stats.reject(peer, &String::from_utf8_lossy(bytes), "not valid UTF-8");
+                return;
+            };
+            let text = text.trim_end_matches('\r');
+            if text.trim().is_empty() {
+                return;
+            }
+            match parse(text, now()) {
+                Ok(p) => {
+                    stats.accepted.fetch_add(1, Ordering::Relaxed);
+                    points.push(p);
+                }
+                Err(e) => stats.reject(peer, text, &e),
+            }
+        }
+    }
+}

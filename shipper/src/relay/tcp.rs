@@ -1,0 +1,169 @@
+//! The relay's TCP inputs: OpenTSDB telnet and Graphite plaintext.
+//!
+//! Each connection has its own thread, a read timeout (`idle_timeout_seconds`), and lines are cut
+//! at `max_line_bytes`; a slow or silent client holds only its own thread. Beyond
+//! `max_connections` open connections per input, new ones are closed at once. Points of one read
+//! go to the pipeline together; when it is behind, reading waits (TCP backpressure) rather than
+//! dropping.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use puypuy_common::config::RelayConfig;
+
+use super::inputs::{handle_line, InputStats, LineParser};
+use crate::batch::Input;
+
+pub(crate) fn start(
+    addr: SocketAddr,
+    config: &RelayConfig,
+    tx: Sender<Input>,
+    stats: Arc<InputStats>,
+    parse: LineParser,
+) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
+    let (max_line, max_conns, idle) = (config.max_line_bytes, config.max_connections, config.idle_timeout);
+    thread::Builder::new()
+        .name(format!("relay-{}", stats.name))
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(stream) = conn else { continue };
+                if stats.open.load(Ordering::Relaxed) >= max_conns {
+                    stats.reject("-", "", &format!("over max_connections ({max_conns}); connection closed"));
+                    continue;
+                }
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                stats.open.fetch_add(1, Ordering::Relaxed);
+                let (tx, stats) = (tx.clone(), Arc::clone(&stats));
+                let spawned = thread::Builder::new().name("relay-conn".into()).spawn(move || {
+                    let mut stream = stream;
+                    serve_lines(&mut stream, &tx, &stats, parse, max_line, idle);
+                    // The slot is free before the client sees the connection close.
+                    stats.open.fetch_sub(1, Ordering::Relaxed);
+                    drop(stream);
+                });
+                if spawned.is_err() {
+                    log::error!("relay: cannot start a connection thread");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Splits what arrives into lines, parses them and forwards the points of each read together.
+struct LineSplitter {
+    pending: Vec<u8>,
+    skipping: bool,
+    max_line: usize,
+}
+
+impl LineSplitter {
+    fn new(max_line: usize) -> LineSplitter {
+        LineSplitter { pending: Vec::new(), skipping: false, max_line }
+    }
+
+    /// Feeds bytes; calls `line` for each complete line (or over-long one, as `Err`).
+    fn feed(&mut self, mut data: &[u8], line: &mut impl FnMut(Result<&[u8], usize>)) {
+        while let Some(pos) = data.iter().position(|b| *b == b'\n') {
+            let (head, rest) = (&data[..pos], &data[pos + 1..]);
+            if self.skipping {
+                self.skipping = false;
+            } else if self.pending.len() + head.len() > self.max_line {
+                line(Err(self.pending.len() + head.len()));
+            } else if self.pending.is_empty() {
+                line(Ok(head));
+            } else {
+                self.pending.extend_from_slice(head);
+                let whole = std::mem::take(&mut self.pending);
+                line(Ok(&whole));
+            }
+            self.pending.clear();
+            data = rest;
+        }
+        if self.skipping {
+            return;
+        }
+        if self.pending.len() + data.len() > self.max_line {
+            line(Err(self.pending.len() + data.len()));
+            self.pending.clear();
+            self.skipping = true;
+        } else {
+            self.pending.extend_from_slice(data);
+        }
+    }
+
+    /// The last line when the peer closes without a newline.
+    fn finish(&mut self, line: &mut impl FnMut(Result<&[u8], usize>)) {
+        if !self.skipping && !self.pending.is_empty() {
+            let whole = std::mem::take(&mut self.pending);
+            line(Ok(&whole));
+        }
+    }
+}
+
+fn serve_lines(
+    stream: &mut TcpStream,
+    tx: &Sender<Input>,
+    stats: &InputStats,
+    parse: LineParser,
+    max_line: usize,
+    idle: Duration,
+) {
+    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+    let _ = stream.set_read_timeout(Some(idle));
+    let mut splitter = LineSplitter::new(max_line);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+                    log::debug!("{} input: {peer} idle for {idle:?}; closing", stats.name);
+                }
+                break;
+            }
+        };
+        let mut points = Vec::new();
+        splitter.feed(&buf[..n], &mut |l| handle_line(l, parse, stats, &peer, &mut points, max_line));
+        if !points.is_empty() && tx.send(Input::Points { points, ack: None }).is_err() {
+            return;
+        }
+    }
+    let mut points = Vec::new();
+    splitter.finish(&mut |l| handle_line(l, parse, stats, &peer, &mut points, max_line));
+    if !points.is_empty() {
+        let _ = tx.send(Input::Points { points, ack: None });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(splitter: &mut LineSplitter, data: &[u8]) -> Vec<Result<Vec<u8>, usize>> {
+        let mut out = Vec::new();
+        splitter.feed(data, &mut |l| out.push(l.map(|b| b.to_vec())));
+        out
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_over_long_ones_are_cut() {
+        let mut s = LineSplitter::new(8);
+        assert_eq!(lines(&mut s, b"ab"), vec![]);
+        assert_eq!(lines(&mut s, b"c\nde\n"), vec![Ok(b"abc".to_vec()), Ok(b"de".to_vec())]);
+        assert_eq!(lines(&mut s, b"0123456789"), vec![Err(10)]);
+        assert_eq!(lines(&mut s, b"more\nok\n"), vec![Ok(b"ok".to_vec())]);
+        let mut last = Vec::new();
+        lines(&mut s, b"tail");
+        s.finish(&mut |l| last.push(l.map(|b| b.to_vec())));
+        assert_eq!(last, vec![Ok(b"tail".to_vec())]);
+    }
+}
