@@ -187,13 +187,102 @@ mod tests {
         Err(std::io::Error::other("unused"))
     }
 
+    /// The cache is one static, and the snapshot tests run `disks` on recorded roots in parallel,
+    /// which replaces it: the steps below run alone, in a process of this test binary of their own.
+    ///
+    /// Regression: this test used to compare two reads of `/proc/mounts` with a fresh one, which
+    /// passed just as well with the cache removed.
     #[test]
-    fn mount_table_from_proc_is_kept_and_matches_a_fresh_read() {
-        let root = PathBuf::from("/proc");
+    fn mount_table_from_procfs_is_kept_until_the_kernel_signals_a_change() {
+        let (_, module) = module_path!().split_once("::").expect("crate::module");
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", &format!("{module}::mount_table_cache_alone"), "--ignored", "--test-threads=1"])
+            .output()
+            .expect("run this test binary");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+    }
+
+    /// A shell in a mount namespace of its own (so that no mount elsewhere on the host signals a
+    /// change to its table) that mounts a tmpfs on `point` when told to.
+    struct PrivateMountNamespace {
+        child: std::process::Child,
+        stdout: std::io::BufReader<std::process::ChildStdout>,
+    }
+
+    impl PrivateMountNamespace {
+        fn start(point: &std::path::Path) -> PrivateMountNamespace {
+            use std::process::{Command, Stdio};
+            let mut cmd = Command::new("unshare");
+            if !nix::unistd::geteuid().is_root() {
+                cmd.arg("--map-root-user");
+            }
+            let script = "echo ready; read go; mount -t tmpfs puypuy-change \"$0\" && echo mounted; exec sleep 600";
+            let mut child = cmd
+                .args(["--mount", "--propagation", "private", "sh", "-c", script])
+                .arg(point)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("unshare (util-linux) runs a shell in a new mount namespace");
+            let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+            let mut ns = PrivateMountNamespace { child, stdout };
+            ns.expect_line("ready");
+            ns
+        }
+
+        fn expect_line(&mut self, want: &str) {
+            use std::io::BufRead;
+            let mut line = String::new();
+            let _ = self.stdout.read_line(&mut line);
+            assert_eq!(
+                line.trim(),
+                want,
+                "the shell in a new mount namespace failed (unshare --mount needs root, or user namespaces)"
+            );
+        }
+
+        /// Mounts the tmpfs: the kernel then signals POLLPRI on every open `mounts` of the namespace.
+        fn change(&mut self) {
+            use std::io::Write;
+            writeln!(self.child.stdin.as_mut().expect("stdin"), "go").expect("tell the shell to mount");
+            self.expect_line("mounted");
+        }
+
+        fn mounts_file(&self) -> PathBuf {
+            PathBuf::from(format!("/proc/{}/mounts", self.child.id()))
+        }
+    }
+
+    impl Drop for PrivateMountNamespace {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    #[ignore = "run in a process of its own by mount_table_from_procfs_is_kept_until_the_kernel_signals_a_change"]
+    fn mount_table_cache_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let point = dir.path().join("point");
+        std::fs::create_dir(&point).expect("mount point");
+        let mut ns = PrivateMountNamespace::start(&point);
+        // The proc root's `mounts` leads to the namespace's table on procfs, then is replaced.
+        let root = dir.path().join("proc");
+        std::fs::create_dir(&root).expect("proc root");
+        std::os::unix::fs::symlink(ns.mounts_file(), root.join("mounts")).expect("symlink");
         let ctx = Context { proc_root: &root, sys_root: &root, timestamp: 1, statfs: &no_statfs, pid_files: &[] };
-        let fresh = parse_mounts(&std::fs::read_to_string("/proc/mounts").expect("/proc/mounts"));
-        assert_eq!(mounts(&ctx).expect("first"), fresh);
-        assert_eq!(mounts(&ctx).expect("kept"), fresh);
+        let first = mounts(&ctx).expect("first read");
+        assert_eq!(first, parse_mounts(&std::fs::read_to_string(ns.mounts_file()).expect("the namespace's mounts")));
+        std::fs::remove_file(root.join("mounts")).expect("remove the symlink");
+        std::fs::write(root.join("mounts"), "/dev/vdz9 /replaced ext4 rw 0 0\n").expect("write");
+        let replaced = vec![("vdz9".to_string(), PathBuf::from("/replaced"))];
+        assert_ne!(first, replaced);
+        assert_eq!(mounts(&ctx).expect("kept"), first, "read again though the kernel signalled no change");
+        assert_eq!(mounts(&ctx).expect("kept"), first, "read again though the kernel signalled no change");
+        ns.change();
+        assert_eq!(mounts(&ctx).expect("after a change"), replaced, "the kept table outlived a signalled change");
     }
 
     #[test]
