@@ -6,14 +6,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use puypuy_collector::checks::service::ServiceCheck;
 use puypuy_collector::checks::{self, CheckFn};
 use puypuy_collector::context::{self, Context};
-use puypuy_common::config::resolve;
-use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
-use puypuy_common::schedule;
+use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
 use puypuy_common::Config;
 
 /// One configured service and whether its last run failed (to log once per outage).
@@ -76,13 +74,8 @@ impl Plan {
     fn new(config: Config) -> Plan {
         let s = &config.self_config;
         let enabled: Vec<(&'static str, CheckFn)> =
-            checks::ALL.iter().filter(|(name, _)| s.system_checks.iter().any(|c| c == name)).copied().collect();
-        let base = config.file.parent().map(PathBuf::from).unwrap_or_default();
-        let pid_files: Vec<(String, PathBuf)> = config
-            .ini
-            .section(Some("Open Files"))
-            .map(|props| props.iter().map(|(k, v)| (k.to_string(), resolve(&base, v.trim()))).collect())
-            .unwrap_or_default();
+            s.system_checks.iter().map(|c| (c.name(), checks::system_check(*c))).collect();
+        let pid_files = config.open_files.clone();
         let services: Vec<Arc<Service>> = config
             .services
             .iter()
@@ -120,19 +113,12 @@ fn main() -> ExitCode {
         if let Some(config) = producer.reloaded_config() {
             plan = Plan::new(config);
         }
-        let s = &plan.config.self_config;
-        let tick = if producer.cli.once {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        } else {
-            let tick = schedule::next_tick(SystemTime::now(), plan.config.period());
-            if !producer.sleep_until(Instant::now() + schedule::until(tick, SystemTime::now())) {
-                break;
-            }
-            if producer.reload_pending() {
-                continue;
-            }
-            tick
+        let tick = match producer.next_cycle(plan.config.period()) {
+            Cycle::Tick(tick) => tick,
+            Cycle::Reload => continue,
+            Cycle::Stop => break,
         };
+        let s = &plan.config.self_config;
         let ctx = Context {
             proc_root: &s.proc_root,
             sys_root: &s.sys_root,

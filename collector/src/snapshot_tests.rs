@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use puypuy_shipper::rate::RateState;
 
 use crate::checks;
+use puypuy_common::config::SystemCheck;
 use crate::context::{Context, FsUsage};
 
 fn fake_statfs(path: &Path) -> io::Result<FsUsage> {
@@ -27,8 +28,9 @@ fn run_case(case: &str) -> Vec<String> {
         let proc_root = dir.join(reading);
         let ctx = Context { proc_root: &proc_root, sys_root: &sys, timestamp, statfs: &fake_statfs, pid_files: &[] };
         lines.clear();
-        for (name, check) in checks::ALL {
-            let points = check(&ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for check in SystemCheck::ALL {
+            let name = check.name();
+            let points = checks::system_check(check)(&ctx).unwrap_or_else(|e| panic!("{name}: {e}"));
             for p in points {
                 if let Some(p) = rates.apply(p) {
                     lines.push(p.dry_run_line());

@@ -8,12 +8,10 @@ pub mod client;
 pub mod config;
 pub mod frame;
 pub mod hostname;
-pub mod jmx;
 pub mod logging;
 pub mod point;
 pub mod producer;
 pub mod schedule;
-pub mod services;
 
-pub use config::{Config, ConfigError};
+pub use config::{jmx, services, Config, ConfigError};
 pub use point::{Point, Style, Value};

@@ -107,8 +107,16 @@ impl Point {
 
     /// The `--dry-run` line: `name timestamp value tag=value… [rate]`.
     pub fn dry_run_line(&self) -> String {
+        self.dry_run_line_with(&[])
+    }
+
+    /// [`Point::dry_run_line`] with the host's tags after the point's own (a host tag the point
+    /// brings itself is not repeated), as the shipper would send them.
+    pub fn dry_run_line_with(&self, host_tags: &[(String, String)]) -> String {
         let mut line = format!("{} {} {} type={}", self.name, self.timestamp, self.value, self.check_type);
-        for (k, v) in &self.tags {
+        let own = self.tags.iter();
+        let host = host_tags.iter().filter(|(k, _)| !self.tags.iter().any(|(own, _)| own == k));
+        for (k, v) in own.chain(host) {
             line.push(' ');
             line.push_str(k);
             line.push('=');
@@ -131,5 +139,7 @@ mod tests {
         assert_eq!(p.dry_run_line(), "bytes_rx_eth0 1700000000 42 type=system core=1 rate");
         let q = Point::float("sys_load_1", 1700000000, 0.5, "system");
         assert_eq!(q.dry_run_line(), "sys_load_1 1700000000 0.5 type=system");
+        let host = [("host".to_string(), "web1".to_string()), ("core".to_string(), "9".to_string())];
+        assert_eq!(p.dry_run_line_with(&host), "bytes_rx_eth0 1700000000 42 type=system core=1 host=web1 rate");
     }
 }

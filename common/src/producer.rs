@@ -1,18 +1,19 @@
 //! What every producer binary (collector, script-runner, jmx-bridge) does the same way: parse the
 //! command line, load and validate the config (exit 2 on any problem), set up logging and
-//! SIGTERM/SIGINT, and emit points either to the shipper through the [`SenderClient`] or, with
-//! `--dry-run`, to stdout one per line.
+//! SIGTERM/SIGINT, wait for the next tick of the schedule ([`Producer::next_cycle`]), and emit
+//! points either to the shipper through the [`SenderClient`] or, with `--dry-run`, to stdout one
+//! per line.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::cli::{Cli, USAGE_OPTIONS};
+use crate::cli::{Cli, Supports};
 use crate::client::SenderClient;
 use crate::config::Config;
-use crate::{logging, Point};
+use crate::{hostname, logging, Point};
 
 pub use crate::schedule::{next_tick, until};
 
@@ -46,31 +47,47 @@ pub struct Producer {
     /// once on SIGTERM, SIGINT or SIGHUP without waking up to poll the flags.
     wake: std::os::unix::net::UnixStream,
     client: Option<SenderClient>,
+    /// The host's tags, shown by `--dry-run` as the shipper would add them.
+    host_tags: Vec<(String, String)>,
+}
+
+/// What [`Producer::next_cycle`] woke up for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cycle {
+    /// Run the cycle of this unix second.
+    Tick(u64),
+    /// A SIGHUP came: apply the new config, then wait again.
+    Reload,
+    /// SIGTERM or SIGINT: stop.
+    Stop,
 }
 
 impl Producer {
     /// Everything up to the first cycle. On error the message is printed and the exit code returned.
     pub fn init(process: &'static str, sender: &str) -> Result<Producer, ExitCode> {
-        let usage = format!("usage: {process} [--config PATH] [--once] [--dry-run]\n{USAGE_OPTIONS}");
-        let cli = Cli::parse(std::env::args().skip(1)).map_err(|e| {
-            eprintln!("{process}: {e}\n{usage}");
+        let supports = Supports { one_cycle: true, subcommand: None };
+        let usage = format!("usage: {process} [--config PATH] [--once] [--dry-run]");
+        let cli = Cli::parse(std::env::args().skip(1), supports).map_err(|e| {
+            eprintln!("{process}: {e}\n{}", Cli::usage(&usage, supports));
             ExitCode::from(2)
         })?;
-        if cli.rest.iter().any(|a| a == "--help" || a == "-h") {
-            println!("{usage}");
-            return Err(ExitCode::SUCCESS);
-        }
-        if let Some(extra) = cli.rest.first() {
-            eprintln!("{process}: unexpected argument {extra:?}\n{usage}");
-            return Err(ExitCode::from(2));
+        if let Some(code) = cli.answer_and_exit(process, &usage, supports) {
+            return Err(code);
         }
         let config = Config::load(&cli.config).map_err(|errors| {
             eprintln!("{process}: invalid configuration:\n{errors}");
             ExitCode::from(2)
         })?;
-        if cli.check_config {
-            println!("{}: configuration OK", config.file.display());
-            return Err(ExitCode::SUCCESS);
+        if cli.once && !cli.dry_run {
+            // Say at once that nobody will acknowledge, instead of waiting ONCE_TIMEOUT for it.
+            let socket = &config.self_config.socket;
+            if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
+                eprintln!(
+                    "{process}: no shipper is listening on {} ({e}): start it (./puypuy.sh start shipper), or add --dry-run to print the points",
+                    socket.display()
+                );
+                return Err(ExitCode::FAILURE);
+            }
         }
         if cli.dry_run {
             logging::init_stderr(process, config.self_config.debug_log);
@@ -78,9 +95,13 @@ impl Producer {
             eprintln!("{process}: {e}");
             return Err(ExitCode::from(2));
         }
-        for w in &config.warnings {
-            log::warn!("{}: {w}", config.file.display());
+        // The shipper logs the config's warnings at start; a producer run by hand shows them.
+        if cli.once || cli.dry_run {
+            for w in &config.warnings {
+                log::warn!("{}: {w}", config.file.display());
+            }
         }
+        let host_tags = config.host_tags(&hostname::host_name(config.self_config.shorthostname));
         let terminate = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
             if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&terminate)) {
@@ -115,7 +136,7 @@ impl Producer {
         if !cli.once {
             log::info!("started (pid {}), period {} s", std::process::id(), config.self_config.check_period_seconds);
         }
-        Ok(Producer { process, cli, config, terminate, hup, wake, client })
+        Ok(Producer { process, cli, config, terminate, hup, wake, client, host_tags })
     }
 
     /// True when a SIGHUP arrived that [`Producer::reloaded_config`] has not handled yet.
@@ -144,7 +165,7 @@ impl Producer {
                 // One write per cycle, not one per line.
                 let mut text = String::with_capacity(points.len() * 64);
                 for p in &points {
-                    text.push_str(&p.dry_run_line());
+                    text.push_str(&p.dry_run_line_with(&self.host_tags));
                     text.push('\n');
                 }
                 let mut out = std::io::stdout().lock();
@@ -152,6 +173,24 @@ impl Producer {
                 let _ = out.flush();
             }
         }
+    }
+
+    /// The loop every producer runs: with `--once`, the current second at once; else sleeps until
+    /// the next wall-clock multiple of `period` (see [`crate::schedule`]), returning early for a
+    /// SIGHUP or a stop.
+    pub fn next_cycle(&self, period: Duration) -> Cycle {
+        let now = || SystemTime::now();
+        if self.cli.once {
+            return Cycle::Tick(now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+        }
+        let tick = next_tick(now(), period);
+        if !self.sleep_until(Instant::now() + until(tick, now())) {
+            return Cycle::Stop;
+        }
+        if self.reload_pending() {
+            return Cycle::Reload;
+        }
+        Cycle::Tick(tick)
     }
 
     /// Sleeps until `deadline`; false when asked to stop meanwhile. Returns early (true) on SIGHUP

@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use puypuy_common::jmx::JmxTarget;
-use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
-use puypuy_common::{schedule, Point};
+use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
+use puypuy_common::Point;
 
 fn rss_bytes() -> Option<i64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -125,17 +125,10 @@ fn main() -> ExitCode {
             period = config.period();
             workers = spawn_workers(&config.jmx.targets, &jvm, &producer);
         }
-        let tick = if producer.cli.once {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        } else {
-            let tick = schedule::next_tick(SystemTime::now(), period);
-            if !producer.sleep_until(Instant::now() + schedule::until(tick, SystemTime::now())) {
-                break;
-            }
-            if producer.reload_pending() {
-                continue;
-            }
-            tick
+        let tick = match producer.next_cycle(period) {
+            Cycle::Tick(tick) => tick,
+            Cycle::Reload => continue,
+            Cycle::Stop => break,
         };
         for (label, tx, busy, _) in &workers {
             if busy.swap(true, Ordering::SeqCst) {

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use puypuy_common::producer::{Producer, ONCE_TIMEOUT};
+use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
 use puypuy_common::{hostname, Point};
 use puypuy_script_runner::discover::Discovery;
 use puypuy_script_runner::parse::parse_output;
@@ -83,18 +83,10 @@ fn main() -> ExitCode {
                 Err(e) => log::error!("SIGHUP: {e}; the running settings stay"),
             }
         }
-        let period = std::time::Duration::from_secs(s.check_period_seconds);
-        let tick = if producer.cli.once {
-            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        } else {
-            let tick = puypuy_common::producer::next_tick(SystemTime::now(), period);
-            if !producer.sleep_until(Instant::now() + puypuy_common::producer::until(tick, SystemTime::now())) {
-                break;
-            }
-            if producer.reload_pending() {
-                continue;
-            }
-            tick
+        let tick = match producer.next_cycle(Duration::from_secs(s.check_period_seconds)) {
+            Cycle::Tick(tick) => tick,
+            Cycle::Reload => continue,
+            Cycle::Stop => break,
         };
         for (name, path) in discovery.scan(&s.scripts_dir) {
             {

@@ -12,16 +12,7 @@ pub struct HostTags {
 
 impl HostTags {
     pub fn from_config(config: &Config, host: &str) -> HostTags {
-        let s = &config.self_config;
-        let mut tags = vec![
-            ("host".to_string(), host.to_string()),
-            ("cluster".to_string(), s.cluster_name.clone()),
-            ("group".to_string(), s.host_group.clone()),
-            ("location".to_string(), s.location.clone()),
-        ];
-        tags.extend(config.tags.iter().cloned());
-        tags.retain(|(_, v)| !v.is_empty());
-        HostTags { tags }
+        HostTags { tags: config.host_tags(host) }
     }
 
     pub fn new(tags: Vec<(String, String)>) -> HostTags {

@@ -1,6 +1,6 @@
 //! The system checks, one file each, named after the old `check_<name>` scripts. Each exposes a
-//! pure `parse` over the text it reads and a `collect(&Context)`; [`ALL`] maps the names used in
-//! `system_checks` to them.
+//! pure `parse` over the text it reads and a `collect(&Context)`; [`system_check`] maps each
+//! [`SystemCheck`] of `system_checks` to it.
 
 pub mod cpustats;
 pub mod disks;
@@ -12,21 +12,25 @@ pub mod openfiles;
 pub mod tcpconn;
 
 use crate::context::Context;
+use puypuy_common::config::SystemCheck;
 use puypuy_common::Point;
 
 pub type CheckFn = fn(&Context) -> Result<Vec<Point>, String>;
 
-/// Every system check by its config name, in run order.
-pub const ALL: &[(&str, CheckFn)] = &[
-    ("cpustats", cpustats::collect),
-    ("memory", memory::collect),
-    ("load_average", load_average::collect),
-    ("network_bytes", network_bytes::collect),
-    ("disks", disks::collect),
-    ("tcpconn", tcpconn::collect),
-    ("ipconntrack", ipconntrack::collect),
-    ("openfiles", openfiles::collect),
-];
+/// The code of each system check. The list and the names live once, in
+/// [`puypuy_common::config::SystemCheck`]; this match is exhaustive, so they cannot disagree.
+pub fn system_check(check: SystemCheck) -> CheckFn {
+    match check {
+        SystemCheck::CpuStats => cpustats::collect,
+        SystemCheck::Memory => memory::collect,
+        SystemCheck::LoadAverage => load_average::collect,
+        SystemCheck::NetworkBytes => network_bytes::collect,
+        SystemCheck::Disks => disks::collect,
+        SystemCheck::TcpConn => tcpconn::collect,
+        SystemCheck::IpConntrack => ipconntrack::collect,
+        SystemCheck::OpenFiles => openfiles::collect,
+    }
+}
 
 pub mod apache;
 pub mod haproxy;

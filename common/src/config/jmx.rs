@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ini::Ini;
 
-use crate::config::{resolve, ConfigError, SectionReader};
+use super::reader::{resolve, split_instance, warn_unknown_keys, ConfigError, SectionReader};
 use crate::Style;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -17,7 +17,7 @@ pub struct BeanSpec {
     pub style: Style,
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct JmxTarget {
     /// `NAME` of `[JMX:NAME]`, sent as the `jmx` tag.
     pub name: Option<String>,
@@ -43,7 +43,7 @@ impl std::fmt::Debug for JmxTarget {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct JmxConfig {
     pub targets: Vec<JmxTarget>,
     pub java_home: Option<PathBuf>,
@@ -144,20 +144,12 @@ pub fn read_jmx(
 ) -> JmxConfig {
     let mut config = JmxConfig::default();
     for section in ini.sections().flatten() {
-        let (base_name, name) = match section.split_once(':') {
-            Some((b, n)) => (b, Some(n.to_string())),
-            None => (section, None),
-        };
+        let (base_name, name) = split_instance(section);
+        let name = name.map(str::to_string);
         if base_name != "JMX" || config.targets.iter().any(|t| t.section == section) {
             continue;
         }
-        if let Some(props) = ini.section(Some(section)) {
-            for (key, _) in props.iter() {
-                if !KEYS.contains(&key) {
-                    warnings.push(format!("[{section}] {key}: unknown key, ignored"));
-                }
-            }
-        }
+        warn_unknown_keys(ini, section, KEYS, warnings);
         let mut r = SectionReader::new(file, ini, section, errors);
         let get = |r: &SectionReader, k: &str| r.get(k).filter(|v| !v.is_empty()).map(str::to_string);
         if let Some(h) = get(&r, "java_home") {

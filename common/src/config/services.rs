@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ini::Ini;
 
-use crate::config::{ConfigError, SectionReader};
+use super::reader::{split_instance, warn_unknown_keys, ConfigError, SectionReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -72,7 +72,7 @@ impl ServiceKind {
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct ServiceConfig {
     pub kind: ServiceKind,
     /// `NAME` of `[MySQL:NAME]`.
@@ -120,21 +120,13 @@ pub fn read_services(
 ) -> Vec<ServiceConfig> {
     let mut out = Vec::new();
     for section in ini.sections().flatten() {
-        let (base_name, instance) = match section.split_once(':') {
-            Some((b, i)) => (b, Some(i.to_string())),
-            None => (section, None),
-        };
+        let (base_name, instance) = split_instance(section);
+        let instance = instance.map(str::to_string);
         let Some(kind) = ServiceKind::ALL.into_iter().find(|k| k.section() == base_name) else { continue };
         if out.iter().any(|s: &ServiceConfig| s.section == section) {
             continue;
         }
-        if let Some(props) = ini.section(Some(section)) {
-            for (key, _) in props.iter() {
-                if !kind.keys().contains(&key) {
-                    warnings.push(format!("[{section}] {key}: unknown key, ignored"));
-                }
-            }
-        }
+        warn_unknown_keys(ini, section, kind.keys(), warnings);
         let mut r = SectionReader::new(file, ini, section, errors);
         let auth = r.boolean("auth", false);
         let port = r.number("port", default_port(kind), 1);
