@@ -80,14 +80,14 @@ mod tests {
     #[test]
     fn answer_lines_become_points() {
         let answer = "OK\njmx_heap_used\t1234\tint\tstack\njmx_gc_collection_time\t15\tint\trate\tgc=G1 Young Generation\njmx_processcpuload\t1.5\tfloat\tstack\n";
-        let points = parse_answer(answer, &target(), 100).unwrap();
+        let points = parse_answer(answer, &target(), 100).expect("an OK answer");
         assert_eq!(points.len(), 3);
         assert_eq!(points[0], Point::int("jmx_heap_used", 100, 1234, "jmx").with_tag("jmx", "tomcat"));
         assert_eq!(points[1].style, Style::Rate);
         assert_eq!(points[1].tags[1], ("gc".to_string(), "G1 Young Generation".to_string()));
         assert_eq!(points[2].value, Value::Float(1.5));
         assert_eq!(
-            parse_answer("ERROR\tConnectException: refused", &target(), 1).unwrap_err(),
+            parse_answer("ERROR\tConnectException: refused", &target(), 1).expect_err("an ERROR answer"),
             "ConnectException: refused"
         );
     }

@@ -82,11 +82,11 @@ mod tests {
 
     #[test]
     fn only_executable_check_files_that_are_not_backups() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let write = |name: &str, mode: u32| {
             let p = dir.path().join(name);
-            std::fs::write(&p, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            std::fs::write(&p, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         };
         write("check_b", 0o755);
         write("check_a.sh", 0o700);
@@ -95,7 +95,7 @@ mod tests {
         write("check_e.swp", 0o755);
         write("check_f.bak", 0o755);
         write("other", 0o755);
-        std::fs::create_dir(dir.path().join("check_dir")).unwrap();
+        std::fs::create_dir(dir.path().join("check_dir")).expect("mkdir");
         let mut d = Discovery::default();
         let names: Vec<String> = d.scan(dir.path()).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, vec!["check_a.sh", "check_b"]);

@@ -14,8 +14,15 @@
 //! costs nothing while the runner lives.
 
 use std::io;
+use std::num::NonZeroUsize;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
+
+use nix::errno::Errno;
+use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
+use nix::sys::signal::{killpg, signal, SigHandler, Signal};
+use nix::unistd::Pid;
 
 /// Room for this many scripts running at once; more are still run and killed on timeout and on a
 /// clean stop, but not by the guardian.
@@ -26,25 +33,29 @@ pub const SLOTS: usize = 1024;
 pub struct Groups(Arc<Table>);
 
 struct Table {
-    ptr: *mut AtomicI32,
+    ptr: NonNull<AtomicI32>,
     len: usize,
     shared: bool,
 }
 
-// SAFETY: the table is only accessed through atomics.
+// SAFETY: the memory behind `ptr` is owned by the Table alone (nothing else frees or aliases it
+// mutably) and is only read and written through `AtomicI32`, so moving the Table to another
+// thread cannot race.
 unsafe impl Send for Table {}
-// SAFETY: as above.
+// SAFETY: `&Table` only hands out `&[AtomicI32]`, which any number of threads may use at once.
 unsafe impl Sync for Table {}
 
 impl Drop for Table {
     fn drop(&mut self) {
-        // SAFETY: ptr/len come from the mmap or the Box in `Groups::new` and are freed once.
-        unsafe {
-            if self.shared {
-                libc::munmap(self.ptr.cast(), self.len * std::mem::size_of::<AtomicI32>());
-            } else {
-                drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr, self.len)));
-            }
+        if self.shared {
+            // SAFETY: ptr and len are the mapping made in `Groups::new`, unmapped only here, once,
+            // when the last clone of `Groups` goes; no slice of it outlives the Table.
+            // munmap fails only for an invalid range, which this is not; nothing to do about it here.
+            let _ = unsafe { munmap(self.ptr.cast(), self.len * std::mem::size_of::<AtomicI32>()) };
+        } else {
+            // SAFETY: ptr and len come from `Box::leak` of a boxed slice of exactly len items in
+            // `Groups::new`, and are turned back into that Box only here, once.
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len)) });
         }
     }
 }
@@ -65,30 +76,28 @@ impl Groups {
     /// A table in shared anonymous memory, so that a guardian forked afterwards sees it; in
     /// private memory if that mapping is refused.
     pub fn new() -> Groups {
-        let bytes = SLOTS * std::mem::size_of::<AtomicI32>();
-        // SAFETY: a fresh anonymous mapping; zero-filled by the kernel, which is a valid
-        // AtomicI32 array.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+        const BYTES: NonZeroUsize = match NonZeroUsize::new(SLOTS * std::mem::size_of::<AtomicI32>()) {
+            Some(n) => n,
+            None => panic!("SLOTS is not zero"),
         };
-        if ptr == libc::MAP_FAILED {
-            let slots: Box<[AtomicI32]> = (0..SLOTS).map(|_| AtomicI32::new(0)).collect();
-            let ptr = Box::into_raw(slots).cast::<AtomicI32>();
-            return Groups(Arc::new(Table { ptr, len: SLOTS, shared: false }));
+        // SAFETY: a fresh anonymous mapping that aliases no Rust object; the kernel zero-fills it,
+        // and zeroed bytes are a valid AtomicI32 array, suitably aligned (page-aligned).
+        let mapped =
+            unsafe { mmap_anonymous(None, BYTES, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED) };
+        match mapped {
+            Ok(ptr) => Groups(Arc::new(Table { ptr: ptr.cast(), len: SLOTS, shared: true })),
+            Err(_) => {
+                let slots: Box<[AtomicI32]> = (0..SLOTS).map(|_| AtomicI32::new(0)).collect();
+                let ptr = NonNull::from(Box::leak(slots)).cast::<AtomicI32>();
+                Groups(Arc::new(Table { ptr, len: SLOTS, shared: false }))
+            }
         }
-        Groups(Arc::new(Table { ptr: ptr.cast(), len: SLOTS, shared: true }))
     }
 
     fn slots(&self) -> &[AtomicI32] {
-        // SAFETY: ptr points to len initialised AtomicI32 that live as long as the Table.
-        unsafe { std::slice::from_raw_parts(self.0.ptr, self.0.len) }
+        // SAFETY: ptr points to len initialised AtomicI32 (zero-filled mapping or boxed slice)
+        // that stay allocated as long as the Table, which the returned borrow of self keeps alive.
+        unsafe { std::slice::from_raw_parts(self.0.ptr.as_ptr(), self.0.len) }
     }
 
     /// Records a running group; false when the table is full.
@@ -114,8 +123,8 @@ impl Groups {
         for s in self.slots() {
             let pgid = s.load(Ordering::SeqCst);
             if pgid > 0 {
-                // SAFETY: kill(2) with a negative pid signals that process group.
-                unsafe { libc::kill(-pgid, libc::SIGKILL) };
+                // The group may be gone already (ESRCH): nothing left to kill.
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
             }
         }
     }
@@ -130,32 +139,31 @@ impl Groups {
             return Err(io::Error::other("no shared memory for the table of running scripts"));
         }
         let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-        // SAFETY: see above; the child runs only async-signal-safe calls and ends in _exit.
+        // SAFETY: after a fork the child may only make async-signal-safe calls until it execs or
+        // exits (other threads' locks may be held forever). The child branch below makes only
+        // system calls, allocates nothing, and ends in _exit without returning to the caller.
         match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
             nix::unistd::ForkResult::Parent { .. } => {
                 drop(read_end);
                 Ok(write_end)
             }
             nix::unistd::ForkResult::Child => {
-                use std::os::fd::AsRawFd;
-                // SAFETY: raw system calls on fds and memory this process owns.
-                unsafe {
-                    libc::close(write_end.as_raw_fd());
-                    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGPIPE] {
-                        libc::signal(signal, libc::SIG_IGN);
-                    }
-                    libc::prctl(libc::PR_SET_NAME, c"puypuy-guardian".as_ptr());
-                    let mut byte = 0u8;
-                    loop {
-                        let n = libc::read(read_end.as_raw_fd(), (&raw mut byte).cast(), 1);
-                        if n < 0 && *libc::__errno_location() == libc::EINTR {
-                            continue;
-                        }
-                        break;
-                    }
-                    self.kill_all();
-                    libc::_exit(0);
+                // Nothing here allocates or takes a lock: the child of a fork may only make
+                // async-signal-safe calls, and every call below is a plain system call.
+                drop(write_end);
+                for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGPIPE] {
+                    // SAFETY: SIG_IGN installs no handler, so no Rust code can run as one; this is
+                    // the only thread of the child, so nothing races on the dispositions.
+                    let _ = unsafe { signal(sig, SigHandler::SigIgn) };
                 }
+                let _ = nix::sys::prctl::set_name(c"puypuy-guardian");
+                let mut byte = [0u8; 1];
+                // Returns at EOF (the runner is gone) or on an error other than EINTR.
+                while let Err(Errno::EINTR) = nix::unistd::read(&read_end, &mut byte) {}
+                self.kill_all();
+                // SAFETY: _exit ends this process at once, without running the atexit handlers and
+                // stdio flushes of the runner it is a copy of (which exit would run twice).
+                unsafe { libc::_exit(0) }
             }
         }
     }
@@ -188,5 +196,30 @@ mod tests {
         assert!(!g.insert(5000));
         g.remove(7);
         assert!(g.insert(5000));
+    }
+
+    #[test]
+    fn guardian_kills_the_recorded_groups_once_the_runner_end_of_its_pipe_closes() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        use std::time::{Duration, Instant};
+        let groups = Groups::new();
+        let mut script =
+            std::process::Command::new("sleep").arg("60").process_group(0).spawn().expect("start sleep as a script");
+        assert!(groups.insert(script.id() as i32));
+        let runner_end = groups.start_guardian().expect("fork the guardian");
+        // What the kernel does for a runner that dies, however it dies.
+        drop(runner_end);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            match script.try_wait().expect("wait for the script") {
+                Some(status) => break status,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                None => {
+                    let _ = script.kill();
+                    panic!("the guardian did not kill the script's group within 10 s");
+                }
+            }
+        };
+        assert_eq!(status.signal(), Some(Signal::SIGKILL as i32));
     }
 }

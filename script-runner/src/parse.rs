@@ -119,7 +119,7 @@ mod tests {
     #[test]
     fn old_readme_lines_parse() {
         let out = b"random_gen 12345 my_bash_random stack\nrandom_gen2 777 my_bash_random2 rate";
-        let points: Vec<Point> = parse_output(out, 100).into_iter().map(|(_, r)| r.unwrap()).collect();
+        let points: Vec<Point> = parse_output(out, 100).into_iter().map(|(_, r)| r.expect("a valid line")).collect();
         assert_eq!(points.len(), 2);
         assert_eq!(points[0], Point::float("random_gen", 100, 12345.0, "my_bash_random"));
         assert_eq!(points[1], Point::float("random_gen2", 100, 777.0, "my_bash_random2").rate());
@@ -127,18 +127,18 @@ mod tests {
 
     #[test]
     fn runs_of_spaces_and_tabs_are_one_separator() {
-        let p = parse_line(b"  a \t 1.5\t\tt   stack \r", 7).unwrap().unwrap();
+        let p = parse_line(b"  a \t 1.5\t\tt   stack \r", 7).expect("a valid line").expect("a point");
         assert_eq!(p, Point::float("a", 7, 1.5, "t"));
     }
 
     #[test]
     fn timestamp_and_tags_extension() {
-        let p = parse_line(b"a 1 t stack 1700000000 dc=eu host=web", 7).unwrap().unwrap();
+        let p = parse_line(b"a 1 t stack 1700000000 dc=eu host=web", 7).expect("a valid line").expect("a point");
         assert_eq!(p.timestamp, 1700000000);
         assert_eq!(p.tags, vec![("dc".into(), "eu".into()), ("host".into(), "web".into())]);
-        let ms = parse_line(b"a 1 t rate 1700000000123", 7).unwrap().unwrap();
+        let ms = parse_line(b"a 1 t rate 1700000000123", 7).expect("a valid line").expect("a point");
         assert_eq!(ms.timestamp, 1700000000);
-        let tags_only = parse_line(b"a 1 t stack k=v", 7).unwrap().unwrap();
+        let tags_only = parse_line(b"a 1 t stack k=v", 7).expect("a valid line").expect("a point");
         assert_eq!((tags_only.timestamp, tags_only.tags.len()), (7, 1));
     }
 
@@ -179,7 +179,7 @@ mod tests {
             let style = if rate { "rate" } else { "stack" };
             let mut line = format!("{name} {value} {ty} {style} {ts}");
             for (k, v) in &tags { line.push_str(&format!(" {k}={v}")); }
-            let p = parse_line(line.as_bytes(), 0).unwrap().unwrap();
+            let p = parse_line(line.as_bytes(), 0).expect("a valid line").expect("a point");
             prop_assert_eq!(p.name, name);
             prop_assert_eq!(p.value, Value::Float(value));
             prop_assert_eq!(p.check_type, ty);

@@ -7,12 +7,15 @@
 //! not block on a full pipe).
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
@@ -43,14 +46,10 @@ pub struct RunResult {
     pub duration: Duration,
 }
 
-fn set_nonblocking(fd: i32) {
-    // SAFETY: plain fcntl on a pipe fd we own.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags >= 0 {
-            libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-        }
-    }
+/// Makes a pipe non-blocking, so that a read returns what is there instead of waiting for more.
+fn set_nonblocking(fd: BorrowedFd<'_>) -> nix::Result<()> {
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).map(drop)
 }
 
 pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunResult> {
@@ -79,12 +78,16 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     let (mut stdout, mut stderr) = match (child.stdout.take(), child.stderr.take()) {
         (Some(o), Some(e)) => (Some(o), Some(e)),
         _ => {
-            kill_group(pgid, &mut child);
+            kill_group(pgid, &mut child, &settings.groups);
             return Err(std::io::Error::other("no pipes to the script"));
         }
     };
-    for fd in [stdout.as_ref().map(|s| s.as_raw_fd()), stderr.as_ref().map(|s| s.as_raw_fd())].into_iter().flatten() {
-        set_nonblocking(fd);
+    for fd in [stdout.as_ref().map(AsFd::as_fd), stderr.as_ref().map(AsFd::as_fd)].into_iter().flatten() {
+        // A blocking pipe would let a script that prints nothing hold the runner past its deadline.
+        if let Err(e) = set_nonblocking(fd) {
+            kill_group(pgid, &mut child, &settings.groups);
+            return Err(std::io::Error::other(format!("cannot make the pipe from the script non-blocking: {e}")));
+        }
     }
     let deadline = started + settings.timeout;
     let mut term_sent_at: Option<Instant> = None;
@@ -108,20 +111,19 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
             Some(t) => t + KILL_GRACE,
             None => deadline,
         };
-        let timeout_ms = wake.saturating_duration_since(now).as_millis().clamp(1, 1000) as i32;
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(2);
-        for s in [stdout.as_ref().map(|s| s.as_raw_fd()), stderr.as_ref().map(|s| s.as_raw_fd())].into_iter().flatten()
-        {
-            fds.push(libc::pollfd { fd: s, events: libc::POLLIN, revents: 0 });
-        }
-        // SAFETY: fds is a valid array of pollfd for its length.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
+        let timeout_ms = wake.saturating_duration_since(now).as_millis().clamp(1, 1000) as u16;
+        let polled = {
+            let mut fds: Vec<PollFd<'_>> = [stdout.as_ref().map(AsFd::as_fd), stderr.as_ref().map(AsFd::as_fd)]
+                .into_iter()
+                .flatten()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
+                .collect();
+            poll(&mut fds, PollTimeout::from(timeout_ms))
+        };
+        match polled {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
         }
         if let Some(out) = stdout.as_mut() {
             match drain(out, &mut buf, &mut result.stdout, settings.max_output, &mut result.truncated) {
@@ -201,9 +203,12 @@ fn drain(src: &mut impl Read, buf: &mut [u8], out: &mut Vec<u8>, max: usize, tru
     }
 }
 
-fn kill_group(pgid: Pid, child: &mut Child) {
+/// Kills and reaps a script given up on before its run, and takes its group out of the guardian's
+/// table (a group id left there could be reused by an unrelated process group later).
+fn kill_group(pgid: Pid, child: &mut Child, groups: &Groups) {
     let _ = killpg(pgid, Signal::SIGKILL);
     let _ = child.wait();
+    groups.remove(pgid.as_raw());
 }
 
 #[cfg(test)]
@@ -213,8 +218,8 @@ mod tests {
 
     fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
         let p = dir.join(name);
-        std::fs::write(&p, body).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(&p, body).expect("write the script");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod the script");
         p
     }
 
@@ -230,9 +235,9 @@ mod tests {
 
     #[test]
     fn output_and_exit_code_are_collected() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let p = script(dir.path(), "check_x", "#!/bin/sh\necho 'a 1 t stack'\necho oops >&2\nexit 3\n");
-        let r = run_script(&p, &settings(5000)).unwrap();
+        let r = run_script(&p, &settings(5000)).expect("run");
         assert_eq!(r.stdout, b"a 1 t stack\n");
         assert_eq!(r.stderr_tail, b"oops\n");
         assert_eq!(r.exit_code, Some(3));
@@ -241,17 +246,17 @@ mod tests {
 
     #[test]
     fn a_hanging_script_is_killed_and_keeps_what_it_printed() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let pidfile = dir.path().join("grandchild.pid");
         let body =
             format!("#!/bin/sh\necho 'before 1 t stack'\nsleep 1000 &\necho $! > {}\nsleep 1000\n", pidfile.display());
         let p = script(dir.path(), "check_hang", &body);
         let started = Instant::now();
-        let r = run_script(&p, &settings(300)).unwrap();
+        let r = run_script(&p, &settings(300)).expect("run");
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(r.timed_out);
         assert_eq!(r.stdout, b"before 1 t stack\n");
-        let grandchild: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+        let grandchild: i32 = std::fs::read_to_string(&pidfile).expect("pid file").trim().parse().expect("a pid");
         // Reaped by init or by us: either way no longer running.
         std::thread::sleep(Duration::from_millis(100));
         let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
@@ -260,11 +265,11 @@ mod tests {
 
     #[test]
     fn output_over_the_cap_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let p = script(dir.path(), "check_big", "#!/bin/sh\nyes 'x 1 t stack' | head -c 100000\n");
         let mut s = settings(5000);
         s.max_output = 1000;
-        let r = run_script(&p, &s).unwrap();
+        let r = run_script(&p, &s).expect("run");
         assert_eq!(r.stdout.len(), 1000);
         assert!(r.truncated);
         assert_eq!(r.exit_code, Some(0));

@@ -31,7 +31,7 @@ mod tests {
     #[test]
     fn parses_the_aggregate_line() {
         let text = "cpu  10 20 30 40 50 60 70 0 0 0\ncpu0 1 2 3 4 5 6 7 0 0 0\nintr 1\n";
-        assert_eq!(super::parse(text).unwrap(), [10, 20, 30, 40, 50, 60, 70]);
+        assert_eq!(super::parse(text).expect("parses"), [10, 20, 30, 40, 50, 60, 70]);
         assert!(super::parse("intr 1\n").is_err());
     }
 }

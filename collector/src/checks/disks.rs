@@ -93,23 +93,21 @@ static MOUNTS: std::sync::Mutex<Option<MountTable>> = std::sync::Mutex::new(None
 /// documents, an open `/proc/mounts` reports POLLPRI | POLLERR once the table changed, so the
 /// file is read again only then. Files outside procfs (recorded snapshots) are read every time.
 fn mounts(ctx: &Context) -> std::io::Result<Vec<(String, PathBuf)>> {
-    use std::os::fd::AsRawFd;
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
+    use std::os::fd::AsFd;
     let path = ctx.proc_root.join("mounts");
     let mut cache = MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(table) = cache.as_ref().filter(|t| t.path == path) {
-        let mut fd = libc::pollfd { fd: table.file.as_raw_fd(), events: libc::POLLPRI, revents: 0 };
-        // SAFETY: one valid pollfd; a zero timeout never blocks.
-        if unsafe { libc::poll(&mut fd, 1, 0) } == 0 {
+        let mut fds = [PollFd::new(table.file.as_fd(), PollFlags::POLLPRI)];
+        // No event (0) keeps the table; a change, or poll failing, reads it again.
+        if matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0)) {
             return Ok(table.mounts.clone());
         }
     }
     let mut file = std::fs::File::open(&path)?;
     let mounts = parse_mounts(&crate::context::read_all(&mut file)?);
-    // SAFETY: fstatfs fills the zeroed struct for an open fd.
-    let on_procfs = unsafe {
-        let mut fs: libc::statfs = std::mem::zeroed();
-        libc::fstatfs(file.as_raw_fd(), &mut fs) == 0 && fs.f_type == libc::PROC_SUPER_MAGIC
-    };
+    let on_procfs = fstatfs(&file).is_ok_and(|fs| fs.filesystem_type() == PROC_SUPER_MAGIC);
     *cache = on_procfs.then(|| MountTable { path, file, mounts: mounts.clone() });
     Ok(mounts)
 }

@@ -44,7 +44,7 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
 mod tests {
     #[test]
     fn parses_file_nr() {
-        assert_eq!(super::parse("1824\t0\t9223372036854775807\n").unwrap(), (1824, 9223372036854775807));
+        assert_eq!(super::parse("1824\t0\t9223372036854775807\n").expect("parses"), (1824, 9223372036854775807));
         assert!(super::parse("x").is_err());
     }
 }

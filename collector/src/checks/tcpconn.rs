@@ -4,8 +4,15 @@
 //! `/proc/net/tcp` and `/proc/net/tcp6` makes the kernel walk its whole TCP hash table (sized by
 //! RAM, not by the number of sockets) in small steps, which cost ~10 ms per cycle on a 24 GiB
 //! host; the netlink dump walks it in one go. With a recorded proc root, or when netlink is refused, the two files
-//! are parsed instead.
+//! are parsed instead. The dump goes through nix's socket calls: no `unsafe`, and the socket is an
+//! `OwnedFd`, closed however the dump ends.
 
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    recv, sendto, setsockopt, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
 use puypuy_common::Point;
 
 use crate::context::Context;
@@ -40,88 +47,90 @@ pub fn parse(table: &str, counts: &mut [i64; 11]) {
 /// Counts per state through NETLINK_SOCK_DIAG, IPv4 and IPv6; `None` when the kernel refuses.
 pub fn netlink_counts() -> Option<[i64; 11]> {
     let mut counts = [0i64; 11];
-    dump(libc::AF_INET as u8, &mut counts)?;
-    dump(libc::AF_INET6 as u8, &mut counts)?;
+    dump(AddressFamily::Inet, &mut counts)?;
+    dump(AddressFamily::Inet6, &mut counts)?;
     Some(counts)
 }
 
-fn dump(family: u8, counts: &mut [i64; 11]) -> Option<()> {
-    const NETLINK_SOCK_DIAG: libc::c_int = 4;
-    const SOCK_DIAG_BY_FAMILY: u16 = 20;
-    const NLMSG_DONE: u16 = 3;
-    const NLMSG_ERROR: u16 = 2;
-    // SAFETY: plain socket calls on an fd owned here and closed on every path; buffers are
-    // sized and only read within what recv returned.
-    unsafe {
-        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-        if fd < 0 {
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_ERROR: u16 = 2;
+
+/// The `SOCK_DIAG_BY_FAMILY` dump request for every TCP socket of one family: an `nlmsghdr`
+/// (16 bytes) followed by an `inet_diag_req_v2` (56 bytes) whose state mask has all 12 bits set.
+fn dump_request(family: AddressFamily) -> [u8; 72] {
+    let mut req = [0u8; 72];
+    req[0..4].copy_from_slice(&72u32.to_ne_bytes());
+    req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    req[16] = family as i32 as u8;
+    req[17] = libc::IPPROTO_TCP as u8;
+    req[20..24].copy_from_slice(&0xfffu32.to_ne_bytes());
+    req
+}
+
+/// Where one datagram of a dump leaves the dump.
+#[derive(Debug, PartialEq, Eq)]
+enum DumpState {
+    /// More datagrams follow.
+    More,
+    /// `NLMSG_DONE`: every socket was counted.
+    Done,
+    /// `NLMSG_ERROR`: the kernel refused the request.
+    Refused,
+}
+
+/// Adds the sockets of one datagram of a dump to `counts`: each `inet_diag_msg` carries the state
+/// in its second byte, after the 16 bytes of its `nlmsghdr`.
+fn count_datagram(data: &[u8], counts: &mut [i64; 11]) -> DumpState {
+    let mut off = 0usize;
+    while off + 16 <= data.len() {
+        let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
+        let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
+        if len < 16 || off + len > data.len() {
+            break;
+        }
+        match kind {
+            NLMSG_DONE => return DumpState::Done,
+            NLMSG_ERROR => return DumpState::Refused,
+            SOCK_DIAG_BY_FAMILY if len >= 18 => {
+                let state = data[off + 17];
+                if (1..=11).contains(&state) {
+                    counts[state as usize - 1] += 1;
+                }
+            }
+            _ => {}
+        }
+        off += (len + 3) & !3;
+    }
+    DumpState::More
+}
+
+/// One dump over a socket of its own, closed when it is dropped (on every path out).
+fn dump(family: AddressFamily, counts: &mut [i64; 11]) -> Option<()> {
+    let socket = nix::sys::socket::socket(
+        AddressFamily::Netlink,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkSockDiag,
+    )
+    .ok()?;
+    // Without the timeout a kernel that never ends the dump would hang the check: no socket
+    // then, the /proc files instead.
+    setsockopt(&socket, sockopt::ReceiveTimeout, &TimeVal::new(2, 0)).ok()?;
+    let request = dump_request(family);
+    sendto(socket.as_raw_fd(), &request, &NetlinkAddr::new(0, 0), MsgFlags::empty()).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = recv(socket.as_raw_fd(), &mut buf, MsgFlags::empty()).ok()?;
+        if n == 0 {
             return None;
         }
-        let tv = libc::timeval { tv_sec: 2, tv_usec: 0 };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes)
-        let mut req = [0u8; 72];
-        req[0..4].copy_from_slice(&72u32.to_ne_bytes());
-        req[4..6].copy_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-        req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
-        req[8..12].copy_from_slice(&1u32.to_ne_bytes());
-        req[16] = family;
-        req[17] = libc::IPPROTO_TCP as u8;
-        req[20..24].copy_from_slice(&0xfffu32.to_ne_bytes());
-        let mut addr: libc::sockaddr_nl = std::mem::zeroed();
-        addr.nl_family = libc::AF_NETLINK as u16;
-        let sent = libc::sendto(
-            fd,
-            req.as_ptr() as *const libc::c_void,
-            req.len(),
-            0,
-            &addr as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
-        );
-        if sent < 0 {
-            libc::close(fd);
-            return None;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = libc::recv(fd, buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0);
-            if n <= 0 {
-                libc::close(fd);
-                return None;
-            }
-            let data = &buf[..n as usize];
-            let mut off = 0usize;
-            while off + 16 <= data.len() {
-                let len = u32::from_ne_bytes([data[off], data[off + 1], data[off + 2], data[off + 3]]) as usize;
-                let kind = u16::from_ne_bytes([data[off + 4], data[off + 5]]);
-                if len < 16 || off + len > data.len() {
-                    break;
-                }
-                match kind {
-                    NLMSG_DONE => {
-                        libc::close(fd);
-                        return Some(());
-                    }
-                    NLMSG_ERROR => {
-                        libc::close(fd);
-                        return None;
-                    }
-                    SOCK_DIAG_BY_FAMILY if len >= 18 => {
-                        let state = data[off + 17];
-                        if (1..=11).contains(&state) {
-                            counts[state as usize - 1] += 1;
-                        }
-                    }
-                    _ => {}
-                }
-                off += (len + 3) & !3;
-            }
+        match count_datagram(&buf[..n], counts) {
+            DumpState::More => {}
+            DumpState::Done => return Some(()),
+            DumpState::Refused => return None,
         }
     }
 }
@@ -150,10 +159,52 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
 mod tests {
     use super::*;
 
+    /// One netlink message: header (length, type, flags, seq, pid) then `body`, padded to 4 bytes.
+    fn message(kind: u16, body: &[u8]) -> Vec<u8> {
+        let len = 16 + body.len();
+        let mut m = Vec::new();
+        m.extend_from_slice(&(len as u32).to_ne_bytes());
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(body);
+        m.resize((len + 3) & !3, 0);
+        m
+    }
+
+    #[test]
+    fn datagram_counts_each_socket_by_state_until_done() {
+        let mut data = message(SOCK_DIAG_BY_FAMILY, &[2, 10, 0, 0, 0]);
+        data.extend(message(SOCK_DIAG_BY_FAMILY, &[10, 1, 0]));
+        data.extend(message(SOCK_DIAG_BY_FAMILY, &[2, 10]));
+        let mut counts = [0i64; 11];
+        assert_eq!(count_datagram(&data, &mut counts), DumpState::More);
+        assert_eq!((counts[9], counts[0]), (2, 1));
+        assert_eq!(count_datagram(&message(NLMSG_DONE, &[0; 4]), &mut counts), DumpState::Done);
+        assert_eq!(count_datagram(&message(NLMSG_ERROR, &[0; 4]), &mut counts), DumpState::Refused);
+    }
+
+    #[test]
+    fn datagram_stops_at_a_message_longer_than_what_was_received() {
+        let mut data = message(SOCK_DIAG_BY_FAMILY, &[2, 1]);
+        data[0] = 200;
+        let mut counts = [0i64; 11];
+        assert_eq!(count_datagram(&data, &mut counts), DumpState::More);
+        assert_eq!(counts, [0; 11]);
+    }
+
+    #[test]
+    fn dump_request_asks_for_every_tcp_state_of_the_family() {
+        let req = dump_request(AddressFamily::Inet6);
+        assert_eq!(u32::from_ne_bytes([req[0], req[1], req[2], req[3]]), 72);
+        assert_eq!(u16::from_ne_bytes([req[4], req[5]]), SOCK_DIAG_BY_FAMILY);
+        assert_eq!((req[16], req[17]), (libc::AF_INET6 as u8, libc::IPPROTO_TCP as u8));
+        assert_eq!(u32::from_ne_bytes([req[20], req[21], req[22], req[23]]), 0xfff);
+    }
+
     #[test]
     fn netlink_and_proc_agree_on_listening_sockets() {
         // A listener of our own, so that both views have at least one LISTEN socket to count.
-        let _l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
         let netlink = netlink_counts().expect("sock_diag works on Linux");
         let mut proc = [0i64; 11];
         for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
