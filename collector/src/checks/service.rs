@@ -117,8 +117,11 @@ pub fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, St
     for addr in addrs {
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
-                let _ = s.set_read_timeout(Some(timeout));
-                let _ = s.set_write_timeout(Some(timeout));
+                // Without them a service that accepts and then says nothing would hold the check
+                // for ever: a connection whose timeouts cannot be set is not used.
+                s.set_read_timeout(Some(timeout))
+                    .and_then(|()| s.set_write_timeout(Some(timeout)))
+                    .map_err(|e| format!("{host}:{port}: cannot set a {timeout:?} timeout on the connection: {e}"))?;
                 return Ok(s);
             }
             Err(e) => last = format!("{host}:{port}: {e}"),
