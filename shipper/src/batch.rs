@@ -165,3 +165,38 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
+        ids.map(|i| Point::int("m", 1_700_000_000, i as i64, "t").with_tag("id", &i.to_string())).collect()
+    }
+
+    #[test]
+    fn a_batch_closes_at_batch_points_without_splitting_a_frame_and_the_rest_after_batch_wait() {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (out, batches) = crossbeam_channel::unbounded();
+        let settings = BatcherSettings { batch_points: 5, batch_wait: Duration::from_millis(100), rate_file: None };
+        let stats = Arc::new(Stats::default());
+        let batcher = std::thread::spawn({
+            let stats = Arc::clone(&stats);
+            move || run_batcher(rx, out, settings, stats)
+        });
+        for i in 0..3 {
+            tx.send(Input::Points { points: points(i * 2..i * 2 + 2), ack: None }).expect("send");
+        }
+        let fourth = Instant::now();
+        tx.send(Input::Points { points: points(6..8), ack: None }).expect("send");
+        // Three frames of two points reach five: one batch of six, the fourth frame waits.
+        let first = batches.recv_timeout(Duration::from_secs(5)).expect("first batch");
+        assert_eq!(first.points.len(), 6);
+        let second = batches.recv_timeout(Duration::from_secs(5)).expect("second batch");
+        assert_eq!(second.points.len(), 2);
+        assert!(fourth.elapsed() >= Duration::from_millis(100), "sent before batch_wait");
+        tx.send(Input::Shutdown).expect("shutdown");
+        batcher.join().expect("batcher");
+        assert_eq!(stats.points_received.load(Ordering::Relaxed), 8);
+    }
+}

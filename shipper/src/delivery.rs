@@ -37,6 +37,22 @@ pub struct DeliverySettings {
     pub rejected: RejectedDir,
     /// A new transport to use from now on (a SIGHUP changed `[TSDB]`).
     pub new_transport: Arc<std::sync::Mutex<Option<Box<dyn Transport>>>>,
+    /// How long to wait before retrying a backend that failed.
+    pub backoff: Backoff,
+}
+
+/// Retries back off exponentially from `first` to `max`, with a jitter below `first`.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first: Duration,
+    /// Capped so that a recovered backend is noticed quickly.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff { first: Duration::from_millis(200), max: Duration::from_secs(5) }
+    }
 }
 
 struct Outage {
@@ -60,8 +76,12 @@ impl Source {
     }
 }
 
-struct Delivery {
+/// The delivery loop's state; [`Delivery::run`] drives it from the batcher's channel.
+pub struct Delivery {
     transport: Box<dyn Transport>,
+    new_transport: Arc<std::sync::Mutex<Option<Box<dyn Transport>>>>,
+    shutdown_grace: Duration,
+    backoff_settings: Backoff,
     spool: Option<Spool>,
     rejected: RejectedDir,
     memory: VecDeque<Batch>,
@@ -77,84 +97,99 @@ struct Delivery {
 }
 
 pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) {
-    let mut d = Delivery {
-        transport,
-        spool: settings.spool,
-        rejected: settings.rejected,
-        memory: VecDeque::new(),
-        max_batches: settings.max_batches.max(1),
-        stats,
-        outage: None,
-        backoff: Duration::from_millis(200),
-        next_attempt: Instant::now(),
-        replay_turn: false,
-        spool_failing: false,
-        last_drop_log: None,
-        last_backend_note: String::new(),
-    };
-    if let Some(s) = &d.spool {
-        if !s.is_empty() {
-            log::info!("{} spooled batches ({} points) from an earlier run will be replayed", s.len(), s.points());
+    Delivery::new(transport, settings, stats).run(rx);
+}
+
+impl Delivery {
+    pub fn new(transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) -> Delivery {
+        let d = Delivery {
+            transport,
+            new_transport: settings.new_transport,
+            shutdown_grace: settings.shutdown_grace,
+            backoff_settings: settings.backoff,
+            spool: settings.spool,
+            rejected: settings.rejected,
+            memory: VecDeque::new(),
+            max_batches: settings.max_batches.max(1),
+            stats,
+            outage: None,
+            backoff: settings.backoff.first,
+            next_attempt: Instant::now(),
+            replay_turn: false,
+            spool_failing: false,
+            last_drop_log: None,
+            last_backend_note: String::new(),
+        };
+        if let Some(s) = &d.spool {
+            if !s.is_empty() {
+                log::info!("{} spooled batches ({} points) from an earlier run will be replayed", s.len(), s.points());
+            }
         }
+        d.update_spool_stats();
+        d
     }
-    d.update_spool_stats();
-    let mut shutdown_deadline: Option<Instant> = None;
-    loop {
-        if let Some(t) = settings.new_transport.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            log::info!("delivering to {} from now on", t.describe());
-            if let Some(s) = d.spool.as_mut() {
-                s.set_backend(&t.describe_backend());
+
+    /// Delivers what comes from `rx` until the batcher closes it, then what is held, within
+    /// `shutdown_grace`.
+    pub fn run(mut self, rx: Receiver<Batch>) {
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            if let Some(t) = self.new_transport.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                log::info!("delivering to {} from now on", t.describe());
+                if let Some(s) = self.spool.as_mut() {
+                    s.set_backend(&t.describe_backend());
+                }
+                self.transport = t;
+                self.outage = None;
+                self.next_attempt = Instant::now();
             }
-            d.transport = t;
-            d.outage = None;
-            d.next_attempt = Instant::now();
-        }
-        let has_work = !d.memory.is_empty() || d.spool.as_ref().is_some_and(|s| !s.is_empty());
-        // While the backend keeps up, take a new batch only when the one in hand is sent, so that
-        // a slow backend slows the producers (backpressure) instead of filling memory. During an
-        // outage every batch goes to the spool at once.
-        let can_take = d.outage.is_some() || d.memory.len() < 2;
-        if shutdown_deadline.is_none() && can_take {
-            let received = if has_work {
-                match rx.recv_deadline(d.next_attempt.max(Instant::now())) {
-                    Ok(b) => Some(b),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        shutdown_deadline = Some(Instant::now() + settings.shutdown_grace);
-                        None
+            let has_work = !self.memory.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty());
+            // While the backend keeps up, take a new batch only when the one in hand is sent, so that
+            // a slow backend slows the producers (backpressure) instead of filling memory. During an
+            // outage every batch goes to the spool at once.
+            let can_take = self.outage.is_some() || self.memory.len() < 2;
+            if shutdown_deadline.is_none() && can_take {
+                let received = if has_work {
+                    match rx.recv_deadline(self.next_attempt.max(Instant::now())) {
+                        Ok(b) => Some(b),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            shutdown_deadline = Some(Instant::now() + self.shutdown_grace);
+                            None
+                        }
+                    }
+                } else {
+                    match rx.recv() {
+                        Ok(b) => Some(b),
+                        Err(_) => {
+                            shutdown_deadline = Some(Instant::now() + self.shutdown_grace);
+                            None
+                        }
+                    }
+                };
+                if let Some(b) = received {
+                    self.accept(b);
+                }
+                while self.outage.is_some() || self.memory.len() < 2 {
+                    match rx.try_recv() {
+                        Ok(b) => self.accept(b),
+                        Err(_) => break,
                     }
                 }
-            } else {
-                match rx.recv() {
-                    Ok(b) => Some(b),
-                    Err(_) => {
-                        shutdown_deadline = Some(Instant::now() + settings.shutdown_grace);
-                        None
-                    }
-                }
-            };
-            if let Some(b) = received {
-                d.accept(b);
-            }
-            while d.outage.is_some() || d.memory.len() < 2 {
-                match rx.try_recv() {
-                    Ok(b) => d.accept(b),
-                    Err(_) => break,
+            } else if shutdown_deadline.is_none() {
+                if let Some(wait) = self.next_attempt.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait.min(Duration::from_millis(100)));
                 }
             }
-        } else if shutdown_deadline.is_none() {
-            if let Some(wait) = d.next_attempt.checked_duration_since(Instant::now()) {
-                std::thread::sleep(wait.min(Duration::from_millis(100)));
+            if let Some(deadline) = shutdown_deadline {
+                if self.shutdown_step(deadline) {
+                    return;
+                }
+                continue;
             }
-        }
-        if let Some(deadline) = shutdown_deadline {
-            if d.shutdown_step(deadline) {
-                return;
+            if Instant::now() >= self.next_attempt {
+                self.attempt();
             }
-            continue;
-        }
-        if Instant::now() >= d.next_attempt {
-            d.attempt();
         }
     }
 }
@@ -271,7 +306,7 @@ impl Delivery {
                         self.spool.as_ref().map(Spool::len).unwrap_or(0)
                     );
                 }
-                self.backoff = Duration::from_millis(200);
+                self.backoff = self.backoff_settings.first;
                 let total = source.points().len() as u64;
                 let good = total - rejected.len() as u64;
                 self.stats.points_sent.fetch_add(good, Ordering::Relaxed);
@@ -312,10 +347,12 @@ impl Delivery {
                         }
                     }
                 }
-                // Exponential backoff with jitter, capped so a recovered backend is noticed quickly.
-                let jitter = Duration::from_millis(u64::from(started.elapsed().subsec_nanos() % 200));
+                // Exponential backoff with a jitter below `first` (from the clock), capped by `max`.
+                let first = self.backoff_settings.first.as_nanos().max(1) as u64;
+                let noise = u64::from(started.elapsed().subsec_nanos()).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16;
+                let jitter = Duration::from_nanos(noise % first);
                 self.next_attempt = Instant::now() + self.backoff + jitter;
-                self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+                self.backoff = (self.backoff * 2).min(self.backoff_settings.max);
                 match source {
                     Source::Memory(batch) => {
                         self.store(batch);
@@ -386,5 +423,253 @@ impl Delivery {
         self.replay_turn = true;
         self.attempt();
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{AckHandle, AckTo};
+    use crate::fake_transport::{is_bad, Answer, FakeBackend, Refusal};
+    use crate::spool::DropPolicy;
+    use puypuy_common::frame::Ack;
+    use std::path::Path;
+
+    const FAST: Backoff = Backoff { first: Duration::from_millis(1), max: Duration::from_millis(5) };
+
+    fn settings(dir: &Path, max_batches: usize) -> DeliverySettings {
+        DeliverySettings {
+            max_batches,
+            shutdown_grace: Duration::from_secs(5),
+            spool: Some(Spool::open(&dir.join("spool"), "Fake", 1000, 1 << 30, DropPolicy::Oldest).expect("spool")),
+            rejected: RejectedDir::new(dir.join("rejected"), 1000),
+            new_transport: Arc::default(),
+            backoff: FAST,
+        }
+    }
+
+    fn delivery(dir: &Path, backend: &FakeBackend, refusal: Refusal, max_batches: usize) -> (Delivery, Arc<Stats>) {
+        let stats = Arc::new(Stats::default());
+        let d = Delivery::new(
+            backend.transport(refusal, Duration::from_millis(5)),
+            settings(dir, max_batches),
+            stats.clone(),
+        );
+        (d, stats)
+    }
+
+    /// Points `m{id=…}`; the ids in `bad` are tagged `bad=1`.
+    fn points(ids: std::ops::Range<u64>, bad: &[u64]) -> Vec<Point> {
+        ids.map(|i| {
+            let p = Point::int("m", 1_700_000_000 + i, i as i64, "t").with_tag("id", &i.to_string());
+            if bad.contains(&i) {
+                p.with_tag("bad", "1")
+            } else {
+                p
+            }
+        })
+        .collect()
+    }
+
+    /// A batch of one frame whose ack arrives on `acks`.
+    fn batch(points: Vec<Point>, seq: u64, acks: &crossbeam_channel::Sender<Ack>) -> Batch {
+        Batch { points, acks: vec![AckHandle { to: AckTo::Channel(acks.clone()), seq }], ..Batch::default() }
+    }
+
+    fn ids(points: &[Point]) -> Vec<u64> {
+        let id = |p: &Point| p.tags.iter().find(|(k, _)| k == "id").and_then(|(_, v)| v.parse().ok());
+        points.iter().filter_map(id).collect()
+    }
+
+    fn acks(rx: &crossbeam_channel::Receiver<Ack>) -> Vec<(u64, u8)> {
+        rx.try_iter().map(|a| (a.seq, a.status)).collect()
+    }
+
+    /// The points in `tmpdir/rejected/`, as line protocol lines.
+    fn rejected_lines(dir: &Path) -> Vec<String> {
+        let Ok(files) = std::fs::read_dir(dir.join("rejected")) else { return Vec::new() };
+        let mut lines = Vec::new();
+        for f in files.flatten() {
+            let text = std::fs::read_to_string(f.path()).expect("rejected file");
+            lines.extend(text.lines().filter(|l| !l.starts_with('#')).map(String::from));
+        }
+        lines
+    }
+
+    #[test]
+    fn each_batch_is_one_request_and_its_frames_are_acked_once_delivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        d.accept(batch(points(0..3, &[]), 1, &tx));
+        d.accept(batch(points(3..5, &[]), 2, &tx));
+        assert!(acks(&rx).is_empty(), "acked before delivery");
+        d.attempt();
+        d.attempt();
+        assert_eq!(backend.state().requests, vec![3, 2]);
+        assert_eq!(ids(&backend.state().kept), vec![0, 1, 2, 3, 4]);
+        assert_eq!(acks(&rx), vec![(1, ACK_DELIVERED), (2, ACK_DELIVERED)]);
+        assert_eq!(stats.points_sent.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn after_an_outage_spooled_batches_are_replayed_taking_turns_with_new_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        backend.script([Answer::Fail, Answer::Fail]);
+        // The first batch fails and is spooled; during the outage the next ones go to the spool.
+        d.accept(batch(points(0..2, &[]), 1, &tx));
+        d.attempt();
+        d.accept(batch(points(2..4, &[]), 2, &tx));
+        d.accept(batch(points(4..6, &[]), 3, &tx));
+        assert_eq!(acks(&rx).len(), 3, "spooled batches are acknowledged");
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(3));
+        // Still down: the oldest spooled batch stays.
+        d.attempt();
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(3));
+        // Back: the first replay ends the outage, then new batches and replay take turns.
+        d.attempt();
+        assert!(d.outage.is_none());
+        for (i, seq) in (10..13).enumerate() {
+            d.accept(batch(points(100 + 2 * i as u64..102 + 2 * i as u64, &[]), seq, &tx));
+        }
+        for _ in 0..5 {
+            d.attempt();
+        }
+        let kept = ids(&backend.state().kept);
+        assert_eq!(kept, vec![0, 1, 100, 101, 2, 3, 102, 103, 4, 5, 104, 105]);
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(0));
+        assert_eq!(stats.points_replayed.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.points_spooled.load(Ordering::Relaxed), 6);
+        assert_eq!(stats.errors_of(ErrorKind::Unreachable), 2);
+    }
+
+    #[test]
+    fn a_batch_refused_for_one_bad_point_is_split_and_its_good_points_delivered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        d.accept(batch(points(0..8, &[2, 5]), 1, &tx));
+        d.attempt();
+        let mut kept = ids(&backend.state().kept);
+        kept.sort_unstable();
+        assert_eq!(kept, vec![0, 1, 3, 4, 6, 7]);
+        let rejected = rejected_lines(dir.path());
+        assert_eq!(rejected.len(), 2, "{rejected:?}");
+        assert!(rejected.iter().all(|l| l.contains("bad=1")), "{rejected:?}");
+        assert_eq!(acks(&rx), vec![(1, ACK_REJECTED)]);
+        assert_eq!((stats.points_sent.load(Ordering::Relaxed), stats.points_rejected.load(Ordering::Relaxed)), (6, 2));
+    }
+
+    #[test]
+    fn a_partial_write_is_not_split_and_the_batch_is_set_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, _stats) = delivery(dir.path(), &backend, Refusal::PartialWrite, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        d.accept(batch(points(0..8, &[2, 5]), 1, &tx));
+        d.attempt();
+        assert_eq!(backend.state().requests, vec![8]);
+        assert_eq!(backend.state().kept.len(), 6);
+        assert!(backend.state().kept.iter().all(|p| !is_bad(p)));
+        // InfluxDB does not say which lines it dropped: the whole batch is kept for the operator.
+        assert_eq!(rejected_lines(dir.path()).len(), 8);
+        assert_eq!(acks(&rx), vec![(1, ACK_REJECTED)]);
+    }
+
+    #[test]
+    fn an_unwritable_spool_holds_batches_in_memory_up_to_max_cache_then_drops_the_oldest() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 3);
+        if let Some(s) = d.spool.as_mut() {
+            s.fail_writes = true;
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        backend.script([Answer::Fail]);
+        d.accept(batch(points(0..2, &[]), 1, &tx));
+        d.attempt();
+        assert!(d.outage.is_some());
+        for seq in 2..=5 {
+            d.accept(batch(points(seq * 10..seq * 10 + 2, &[]), seq, &tx));
+        }
+        assert_eq!(d.memory.len(), 3);
+        // The two oldest were dropped (and said so), the others wait unacknowledged.
+        assert_eq!(acks(&rx), vec![(1, ACK_DROPPED), (2, ACK_DROPPED)]);
+        assert_eq!(stats.points_dropped.load(Ordering::Relaxed), 4);
+        // The backend is back: what memory holds is delivered, even with the spool still broken.
+        for _ in 0..3 {
+            d.attempt();
+        }
+        assert_eq!(ids(&backend.state().kept), vec![30, 31, 40, 41, 50, 51]);
+        assert_eq!(acks(&rx), vec![(3, ACK_DELIVERED), (4, ACK_DELIVERED), (5, ACK_DELIVERED)]);
+    }
+
+    #[test]
+    fn shutdown_delivers_what_it_holds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (batches, rx) = crossbeam_channel::unbounded();
+        let (tx, acked) = crossbeam_channel::unbounded();
+        // The batcher has already closed the channel: the last batches are taken in the shutdown.
+        for seq in 0..5 {
+            batches.send(batch(points(seq * 10..seq * 10 + 3, &[]), seq, &tx)).expect("send");
+        }
+        drop(batches);
+        d.run(rx);
+        assert_eq!(ids(&backend.state().kept), (0..5).flat_map(|b| b * 10..b * 10 + 3).collect::<Vec<_>>());
+        assert_eq!(acks(&acked), (0..5).map(|seq| (seq, ACK_DELIVERED)).collect::<Vec<_>>());
+        assert_eq!(stats.points_spooled.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stalled_backend_is_retried_and_nothing_is_lost() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (batches, rx) = crossbeam_channel::unbounded();
+        let (tx, acked) = crossbeam_channel::unbounded();
+        backend.script([Answer::Stall, Answer::Stall, Answer::Fail]);
+        let worker = std::thread::spawn(move || d.run(rx));
+        for seq in 0..4 {
+            batches.send(batch(points(seq * 10..seq * 10 + 3, &[]), seq, &tx)).expect("send");
+        }
+        // Wait for the backend to take everything (spooled first, then replayed) before stopping.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backend.state().kept.len() < 12 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(batches);
+        worker.join().expect("delivery thread");
+        let mut kept = ids(&backend.state().kept);
+        kept.sort_unstable();
+        assert_eq!(kept, (0..4).flat_map(|b| b * 10..b * 10 + 3).collect::<Vec<_>>());
+        assert_eq!(acks(&acked).len(), 4);
+        assert_eq!(stats.errors_of(ErrorKind::Timeout), 2);
+    }
+
+    #[test]
+    fn shutdown_spools_what_the_backend_does_not_take() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (batches, rx) = crossbeam_channel::unbounded();
+        let (tx, acked) = crossbeam_channel::unbounded();
+        backend.script([Answer::Fail; 100]);
+        for seq in 0..4 {
+            batches.send(batch(points(seq * 10..seq * 10 + 3, &[]), seq, &tx)).expect("send");
+        }
+        drop(batches);
+        d.run(rx);
+        assert!(backend.state().kept.is_empty());
+        assert!(acks(&acked).iter().all(|(_, status)| *status == ACK_DELIVERED));
+        assert_eq!(stats.points_spooled.load(Ordering::Relaxed), 12);
+        let spool = Spool::open(&dir.path().join("spool"), "Fake", 1000, 1 << 30, DropPolicy::Oldest).expect("spool");
+        assert_eq!(spool.points(), 12, "the next start replays them");
     }
 }

@@ -8,6 +8,8 @@ pub mod ack;
 pub mod backends;
 pub mod batch;
 pub mod delivery;
+#[cfg(test)]
+mod fake_transport;
 pub mod rate;
 pub mod receive;
 pub mod rejected;

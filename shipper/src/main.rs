@@ -11,7 +11,7 @@ use anyhow::Context;
 use puypuy_common::cli::{Cli, Supports};
 use puypuy_common::{hostname, logging, Config};
 use puypuy_shipper::batch::{self, BatcherSettings, Input};
-use puypuy_shipper::delivery::{self, DeliverySettings};
+use puypuy_shipper::delivery::{self, Backoff, DeliverySettings};
 use puypuy_shipper::rejected::RejectedDir;
 use puypuy_shipper::spool::{DropPolicy, Spool};
 use puypuy_shipper::stats::Stats;
@@ -155,6 +155,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: grace,
         spool,
         rejected: RejectedDir::new(s.tmpdir.join("rejected"), s.rejected_max_files),
+        backoff: Backoff::default(),
     };
     let delivery_stats = Arc::clone(&stats);
     let delivery = thread::Builder::new()

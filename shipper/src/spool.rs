@@ -64,6 +64,9 @@ pub struct Spool {
     max_bytes: u64,
     policy: DropPolicy,
     buf: Vec<u8>,
+    /// Tests make writes fail as a full or read-only disk would.
+    #[cfg(test)]
+    pub(crate) fail_writes: bool,
 }
 
 /// What became of a batch handed to [`Spool::push`].
@@ -123,6 +126,8 @@ impl Spool {
             max_bytes: max_bytes.max(1),
             policy,
             buf: Vec::new(),
+            #[cfg(test)]
+            fail_writes: false,
         })
     }
 
@@ -181,6 +186,10 @@ impl Spool {
         let seq = self.next_seq;
         let tmp = self.dir.join(format!(".{}.tmp", name_of(seq)));
         let result = (|| {
+            #[cfg(test)]
+            if self.fail_writes {
+                return Err(io::Error::other("the spool is not writable (test)"));
+            }
             let mut f = OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
             f.write_all(&self.buf)?;
             f.sync_all()?;
