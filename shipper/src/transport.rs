@@ -9,11 +9,15 @@
 //! What each backend reports on bad data: InfluxDB answers 400 `partial write: … dropped=N` and
 //! keeps the valid lines; OpenTSDB and KairosDB answer 400 and keep nothing of the request, so the
 //! delivery loop bisects such a batch to keep its good points; Carbon never answers.
+//!
+//! `[TSDB] ca_file` replaces the built-in roots, so it is read strictly: a file that cannot be read,
+//! holds a malformed PEM block or no certificate is a [`TransportError`], never an empty trust store
+//! (with which every https:// send would fail with an unhelpful certificate error).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use flate2::write::GzEncoder;
@@ -31,7 +35,7 @@ pub enum ErrorKind {
     Timeout,
     /// A retryable HTTP status (5xx, 429, 401, 403, 404, …).
     Status,
-    /// The local file of the File backend.
+    /// A local file: the File backend's, or `[TSDB] ca_file` when it cannot be read.
     Io,
 }
 
@@ -77,9 +81,24 @@ pub trait Transport: Send {
     }
 }
 
+/// Why the transport for `[TSDB]` cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("[TSDB] ca_file: cannot read {}: {source} (fix the path or the file's permissions)", path.display())]
+    CaFileUnreadable { path: PathBuf, source: std::io::Error },
+    #[error("[TSDB] ca_file: {} is not valid PEM: {detail}", path.display())]
+    CaFileBadPem { path: PathBuf, detail: String },
+    #[error("[TSDB] ca_file: {} holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)", path.display())]
+    CaFileNoCertificate { path: PathBuf },
+}
+
 /// The transport for `[TSDB]`; `host` are the tags every point leaves with.
-pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize, host: HostTags) -> Box<dyn Transport> {
-    match tsdb.backend {
+pub fn try_from_config(
+    tsdb: &Tsdb,
+    max_points_per_request: usize,
+    host: HostTags,
+) -> Result<Box<dyn Transport>, TransportError> {
+    Ok(match tsdb.backend {
         Backend::Carbon => Box::new(CarbonTransport::new(tsdb, host)),
         Backend::File => Box::new(FileTransport {
             path: tsdb.path.clone().unwrap_or_else(|| PathBuf::from("puypuy-metrics.txt")),
@@ -87,7 +106,57 @@ pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize, host: HostTags) -
             buf: Vec::new(),
             host,
         }),
-        _ => Box::new(HttpTransport::new(tsdb, max_points_per_request, host)),
+        _ => Box::new(HttpTransport::new(tsdb, max_points_per_request, host)?),
+    })
+}
+
+/// [`try_from_config`] for callers that must have a transport: when it cannot be made, one whose
+/// every send fails with that error (retryable, so the points are spooled, not lost, until a
+/// corrected config is loaded).
+pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize, host: HostTags) -> Box<dyn Transport> {
+    try_from_config(tsdb, max_points_per_request, host).unwrap_or_else(|e| {
+        Box::new(UnusableTransport { backend: tsdb.backend.name().to_string(), error: e.to_string() })
+    })
+}
+
+/// The certificates of a PEM file, all of them; an error rather than an empty list.
+pub fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, TransportError> {
+    let pem =
+        std::fs::read(path).map_err(|source| TransportError::CaFileUnreadable { path: path.to_path_buf(), source })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            // A private key beside the certificates is not ours to trust: skipped.
+            Ok(_) => {}
+            Err(e) => {
+                return Err(TransportError::CaFileBadPem { path: path.to_path_buf(), detail: e.to_string() });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(TransportError::CaFileNoCertificate { path: path.to_path_buf() });
+    }
+    Ok(certs)
+}
+
+/// What [`from_config`] gives when the transport cannot be made: each send reports why.
+struct UnusableTransport {
+    backend: String,
+    error: String,
+}
+
+impl Transport for UnusableTransport {
+    fn send(&mut self, _points: &[Point]) -> Result<(), SendError> {
+        Err(SendError::Retryable(ErrorKind::Io, format!("{}: {}", self.backend, self.error)))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} (unusable: {})", self.backend, self.error)
+    }
+
+    fn describe_backend(&self) -> String {
+        self.backend.clone()
     }
 }
 
@@ -105,17 +174,10 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> HttpTransport {
+    pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> Result<HttpTransport, TransportError> {
         let mut tls = ureq::tls::TlsConfig::builder();
         if let Some(ca) = &tsdb.ca_file {
-            let pem = std::fs::read(ca).unwrap_or_default();
-            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_ca_file(ca)?));
         }
         if tsdb.insecure {
             log::warn!(
@@ -144,7 +206,7 @@ impl HttpTransport {
         } else {
             None
         };
-        HttpTransport {
+        Ok(HttpTransport {
             agent: ureq::Agent::with_parts(
                 config,
                 ureq::unversioned::transport::DefaultConnector::new(),
@@ -158,7 +220,7 @@ impl HttpTransport {
             raw: Vec::new(),
             body: Vec::new(),
             host,
-        }
+        })
     }
 
     fn post(&mut self, points: &[Point]) -> Result<(), SendError> {
@@ -177,9 +239,10 @@ impl HttpTransport {
         if self.gzip {
             self.body.clear();
             let mut gz = GzEncoder::new(std::mem::take(&mut self.body), flate2::Compression::fast());
-            let _ = gz.write_all(&raw);
-            self.body = gz.finish().unwrap_or_default();
+            // Into memory this cannot fail; if it did, an empty or cut body must not be sent.
+            let zipped = gz.write_all(&raw).and_then(|()| gz.finish());
             self.raw = raw;
+            self.body = zipped.map_err(|e| SendError::Retryable(ErrorKind::Io, format!("gzip of the batch: {e}")))?;
             request = if self.backend == Backend::KairosDb {
                 request.header("Content-Type", "application/gzip")
             } else {
@@ -208,7 +271,9 @@ impl HttpTransport {
             return Ok(());
         }
         let mut text = String::new();
-        let _ = response.body_mut().as_reader().take(2048).read_to_string(&mut text);
+        if let Err(e) = response.body_mut().as_reader().take(2048).read_to_string(&mut text) {
+            text = format!("(the answer's body could not be read: {e})");
+        }
         let text = text.trim().replace('\n', " ");
         let message = format!("{} answered {status}: {text}", self.backend.name());
         match status {
@@ -310,12 +375,15 @@ impl CarbonTransport {
     }
 
     /// Carbon never answers on the pickle port; a peer that closed shows up as a readable EOF.
+    /// A socket that cannot be switched to non-blocking and back counts as closed: probing it
+    /// blocking would wait for ever, and leaving it non-blocking would cut writes short.
     fn peer_closed(stream: &TcpStream) -> bool {
-        let _ = stream.set_nonblocking(true);
+        if stream.set_nonblocking(true).is_err() {
+            return true;
+        }
         let mut probe = [0u8; 1];
         let closed = matches!((&*stream).read(&mut probe), Ok(0));
-        let _ = stream.set_nonblocking(false);
-        closed
+        stream.set_nonblocking(false).is_err() || closed
     }
 }
 
@@ -420,6 +488,58 @@ mod tests {
     #[test]
     fn basic_auth_header_is_standard_base64() {
         assert_eq!(base64_encode(b"admin:secret"), "YWRtaW46c2VjcmV0");
+    }
+
+    // Regression: a ca_file that could not be read became an empty trust store (unwrap_or_default),
+    // and every https:// send then failed with a certificate error that did not name the file.
+    #[test]
+    fn unreadable_ca_file_is_an_error_naming_the_key_and_the_os_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing-ca.pem");
+        let e = read_ca_file(&missing).expect_err("a missing file").to_string();
+        assert!(e.starts_with("[TSDB] ca_file: cannot read "), "{e}");
+        assert!(e.contains("missing-ca.pem") && e.contains("No such file or directory"), "{e}");
+    }
+
+    #[test]
+    fn ca_file_without_certificate_is_an_error_not_an_empty_trust_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").expect("write");
+        let e = read_ca_file(&empty).expect_err("no certificate").to_string();
+        assert!(e.starts_with("[TSDB] ca_file: ") && e.contains("holds no certificate"), "{e}");
+    }
+
+    fn https_tsdb(ca_file: PathBuf) -> Tsdb {
+        Tsdb {
+            backend: Backend::InfluxDb,
+            address: "https://127.0.0.1:1".into(),
+            datapoints: "/write".into(),
+            auth: false,
+            user: None,
+            pass: None,
+            database: Some("puypuy".into()),
+            path: None,
+            gzip: false,
+            ca_file: Some(ca_file),
+            insecure: false,
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn transport_with_an_unreadable_ca_file_is_refused_or_fails_every_send_saying_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tsdb = https_tsdb(dir.path().join("gone.pem"));
+        let e = try_from_config(&tsdb, 100, HostTags::empty()).err().expect("refused").to_string();
+        assert!(e.starts_with("[TSDB] ca_file: cannot read "), "{e}");
+        let mut t = from_config(&tsdb, 100, HostTags::empty());
+        match t.send(&[Point::int("a", 1, 1, "t")]) {
+            Err(SendError::Retryable(ErrorKind::Io, m)) => assert!(m.contains("[TSDB] ca_file: cannot read "), "{m}"),
+            other => panic!("expected a retryable io error, got {other:?}"),
+        }
+        assert!(t.describe().contains("[TSDB] ca_file"));
     }
 
     #[test]
