@@ -29,6 +29,8 @@ DEFAULT_BIN_DIR=$HERE/target/release
 BIN_DIR=${PUYPUY_BIN_DIR:-$DEFAULT_BIN_DIR}
 ALL_PROCESSES=(shipper collector script-runner jmx-bridge)
 STOP_TIMEOUT=${PUYPUY_STOP_TIMEOUT:-30}
+# Long enough for another puypuy.sh to stop every process and start them again.
+LOCK_TIMEOUT=$((STOP_TIMEOUT * 5 + 60))
 
 die() { echo "puypuy.sh: $*" >&2; exit "${2:-1}"; }
 
@@ -64,9 +66,23 @@ binary_of() { echo "$BIN_DIR/puypuy-$1"; }
 child_pidfile() { echo "$PID_BASE.$1.pid"; }
 watchdog_pidfile() { echo "$PID_BASE.$1.watchdog.pid"; }
 restarts_file() { echo "$PID_BASE.$1.restarts"; }
+lock_file() { echo "$PID_BASE.lock"; }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 read_pid() { [ -r "$1" ] && tr -dc '0-9' < "$1"; }
+
+# ours NAME PID: PID is a NAME process of PuyPuy (its binary, or its watchdog: puypuy.sh
+# _watchdog NAME), not an unrelated process that was given a recycled pid. A zombie is not ours.
+ours() {
+  local name=$1 pid=${2:-} args i
+  [ -n "$pid" ] || return 1
+  mapfile -d '' -t args 2>/dev/null < "/proc/$pid/cmdline" || return 1
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    [ "${args[$i]##*/}" = "puypuy-$name" ] && return 0
+    [ "${args[$i]}" = _watchdog ] && [ "${args[$((i + 1))]:-}" = "$name" ] && return 0
+  done
+  return 1
+}
 
 log_line() { echo "$(date -u +%Y-%m-%dT%H:%M:%S.000Z) INFO  puypuy.sh: $*" >> "$LOG_FILE"; }
 
@@ -104,13 +120,27 @@ build_if_needed() {
   (cd "$HERE" && cargo build --release --quiet "${packages[@]}") || die "cargo build failed"
 }
 
+# One puypuy.sh at a time changes what runs: two starts at once would each find no watchdog and
+# start one. The lock sits beside the pid files, so it is per config. Only this shell holds fd 9:
+# the watchdogs are started with it closed.
+take_lock() {
+  local file; file=$(lock_file)
+  [ -d "$(dirname "$file")" ] || return 0
+  exec 9>>"$file" || die "cannot open $file"
+  flock -w "$LOCK_TIMEOUT" 9 || die "another puypuy.sh has held $file for ${LOCK_TIMEOUT}s"
+}
+
 # The watchdog: runs one process, restarts it with a short backoff when it dies, stops it on TERM.
 watchdog() {
-  local name=$1 bin child="" rc started backoff=0.2 restarts=0 stopping=""
+  local name=$1 bin child="" pid rc started backoff=0.2 restarts=0 stopping="" interrupted="" pause
   bin=$(binary_of "$name")
   echo 0 > "$(restarts_file "$name")"
-  trap 'stopping=1; alive "$child" && kill -TERM "$child" 2>/dev/null' TERM INT
+  # child is set only while it is this shell's unreaped child: its pid cannot be anyone else's.
+  trap 'stopping=1; interrupted=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM INT
   trap '' HUP
+  # bash reports a child killed by a signal ("line N: PID Killed  …") on its own stderr whenever
+  # it reaps it; the child writes to the log through its own redirection, this shell to nowhere.
+  exec 2>/dev/null
   while [ -z "$stopping" ]; do
     started=$(date +%s)
     if [ "$(id -u)" = 0 ] && [ -n "$RUN_USER" ] && [ "$RUN_USER" != root ]; then
@@ -120,11 +150,16 @@ watchdog() {
       "$bin" --config "$CONFIG" </dev/null >>"$LOG_FILE" 2>&1 &
     fi
     child=$!
+    # A TERM since the loop's test found no child to pass on to: pass it now.
+    [ -z "$stopping" ] || kill -TERM "$child" 2>/dev/null
     echo "$child" > "$(child_pidfile "$name")"
-    rc=0
-    wait "$child" || rc=$?
-    # A trapped signal interrupts wait; keep waiting for the child itself.
-    while alive "$child"; do wait "$child" || rc=$?; done
+    # A trapped signal interrupts wait; wait again for the child itself (bash keeps its status).
+    while :; do
+      interrupted=""
+      rc=0; wait "$child" || rc=$?
+      [ -n "$interrupted" ] || break
+    done
+    pid=$child child=""
     [ -z "$stopping" ] || break
     if [ "$rc" = 2 ]; then
       log_line "$name exited with status 2 (invalid configuration); not restarting it"
@@ -133,8 +168,11 @@ watchdog() {
     restarts=$((restarts + 1))
     echo "$restarts" > "$(restarts_file "$name")"
     if [ $(( $(date +%s) - started )) -ge 30 ]; then backoff=0.2; fi
-    log_line "$name (pid $child) exited with status $rc; restarting in ${backoff}s (restart $restarts)"
-    sleep "$backoff" & wait $! 2>/dev/null
+    log_line "$name (pid $pid) exited with status $rc; restarting in ${backoff}s (restart $restarts)"
+    [ -z "$stopping" ] || break
+    sleep "$backoff" & pause=$!
+    wait "$pause"
+    kill "$pause" 2>/dev/null
     case "$backoff" in 0.2) backoff=0.5 ;; 0.5) backoff=1 ;; 1) backoff=2 ;; *) backoff=3 ;; esac
   done
   rm -f "$(child_pidfile "$name")" "$(watchdog_pidfile "$name")"
@@ -144,24 +182,24 @@ watchdog() {
 start_one() {
   local name=$1 wpid
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
-  if alive "$wpid"; then echo "$name: already running (watchdog pid $wpid)"; return 0; fi
+  if ours "$name" "$wpid"; then echo "$name: already running (watchdog pid $wpid)"; return 0; fi
   # Check the config once in the foreground so that errors show here, not only in the log.
   local out rc=0
   out=$("$(binary_of "$name")" --config "$CONFIG" --check-config 2>&1) || rc=$?
   if [ "$rc" = 2 ]; then echo "$out" >&2; return 2; fi
   rm -f "$(child_pidfile "$name")"
-  setsid "$0" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" &
+  setsid "$0" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" 9>&- &
   echo $! > "$(watchdog_pidfile "$name")"
   # Wait until the process itself runs (the shipper: until its socket exists).
   local i cpid
   for i in $(seq 1 100); do
     cpid=$(read_pid "$(child_pidfile "$name")")
-    if alive "$cpid"; then
+    if ours "$name" "$cpid"; then
       if [ "$name" != shipper ] || [ -S "$(shipper_socket)" ]; then
         echo "$name: started (pid $cpid)"; return 0
       fi
     fi
-    alive "$(read_pid "$(watchdog_pidfile "$name")")" || break
+    ours "$name" "$(read_pid "$(watchdog_pidfile "$name")")" || break
     sleep 0.1
   done
   echo "$name: failed to start; see $LOG_FILE" >&2
@@ -177,19 +215,22 @@ stop_one() {
   local name=$1 wpid cpid i
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
   cpid=$(read_pid "$(child_pidfile "$name")")
-  if ! alive "$wpid" && ! alive "$cpid"; then
+  # A pid file left by a crash may name a pid the system has since given to another process.
+  ours "$name" "$wpid" || wpid=""
+  ours "$name" "$cpid" || cpid=""
+  if [ -z "$wpid" ] && [ -z "$cpid" ]; then
     rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
     echo "$name: not running"; return 0
   fi
-  alive "$wpid" && kill -TERM "$wpid" 2>/dev/null
-  alive "$wpid" || { alive "$cpid" && kill -TERM "$cpid" 2>/dev/null; }
+  if [ -n "$wpid" ]; then kill -TERM "$wpid" 2>/dev/null; else kill -TERM "$cpid" 2>/dev/null; fi
   for i in $(seq 1 $((STOP_TIMEOUT * 10))); do
-    alive "$wpid" || alive "$cpid" || break
+    ours "$name" "$wpid" || ours "$name" "$cpid" || break
     sleep 0.1
   done
-  if alive "$wpid" || alive "$cpid"; then
+  if ours "$name" "$wpid" || ours "$name" "$cpid"; then
     echo "$name: did not stop within ${STOP_TIMEOUT}s; killing it" >&2
-    kill -KILL "$wpid" "$cpid" 2>/dev/null
+    ours "$name" "$wpid" && kill -KILL "$wpid" 2>/dev/null
+    ours "$name" "$cpid" && kill -KILL "$cpid" 2>/dev/null
   fi
   rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
   echo "$name: stopped"
@@ -199,11 +240,11 @@ status_one() {
   local name=$1 wpid cpid up
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
   cpid=$(read_pid "$(child_pidfile "$name")")
-  if alive "$cpid"; then
+  if ours "$name" "$cpid"; then
     up=$(ps -o etime= -p "$cpid" | tr -d ' ')
     printf '%-14s running  pid %-7s uptime %-12s restarts %s\n' "$name" "$cpid" "$up" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
     return 0
-  elif alive "$wpid"; then
+  elif ours "$name" "$wpid"; then
     printf '%-14s restarting (watchdog pid %s, restarts %s)\n' "$name" "$wpid" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
     return 0
   elif [ -e "$(watchdog_pidfile "$name")" ] || [ -e "$(child_pidfile "$name")" ]; then
@@ -227,7 +268,7 @@ prepare_dirs() {
 reload_one() {
   local name=$1 cpid
   cpid=$(read_pid "$(child_pidfile "$name")")
-  if alive "$cpid"; then
+  if ours "$name" "$cpid"; then
     kill -HUP "$cpid" && echo "$name: reloading (SIGHUP to pid $cpid)"
   else
     echo "$name: not running"
@@ -242,8 +283,8 @@ status_json() {
   for n in "$@"; do
     wpid=$(read_pid "$(watchdog_pidfile "$n")"); cpid=$(read_pid "$(child_pidfile "$n")")
     restarts=$(cat "$(restarts_file "$n")" 2>/dev/null || echo 0)
-    if alive "$cpid"; then state=running; up=$(ps -o etimes= -p "$cpid" | tr -d ' ')
-    elif alive "$wpid"; then state=restarting; up=0; cpid=""
+    if ours "$n" "$cpid"; then state=running; up=$(ps -o etimes= -p "$cpid" | tr -d ' ')
+    elif ours "$n" "$wpid"; then state=restarting; up=0; cpid=""
     else state=stopped; up=0; cpid=""; fi
     [ "$first" = 1 ] || printf ','
     first=0
@@ -251,7 +292,7 @@ status_json() {
   done
   status_file="$TMPDIR_/shipper-status.json"
   printf '],"shipper":'
-  if [ -s "$status_file" ] && alive "$(read_pid "$(child_pidfile shipper)")"; then cat "$status_file"; else printf 'null'; fi
+  if [ -s "$status_file" ] && ours shipper "$(read_pid "$(child_pidfile shipper)")"; then cat "$status_file"; else printf 'null'; fi
   printf '}\n'
 }
 
@@ -306,18 +347,22 @@ main() {
     start)
       prepare_dirs
       build_if_needed "${names[@]}"
+      take_lock
       for n in "${names[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
     stop)
+      take_lock
       for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
       exit 0 ;;
     restart)
+      take_lock
       for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
       prepare_dirs
       build_if_needed "${names[@]}"
       for n in "${names[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
     reload)
+      take_lock
       for n in "${names[@]}"; do reload_one "$n"; done
       exit 0 ;;
     once)

@@ -1,17 +1,37 @@
 //! `./puypuy.sh` as the supervisor: start, status, a watchdog that brings killed processes back
-//! within 5 s, no points lost across a shipper kill -9, and a stop that leaves nothing behind.
+//! within 5 s, no points lost across a shipper kill -9, and a stop that leaves nothing behind;
+//! one puypuy.sh at a time, pid files that name someone else's process, a TERM at any moment.
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use puypuy_tests::{wait_for, Agent, Influx};
+use puypuy_tests::{wait_for, Agent, Influx, Proc};
 
 fn puypuy_sh(agent: &Agent, args: &[&str]) -> Output {
     puypuy_tests::puypuy_sh(&agent.config, args)
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A config that needs no server: the memory check, written to a file.
+fn file_agent(self_extra: &str) -> Agent {
+    let extra = if self_extra.is_empty() { "system_checks: memory".to_string() } else { format!("system_checks: memory\n{self_extra}") };
+    Agent::new(&extra, "[TSDB]\ntsdtype: File\npath: out.txt\n")
+}
+
+/// The watchdogs of this test's config, by process name.
+fn watchdogs_of(agent: &Agent, name: &str) -> Vec<i32> {
+    processes_of(agent)
+        .into_iter()
+        .filter(|(_, cmdline)| cmdline.split(' ').collect::<Vec<_>>().windows(2).any(|w| w == ["_watchdog", name]))
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 fn read_pid(path: &Path) -> Option<i32> {
@@ -145,4 +165,122 @@ fn killed_script_runner_comes_back_and_collector_points_never_stop() {
     let stop = puypuy_sh(&agent, &["stop"]);
     assert!(stop.status.success());
     assert!(processes_of(&agent).is_empty());
+}
+
+/// Regression: two `start`s at once each found no watchdog and started one, so every process ran
+/// twice. puypuy.sh now takes a lock beside the pid files around start, stop, restart and reload.
+#[test]
+fn concurrent_starts_make_one_watchdog_per_process() {
+    let agent = file_agent("");
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(puypuy_tests::repo_root().join("puypuy.sh"))
+                .arg("start")
+                .env("PUYPUY_CONFIG", &agent.config)
+                .env("PUYPUY_BIN_DIR", puypuy_tests::bin_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("puypuy.sh start")
+        })
+        .collect();
+    for start in starts {
+        let out = start.wait_with_output().expect("start");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for name in ["shipper", "collector", "script-runner"] {
+        let watchdogs = watchdogs_of(&agent, name);
+        assert_eq!(watchdogs.len(), 1, "{name}: watchdogs {watchdogs:?} in {:?}", processes_of(&agent));
+    }
+    let collectors = processes_of(&agent).into_iter().filter(|(_, c)| c.contains("puypuy-collector ")).count();
+    assert_eq!(collectors, 1, "{:?}", processes_of(&agent));
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
+    assert!(processes_of(&agent).is_empty(), "{:?}", processes_of(&agent));
+}
+
+/// Regression: a pid file left by a crash names a pid the system may since have given to another
+/// process; `stop` sent it TERM, then KILL. Only a process of ours (the binary or its watchdog) is
+/// signalled now.
+#[test]
+fn stop_leaves_alone_an_unrelated_process_named_by_a_pid_file() {
+    let agent = file_agent("");
+    std::fs::create_dir_all(agent.path("run")).expect("run dir");
+    let mut sleeper = Proc::spawn("sleep", Command::new("sleep").arg("60"));
+    let pid = sleeper.pid().to_string();
+    std::fs::write(agent.path("run/puypuy.collector.pid"), &pid).expect("pid file");
+    std::fs::write(agent.path("run/puypuy.shipper.watchdog.pid"), &pid).expect("pid file");
+    let status = puypuy_sh(&agent, &["status", "collector"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert!(text(&status).contains("dead (stale pid file)"), "{}", text(&status));
+    let stop = puypuy_sh(&agent, &["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(sleeper.is_running(), "stop signalled the unrelated process {pid}: {}", text(&stop));
+    assert!(!agent.path("run/puypuy.collector.pid").exists(), "the stale pid file is removed");
+    assert_eq!(puypuy_sh(&agent, &["status"]).status.code(), Some(3));
+}
+
+/// Regression: a TERM that reached a watchdog after its loop had checked for one but before it had
+/// recorded its new child was lost: the child ran on, and `stop` waited 30 s before killing it.
+/// A `date` that pauses holds the watchdog in that window: after a child's death the watchdog
+/// reads the clock (`date +%s`) once to pick its backoff and once more when it starts the next
+/// child, after its loop's test; the second reading pauses.
+#[test]
+fn a_term_while_the_watchdog_starts_its_process_stops_both() {
+    let agent = file_agent("");
+    let real_date = puypuy_tests::require("date");
+    let wrappers = agent.path("slow-bin");
+    std::fs::create_dir_all(&wrappers).expect("dir");
+    let (arm, armed, fired) = (agent.path("date.arm"), agent.path("date.armed"), agent.path("date.fired"));
+    let script = format!(
+        "#!/bin/sh\nif [ \"$1\" = +%s ]; then\n  if rm {arm} 2>/dev/null; then touch {armed}\n  \
+         elif rm {armed} 2>/dev/null; then touch {fired}; sleep 1; fi\nfi\nexec {date} \"$@\"\n",
+        arm = arm.display(),
+        armed = armed.display(),
+        fired = fired.display(),
+        date = real_date.display()
+    );
+    std::fs::write(wrappers.join("date"), script).expect("date wrapper");
+    Command::new("chmod").arg("755").arg(wrappers.join("date")).status().expect("chmod");
+    let path = format!("{}:{}", wrappers.display(), std::env::var("PATH").unwrap_or_default());
+    let start = Command::new(puypuy_tests::repo_root().join("puypuy.sh"))
+        .args(["start", "collector"])
+        .env("PUYPUY_CONFIG", &agent.config)
+        .env("PUYPUY_BIN_DIR", puypuy_tests::bin_dir())
+        .env("PATH", path)
+        .stdin(Stdio::null())
+        .output()
+        .expect("start");
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let watchdog = read_pid(&agent.path("run/puypuy.collector.watchdog.pid")).expect("watchdog pid");
+    let child = read_pid(&agent.path("run/puypuy.collector.pid")).expect("collector pid");
+
+    std::fs::write(&arm, "").expect("arm");
+    kill(Pid::from_raw(child), Signal::SIGKILL).expect("kill collector");
+    wait_for(Duration::from_secs(10), "the watchdog in its restart", || fired.exists().then_some(()));
+    kill(Pid::from_raw(watchdog), Signal::SIGTERM).expect("TERM the watchdog");
+    wait_for(Duration::from_secs(8), "the watchdog to end", || (!alive(watchdog)).then_some(()));
+    let left = processes_of(&agent);
+    assert!(left.is_empty(), "left after the watchdog's TERM: {left:?}");
+}
+
+/// Regression: bash reported the watchdog's killed child in the log (`puypuy.sh: line 125: 31817
+/// Killed "$bin" …`), a line in no format of ours.
+#[test]
+fn a_killed_process_leaves_no_bash_job_notice_in_the_log() {
+    let agent = file_agent("");
+    let start = puypuy_sh(&agent, &["start", "collector"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let pidfile = agent.path("run/puypuy.collector.pid");
+    let old = read_pid(&pidfile).expect("collector pid");
+    kill(Pid::from_raw(old), Signal::SIGKILL).expect("kill collector");
+    restarted(&pidfile, old);
+    let log = wait_for(Duration::from_secs(5), "the restart in the log", || {
+        Some(agent.log()).filter(|l| l.contains("restarting in"))
+    });
+    assert!(!log.contains("Killed"), "{log}");
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
 }
