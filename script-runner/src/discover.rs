@@ -1,7 +1,8 @@
 //! Finding the scripts: every executable `check_*` in the scripts folder, read afresh each cycle so
-//! that scripts added, removed or changed are picked up without a restart. Editor backups (`*~`,
-//! `*.swp`, `*.bak`) and files without an execute bit are ignored, with one log line each (not one
-//! per cycle).
+//! that scripts added, removed or changed are picked up without a restart. Files not named
+//! `check_*`, editor backups (`*~`, `*.swp`, `*.bak`) and files without an execute bit are ignored,
+//! with one log line each saying why (once per file, not once per cycle: again only if the file
+//! goes away and comes back).
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
@@ -19,8 +20,21 @@ fn is_backup(name: &str) -> bool {
 }
 
 impl Discovery {
-    /// The scripts to run this cycle, sorted by name.
+    /// The scripts to run this cycle, sorted by name; what changed since the last scan is logged.
     pub fn scan(&mut self, folder: &Path) -> Vec<(String, PathBuf)> {
+        let (found, notices) = self.scan_noting(folder);
+        for notice in notices {
+            match notice {
+                Notice::Warn(line) => log::warn!("{line}"),
+                Notice::Info(line) => log::info!("{line}"),
+            }
+        }
+        found
+    }
+
+    /// [`Discovery::scan`] without the logging: the scripts, and the lines to log.
+    fn scan_noting(&mut self, folder: &Path) -> (Vec<(String, PathBuf)>, Vec<Notice>) {
+        let mut notices = Vec::new();
         let entries = match std::fs::read_dir(folder) {
             Ok(e) => {
                 self.folder_missing_logged = false;
@@ -28,21 +42,23 @@ impl Discovery {
             }
             Err(e) => {
                 if !self.folder_missing_logged {
-                    log::warn!("cannot read the scripts folder {}: {e}; no scripts run", folder.display());
+                    notices.push(Notice::Warn(format!(
+                        "cannot read the scripts folder {}: {e}; no scripts run",
+                        folder.display()
+                    )));
                     self.folder_missing_logged = true;
                 }
-                return Vec::new();
+                return (Vec::new(), notices);
             }
         };
         let mut found: Vec<(String, PathBuf)> = Vec::new();
         let mut seen_ignored = BTreeSet::new();
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else { continue };
-            if !name.starts_with("check_") {
-                continue;
-            }
             let path = entry.path();
-            let reason = if is_backup(&name) {
+            let reason = if !name.starts_with("check_") {
+                Some("only files named check_* are run (rename it check_<name> to run it)")
+            } else if is_backup(&name) {
                 Some("an editor backup")
             } else {
                 match std::fs::metadata(&path) {
@@ -55,7 +71,7 @@ impl Discovery {
             match reason {
                 Some(why) => {
                     if !self.ignored.contains(&name) {
-                        log::info!("ignoring {}: {why}", path.display());
+                        notices.push(Notice::Info(format!("ignoring {}: {why}", path.display())));
                     }
                     seen_ignored.insert(name);
                 }
@@ -66,14 +82,21 @@ impl Discovery {
         found.sort();
         let now: BTreeSet<String> = found.iter().map(|(n, _)| n.clone()).collect();
         for added in now.difference(&self.known) {
-            log::info!("script {added} found; running it every cycle");
+            notices.push(Notice::Info(format!("script {added} found; running it every cycle")));
         }
         for removed in self.known.difference(&now) {
-            log::info!("script {removed} is gone; no longer running it");
+            notices.push(Notice::Info(format!("script {removed} is gone; no longer running it")));
         }
         self.known = now;
-        found
+        (found, notices)
     }
+}
+
+/// A line [`Discovery::scan`] logs.
+#[derive(Debug, PartialEq, Eq)]
+enum Notice {
+    Warn(String),
+    Info(String),
 }
 
 #[cfg(test)]
@@ -101,5 +124,34 @@ mod tests {
         assert_eq!(names, vec!["check_a.sh", "check_b"]);
         write("check_g", 0o755);
         assert_eq!(d.scan(dir.path()).len(), 3);
+    }
+
+    #[test]
+    fn a_file_without_the_check_prefix_is_reported_once_with_the_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "#!/bin/sh\n").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        };
+        write("check_ok");
+        write("disk_usage.sh");
+        let mut d = Discovery::default();
+        let (found, notices) = d.scan_noting(dir.path());
+        assert_eq!(found.len(), 1);
+        let ignored = format!(
+            "ignoring {}: only files named check_* are run (rename it check_<name> to run it)",
+            dir.path().join("disk_usage.sh").display()
+        );
+        assert!(notices.contains(&Notice::Info(ignored.clone())), "{notices:?}");
+        // The next cycles say nothing more about it.
+        for _ in 0..3 {
+            assert_eq!(d.scan_noting(dir.path()).1, vec![]);
+        }
+        // Gone, then back: reported again.
+        std::fs::remove_file(dir.path().join("disk_usage.sh")).expect("remove");
+        assert_eq!(d.scan_noting(dir.path()).1, vec![]);
+        write("disk_usage.sh");
+        assert_eq!(d.scan_noting(dir.path()).1, vec![Notice::Info(ignored)]);
     }
 }
