@@ -15,6 +15,7 @@ use puypuy_common::{hostname, Point};
 use puypuy_script_runner::discover::Discovery;
 use puypuy_script_runner::parse::parse_output;
 use puypuy_script_runner::run::{run_script, Groups, RunSettings};
+use puypuy_script_runner::throttle::{Problem, Warnings};
 
 struct Job {
     name: String,
@@ -56,14 +57,18 @@ fn main() -> ExitCode {
 
     let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let running: Running = Arc::default();
+    // A script's repeated warnings: the first logged, then a count per minute.
+    let warnings = Warnings::default();
     let mut workers = Vec::new();
     for i in 0..s.script_concurrency {
         let (rx, producer, running) = (job_rx.clone(), Arc::clone(&producer), Arc::clone(&running));
+        let warnings = warnings.clone();
         let spawned = thread::Builder::new().name(format!("script-{i}")).spawn(move || {
             while let Ok(job) = rx.recv() {
-                let points = run_one(&job, &job.settings);
+                let points = run_one(&job, &job.settings, &warnings);
                 producer.emit(points);
                 running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
+                warnings.flush();
             }
         });
         match spawned {
@@ -92,7 +97,8 @@ fn main() -> ExitCode {
             {
                 let mut r = running.lock().unwrap_or_else(|e| e.into_inner());
                 if !r.insert(name.clone()) {
-                    log::warn!("{name} is still running from an earlier cycle; not started again at {tick}");
+                    let line = format!("{name} is still running from an earlier cycle; not started again at {tick}");
+                    warnings.warn(&name, Problem::StillRunning, line);
                     continue;
                 }
             }
@@ -103,11 +109,13 @@ fn main() -> ExitCode {
             for w in workers {
                 let _ = w.join();
             }
+            warnings.finish();
             return producer.finish(ONCE_TIMEOUT);
         }
     }
     log::info!("stopping; killing the scripts still running");
     groups.kill_all();
+    warnings.finish();
     let _ = producer.finish(Duration::from_secs(2));
     ExitCode::SUCCESS
 }
@@ -141,12 +149,12 @@ fn settings_of(
 }
 
 /// Runs one script and returns its points followed by its self-metrics.
-fn run_one(job: &Job, settings: &RunSettings) -> Vec<Point> {
+fn run_one(job: &Job, settings: &RunSettings, warnings: &Warnings) -> Vec<Point> {
     let name = &job.name;
     let result = match run_script(&job.path, settings) {
         Ok(r) => r,
         Err(e) => {
-            log::warn!("{name}: cannot run it: {e}");
+            warnings.warn(name, Problem::CannotRun, format!("{name}: cannot run it: {e}"));
             return vec![self_metric("puypuy_script_exit_status", job, -1.0, true)];
         }
     };
@@ -157,24 +165,29 @@ fn run_one(job: &Job, settings: &RunSettings) -> Vec<Point> {
             Ok(p) => points.push(p),
             Err(e) => {
                 bad += 1;
-                log::warn!("{name} line {line}: {e}; line skipped");
+                warnings.warn(name, Problem::BadLine, format!("{name} line {line}: {e}; line skipped"));
             }
         }
     }
     if result.truncated {
-        log::warn!("{name}: output over {} bytes; the rest was cut", settings.max_output);
+        warnings.warn(
+            name,
+            Problem::Truncated,
+            format!("{name}: output over {} bytes; the rest was cut", settings.max_output),
+        );
     }
     let stderr = String::from_utf8_lossy(&result.stderr_tail).trim().replace('\n', " | ");
     if result.timed_out {
-        log::warn!(
+        let line = format!(
             "{name}: still running after {:?}; killed its process group ({} points printed before are kept)",
             settings.timeout,
             points.len()
         );
+        warnings.warn(name, Problem::Timeout, line);
     } else if let Some(code) = result.exit_code.filter(|c| *c != 0) {
-        log::warn!("{name}: exited with status {code}: {stderr}");
+        warnings.warn(name, Problem::NonZeroExit, format!("{name}: exited with status {code}: {stderr}"));
     } else if let Some(sig) = result.signal {
-        log::warn!("{name}: killed by signal {sig}: {stderr}");
+        warnings.warn(name, Problem::Signal, format!("{name}: killed by signal {sig}: {stderr}"));
     }
     let status = result.exit_code.map(i64::from).or(result.signal.map(|s| -i64::from(s))).unwrap_or(-1);
     points.push(self_metric(
