@@ -1,29 +1,24 @@
 #!/usr/bin/env bash
 # puypuy.sh — start, stop, restart and report the PuyPuy processes, each under a watchdog that
-# restarts it when it dies.
+# restarts it when it dies. `./puypuy.sh --help` lists the commands.
 #
-#   [PUYPUY_CONFIG=/path/config.ini] ./puypuy.sh start|stop|restart|status|reload [PROCESS]
-#   ./puypuy.sh status --json        processes and the shipper's self-metrics as JSON
-#   ./puypuy.sh once                 run every producer once, print what would be sent (no sending)
-#   ./puypuy.sh check-config         validate config.ini, print every problem (exit 2 if any)
-#   ./puypuy.sh package              build the Debian package into target/debian/ (cargo-deb)
-#
-# PROCESS is shipper, collector, script-runner or jmx-bridge; without it the command acts on all
+# PROCESS is shipper, collector, script-runner or jmx-bridge; without it a command acts on all
 # that the config uses (shipper first on start, last on stop; the jmx-bridge only with a [JMX]
-# section). Binaries run in place from this checkout's
-# target/release/, built with cargo when missing or older than the sources. Exit codes follow the
-# LSB init-script conventions (status: 0 running, 1 dead with a pid file left, 3 not running).
+# section). Binaries run in place from this checkout's target/release/, built with cargo when
+# missing or older than the sources. What puypuy.sh needs from the config (paths, run_user, the
+# JMX targets) it asks the binaries (--print-config), so that one parser reads the file. Exit
+# codes follow the LSB init-script conventions (status: 0 running, 1 dead with a pid file left,
+# 3 not running, 4 unknown; 2 invalid arguments or config, 6 no config file).
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
 # Installed from the Debian package (/usr/share/puypuy): the config is in /etc, binaries in /usr/bin.
 INSTALLED=0
 if [ ! -f "$HERE/Cargo.toml" ] && [ -x /usr/bin/puypuy-shipper ]; then INSTALLED=1; fi
 DEFAULT_CONFIG=$HERE/config.ini
 [ "$INSTALLED" = 1 ] && DEFAULT_CONFIG=/etc/puypuy/config.ini
 CONFIG=${PUYPUY_CONFIG:-$DEFAULT_CONFIG}
-case "$CONFIG" in /*) ;; *) CONFIG="$PWD/$CONFIG" ;; esac
-CONFIG_DIR=$(dirname "$CONFIG")
 DEFAULT_BIN_DIR=$HERE/target/release
 [ "$INSTALLED" = 1 ] && DEFAULT_BIN_DIR=/usr/bin
 BIN_DIR=${PUYPUY_BIN_DIR:-$DEFAULT_BIN_DIR}
@@ -32,34 +27,46 @@ STOP_TIMEOUT=${PUYPUY_STOP_TIMEOUT:-30}
 # Long enough for another puypuy.sh to stop every process and start them again.
 LOCK_TIMEOUT=$((STOP_TIMEOUT * 5 + 60))
 
-die() { echo "puypuy.sh: $*" >&2; exit "${2:-1}"; }
+usage() {
+  cat <<EOF
+usage: puypuy.sh [--config FILE] COMMAND [PROCESS]
 
-# ini_get SECTION KEY: the value as Python's ConfigParser reads it (`key: v` or `key = v`).
-ini_get() {
-  [ -r "$CONFIG" ] || return 0
-  awk -v sec="$1" -v key="$2" '
-    /^[ \t]*[#;]/ { next }
-    /^[ \t]*\[/ { s=$0; sub(/^[ \t]*\[/, "", s); sub(/\][ \t\r]*$/, "", s); insec = (s == sec); next }
-    insec {
-      if (!match($0, /[:=]/)) next
-      k = substr($0, 1, RSTART - 1); v = substr($0, RSTART + 1)
-      gsub(/^[ \t]+|[ \t\r]+$/, "", k); gsub(/^[ \t]+|[ \t\r]+$/, "", v)
-      if (k == key) { print v; exit }
-    }' "$CONFIG"
+Commands:
+  start [PROCESS]             build what is missing or stale, validate the config, start each
+                              process under a watchdog that restarts it when it dies
+  stop [PROCESS]              stop (the shipper last, once it has delivered what it holds)
+  restart [PROCESS]           build and validate first; stop and start only when the config is
+                              valid (otherwise print its errors, exit 2, leave the processes running)
+  status [--json] [PROCESS]   state, pid, uptime and restarts; exit 0 running, 1 dead, 3 stopped;
+                              --json adds the shipper's self-metrics
+  reload [PROCESS]            validate the config, then SIGHUP: re-read it, reopen the log
+  once [PROCESS]              run each producer once (--once --dry-run) and print what it would
+                              send; nothing is sent
+  check-config [--strict]     validate the config: exit 2 on errors, and with --strict on warnings
+  package                     build the Debian package into target/debian/ (cargo-deb)
+  help                        this text
+
+PROCESS is shipper, collector, script-runner or jmx-bridge; without it, every one the config uses.
+
+Options:
+  --config FILE, --config=FILE  the config file (default: \$PUYPUY_CONFIG, else $DEFAULT_CONFIG)
+  -h, --help                    this text
+
+Environment: PUYPUY_CONFIG, PUYPUY_BIN_DIR (prebuilt binaries instead of building them here),
+PUYPUY_STOP_TIMEOUT (seconds stop waits before SIGKILL; 30).
+EOF
 }
 
-has_section() { [ -r "$CONFIG" ] && grep -Eq "^[[:space:]]*\[$1(:[^]]*)?\][[:space:]]*$" "$CONFIG"; }
+# die MESSAGE [EXIT_STATUS]
+die() { echo "puypuy.sh: $1" >&2; exit "${2:-1}"; }
 
-resolve() { case "$1" in /*) echo "$1" ;; *) echo "$CONFIG_DIR/$1" ;; esac; }
-
-load_paths() {
-  local v
-  v=$(ini_get SelfConfig tmpdir); TMPDIR_=$(resolve "${v:-/tmp/puypuy}")
-  v=$(ini_get SelfConfig pid_file); PID_FILE=$(resolve "${v:-$TMPDIR_/puypuy.pid}")
-  v=$(ini_get SelfConfig log_file); LOG_FILE=$(resolve "${v:-$TMPDIR_/puypuy.log}")
-  RUN_USER=$(ini_get SelfConfig run_user)
-  [ -n "$RUN_USER" ] || RUN_USER=$(ini_get SelfConfig puypuy_user)
-  PID_BASE=${PID_FILE%.pid}
+# An absolute path with its folder's symbolic links resolved, so that every way of naming the
+# config gives the same string.
+absolute() {
+  local path=$1 dir
+  case "$path" in /*) ;; *) path="$PWD/$path" ;; esac
+  dir=$(cd "$(dirname "$path")" 2>/dev/null && pwd -P) || { echo "$path"; return; }
+  echo "$dir/$(basename "$path")"
 }
 
 binary_of() { echo "$BIN_DIR/puypuy-$1"; }
@@ -86,38 +93,98 @@ ours() {
 
 log_line() { echo "$(date -u +%Y-%m-%dT%H:%M:%S.000Z) INFO  puypuy.sh: $*" >> "$LOG_FILE"; }
 
-# Which processes this config runs: the jmx-bridge only with a JMX target, the script-runner
-# only once it is built into this checkout.
-configured() {
-  case "$1" in
-    shipper|collector) return 0 ;;
-    script-runner) [ -d "$HERE/script-runner" ] ;;
-    jmx-bridge) [ -d "$HERE/jmx-bridge" ] && has_section JMX ;;
-    *) return 1 ;;
-  esac
+# stale NAME: its binary is missing or older than the sources it is built from.
+stale() {
+  local bin; bin=$(binary_of "$1")
+  [ -x "$bin" ] || return 0
+  [ -n "$(find "$HERE/Cargo.toml" "$HERE/Cargo.lock" "$HERE/common" "$HERE/$1" \
+               -newer "$bin" -type f \( -name '*.rs' -o -name 'Cargo.*' -o -name '*.java' \) 2>/dev/null | head -n 1)" ]
 }
 
+# builds_here: binaries are built from this checkout (not a package, not PUYPUY_BIN_DIR).
+builds_here() { [ -z "${PUYPUY_BIN_DIR:-}" ] && [ "$INSTALLED" = 0 ]; }
+
 build_if_needed() {
-  local stale=0 name bin
-  if [ -n "${PUYPUY_BIN_DIR:-}" ] || [ "$INSTALLED" = 1 ]; then
+  local name packages=()
+  if ! builds_here; then
     # Binaries from elsewhere (a package, a test build): use them as they are.
     for name in "$@"; do [ -x "$(binary_of "$name")" ] || die "$(binary_of "$name") is missing"; done
     return 0
   fi
-  for name in "$@"; do
-    bin=$(binary_of "$name")
-    if [ ! -x "$bin" ]; then stale=1; break; fi
-    if [ -n "$(find "$HERE/Cargo.toml" "$HERE/Cargo.lock" "$HERE/common" "$HERE/$name" \
-                 -newer "$bin" -type f \( -name '*.rs' -o -name 'Cargo.*' -o -name '*.java' \) 2>/dev/null | head -n 1)" ]; then
-      stale=1; break
-    fi
-  done
-  [ "$stale" = 1 ] || return 0
+  for name in "$@"; do stale "$name" && packages+=(-p "puypuy-$name"); done
+  [ "${#packages[@]}" -gt 0 ] || return 0
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (see README.md) to build PuyPuy"
-  local packages=()
-  for name in "$@"; do packages+=(-p "puypuy-$name"); done
   echo "building PuyPuy (cargo build --release ${packages[*]})…"
-  (cd "$HERE" && cargo build --release --quiet "${packages[@]}") || die "cargo build failed"
+  # cargo's progress on a terminal (a first build takes minutes); quiet in scripts and logs.
+  local quiet=(--quiet)
+  [ -t 1 ] && quiet=()
+  (cd "$HERE" && cargo build --release "${quiet[@]}" "${packages[@]}") || die "cargo build failed"
+}
+
+# The [SelfConfig] values puypuy.sh needs, as the binaries resolve them (defaults applied,
+# relative paths against the config's folder). jmx_targets comes last: a number, never an empty
+# line that $(…) would drop.
+CONFIG_KEYS=(tmpdir pid_file log_file socket run_user jmx_targets)
+
+# load_config [NAME…]: reads CONFIG_KEYS with the first built binary of NAME… (else of any
+# process). Returns 1 when no binary is built (then nothing can be running); exits 2 (status: 4)
+# with the binary's error when the file cannot be read.
+load_config() {
+  local name bin="" out values=() rc=0 failed=2
+  [ "$CMD" = status ] && failed=4
+  for name in "$@" "${ALL_PROCESSES[@]}"; do
+    if [ -x "$(binary_of "$name")" ]; then bin=$(binary_of "$name"); break; fi
+  done
+  [ -n "$bin" ] || return 1
+  out=$("$bin" --config "$CONFIG" --print-config "${CONFIG_KEYS[@]}" 2>/dev/null) || rc=$?
+  if [ "$rc" != 0 ] && builds_here && stale "${bin##*/puypuy-}"; then
+    # A binary from before --print-config (or from older sources): build it and ask again.
+    build_if_needed "${bin##*/puypuy-}"
+    rc=0; out=$("$bin" --config "$CONFIG" --print-config "${CONFIG_KEYS[@]}" 2>/dev/null) || rc=$?
+  fi
+  if [ "$rc" != 0 ]; then
+    "$bin" --config "$CONFIG" --print-config "${CONFIG_KEYS[@]}" >/dev/null # its error, on stderr
+    die "cannot read the settings puypuy.sh needs from $CONFIG" "$failed"
+  fi
+  mapfile -t values <<< "$out"
+  [ "${#values[@]}" = "${#CONFIG_KEYS[@]}" ] ||
+    die "$bin --print-config ${CONFIG_KEYS[*]} gave ${#values[@]} lines instead of ${#CONFIG_KEYS[@]}" "$failed"
+  TMPDIR_=${values[0]}
+  PID_FILE=${values[1]}
+  LOG_FILE=${values[2]}
+  SOCKET=${values[3]}
+  RUN_USER=${values[4]}
+  JMX_TARGETS=${values[5]}
+  PID_BASE=${PID_FILE%.pid}
+  CONFIG_BIN=$bin
+}
+
+# The processes a build of this checkout has, whatever the config says.
+built_here() {
+  printf '%s\n' shipper collector
+  [ -d "$HERE/script-runner" ] || [ "$INSTALLED" = 1 ] && echo script-runner
+  [ -d "$HERE/jmx-bridge" ] || [ "$INSTALLED" = 1 ] && echo jmx-bridge
+}
+
+# Which processes this config runs: the jmx-bridge only with a JMX target.
+configured() {
+  local n
+  for n in $(built_here); do
+    [ "$n" != jmx-bridge ] || [ "${JMX_TARGETS:-0}" -gt 0 ] && echo "$n"
+  done
+}
+
+# check_config_or_exit [--quiet-warnings]: validates the whole config once (every binary checks
+# every section) and prints its warnings; when it is invalid, prints the errors and exits 2
+# before anything is changed.
+check_config_or_exit() {
+  local msgs rc=0
+  msgs=$("$CONFIG_BIN" --config "$CONFIG" --check-config 2>&1 >/dev/null) || rc=$?
+  if [ "$rc" != 0 ]; then
+    [ -z "$msgs" ] || printf '%s\n' "$msgs" >&2
+    die "$CONFIG is invalid: nothing was started, stopped or signalled" 2
+  fi
+  [ "${1:-}" = --quiet-warnings ] || [ -z "$msgs" ] || printf '%s\n' "$msgs" >&2
 }
 
 # One puypuy.sh at a time changes what runs: two starts at once would each find no watchdog and
@@ -131,8 +198,10 @@ take_lock() {
 }
 
 # The watchdog: runs one process, restarts it with a short backoff when it dies, stops it on TERM.
+# Started by start_one with the paths in PUYPUY_WD_* (the config is not read again).
 watchdog() {
   local name=$1 bin child="" pid rc started backoff=0.2 restarts=0 stopping="" interrupted="" pause
+  LOG_FILE=$PUYPUY_WD_LOG_FILE PID_BASE=$PUYPUY_WD_PID_BASE RUN_USER=$PUYPUY_WD_RUN_USER
   bin=$(binary_of "$name")
   echo 0 > "$(restarts_file "$name")"
   # child is set only while it is this shell's unreaped child: its pid cannot be anyone else's.
@@ -183,19 +252,16 @@ start_one() {
   local name=$1 wpid
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
   if ours "$name" "$wpid"; then echo "$name: already running (watchdog pid $wpid)"; return 0; fi
-  # Check the config once in the foreground so that errors show here, not only in the log.
-  local out rc=0
-  out=$("$(binary_of "$name")" --config "$CONFIG" --check-config 2>&1) || rc=$?
-  if [ "$rc" = 2 ]; then echo "$out" >&2; return 2; fi
   rm -f "$(child_pidfile "$name")"
-  setsid "$0" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" 9>&- &
+  PUYPUY_WD_LOG_FILE=$LOG_FILE PUYPUY_WD_PID_BASE=$PID_BASE PUYPUY_WD_RUN_USER=$RUN_USER \
+    setsid "$BASH" "$SELF" --config "$CONFIG" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" 9>&- &
   echo $! > "$(watchdog_pidfile "$name")"
   # Wait until the process itself runs (the shipper: until its socket exists).
   local i cpid
   for i in $(seq 1 100); do
     cpid=$(read_pid "$(child_pidfile "$name")")
     if ours "$name" "$cpid"; then
-      if [ "$name" != shipper ] || [ -S "$(shipper_socket)" ]; then
+      if [ "$name" != shipper ] || [ -S "$SOCKET" ]; then
         echo "$name: started (pid $cpid)"; return 0
       fi
     fi
@@ -204,11 +270,6 @@ start_one() {
   done
   echo "$name: failed to start; see $LOG_FILE" >&2
   return 1
-}
-
-shipper_socket() {
-  local v; v=$(ini_get SelfConfig socket)
-  resolve "${v:-$TMPDIR_/shipper.sock}"
 }
 
 stop_one() {
@@ -236,16 +297,18 @@ stop_one() {
   echo "$name: stopped"
 }
 
+restarts_of() { cat "$(restarts_file "$1")" 2>/dev/null || echo 0; }
+
 status_one() {
   local name=$1 wpid cpid up
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
   cpid=$(read_pid "$(child_pidfile "$name")")
   if ours "$name" "$cpid"; then
     up=$(ps -o etime= -p "$cpid" | tr -d ' ')
-    printf '%-14s running  pid %-7s uptime %-12s restarts %s\n' "$name" "$cpid" "$up" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
+    printf '%-14s running  pid %-7s uptime %-12s restarts %s\n' "$name" "$cpid" "$up" "$(restarts_of "$name")"
     return 0
   elif ours "$name" "$wpid"; then
-    printf '%-14s restarting (watchdog pid %s, restarts %s)\n' "$name" "$wpid" "$(cat "$(restarts_file "$name")" 2>/dev/null || echo 0)"
+    printf '%-14s restarting (watchdog pid %s, restarts %s)\n' "$name" "$wpid" "$(restarts_of "$name")"
     return 0
   elif [ -e "$(watchdog_pidfile "$name")" ] || [ -e "$(child_pidfile "$name")" ]; then
     printf '%-14s dead (stale pid file)\n' "$name"
@@ -282,7 +345,7 @@ status_json() {
   printf '{"config":"%s","processes":[' "$(json_escape "$CONFIG")"
   for n in "$@"; do
     wpid=$(read_pid "$(watchdog_pidfile "$n")"); cpid=$(read_pid "$(child_pidfile "$n")")
-    restarts=$(cat "$(restarts_file "$n")" 2>/dev/null || echo 0)
+    restarts=$(restarts_of "$n")
     if ours "$n" "$cpid"; then state=running; up=$(ps -o etimes= -p "$cpid" | tr -d ' ')
     elif ours "$n" "$wpid"; then state=restarting; up=0; cpid=""
     else state=stopped; up=0; cpid=""; fi
@@ -296,90 +359,187 @@ status_json() {
   printf '}\n'
 }
 
+# Each producer once with --once --dry-run, as a table. Their stderr (errors, warnings) comes
+# through; a producer that fails makes the exit status non-zero.
 once_table() {
-  local n out rc=0
-  build_if_needed "$@"
-  printf '%-12s %-44s %16s  %-5s %s\n' PROCESS METRIC VALUE STYLE TAGS
+  local n out code rc=0 rows table=""
   for n in "$@"; do
     [ "$n" = shipper ] && continue
-    out=$("$(binary_of "$n")" --config "$CONFIG" --once --dry-run 2>/dev/null) || rc=1
-    printf '%s\n' "$out" | awk -v proc="$n" 'NF >= 3 {
+    code=0
+    out=$("$(binary_of "$n")" --config "$CONFIG" --once --dry-run) || code=$?
+    rows=$(printf '%s\n' "$out" | awk -v proc="$n" 'NF >= 3 {
       style = "stack"; last = NF
-      if ($NF == "rate") { style = "rate"; last = NF - 1 }
+      if ($NF == "rate") { style = "rate*"; last = NF - 1 }
       tags = ""
       for (i = 4; i <= last; i++) tags = tags (tags == "" ? "" : " ") $i
       printf "%-12s %-44s %16s  %-5s %s\n", proc, $1, $3, style, tags
-    }'
+    }')
+    [ -z "$rows" ] || table+="$rows"$'\n'
+    if [ "$code" != 0 ]; then
+      echo "puypuy.sh: puypuy-$n --once --dry-run failed (exit status $code)" >&2
+      rc=$code
+    fi
   done
+  printf '%-12s %-44s %16s  %-5s %s\n' PROCESS METRIC VALUE STYLE TAGS
+  printf '%s' "$table"
+  case "$table" in *" rate* "*)
+    echo "* rate: first sample, no point yet. VALUE is the counter's reading; the shipper sends its"
+    echo "  per-second rate from the second reading on, so one --once run sends nothing for it." ;;
+  esac
   return "$rc"
 }
 
 package() {
   command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust to build the package"
-  (cd "$HERE" && cargo build --release --quiet --bins) || die "cargo build failed"
+  local quiet=(--quiet)
+  [ -t 1 ] && quiet=()
+  (cd "$HERE" && cargo build --release "${quiet[@]}" --bins) || die "cargo build failed"
   local deb="$HERE/target/tools/bin/cargo-deb"
   if [ ! -x "$deb" ]; then
     echo "installing cargo-deb into target/tools…"
-    cargo install --quiet --locked --root "$HERE/target/tools" cargo-deb || die "cannot install cargo-deb"
+    cargo install "${quiet[@]}" --locked --root "$HERE/target/tools" cargo-deb || die "cannot install cargo-deb"
   fi
   mkdir -p "$HERE/target/debian"
   (cd "$HERE" && "$deb" --no-build --strip --quiet -p puypuy-shipper -o target/debian/) || die "cargo-deb failed"
   ls -1 "$HERE"/target/debian/*.deb
 }
 
-main() {
-  local cmd=${1:-} target=${2:-} names=() rc=0 n json=0
-  if [ "$cmd" = package ]; then package; exit $?; fi
-  if [ "$target" = "--json" ]; then json=1; target=${3:-}; fi
-  [ -n "$cmd" ] || die "usage: $0 start|stop|restart|status [shipper|collector|script-runner|jmx-bridge]" 2
-  if [ "$cmd" != _watchdog ]; then
-    [ -r "$CONFIG" ] || die "config file $CONFIG not found (set PUYPUY_CONFIG)" 6
-  fi
-  load_paths
+# prepare [PROCESS]: builds what the command needs and reads the config: without PROCESS, the
+# processes every config runs first, then the jmx-bridge when the config has JMX targets. Sets
+# NAMES.
+prepare() {
+  local target=$1 base=() n
   if [ -n "$target" ]; then
-    case " ${ALL_PROCESSES[*]} " in *" $target "*) ;; *) die "unknown process $target (expected one of: ${ALL_PROCESSES[*]})" 2 ;; esac
-    names=("$target")
+    build_if_needed "$target"
+    load_config "$target"
+    NAMES=("$target")
   else
-    for n in "${ALL_PROCESSES[@]}"; do configured "$n" && names+=("$n"); done
+    for n in $(built_here); do [ "$n" = jmx-bridge ] || base+=("$n"); done
+    build_if_needed "${base[@]}"
+    load_config "${base[@]}"
+    mapfile -t NAMES < <(configured)
+    build_if_needed "${NAMES[@]}"
   fi
-  case "$cmd" in
+}
+
+main() {
+  local target="" json=0 strict=0 rc=0 n i arg
+  CMD=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --config) [ $# -ge 2 ] || die "--config needs a file" 2; CONFIG=$2; shift 2 ;;
+      --config=*) CONFIG=${1#--config=}; shift ;;
+      -h|--help) usage; exit 0 ;;
+      -*) usage >&2; die "unknown option $1" 2 ;;
+      *) break ;;
+    esac
+  done
+  CMD=${1:-}
+  [ $# -gt 0 ] && shift
+  case "$CMD" in
+    help) usage; exit 0 ;;
+    "") usage >&2; exit 2 ;;
+    start|stop|restart|status|reload|once|check-config|package|_watchdog) ;;
+    *) usage >&2; die "unknown command $CMD" 2 ;;
+  esac
+  for arg in "$@"; do
+    case "$arg" in
+      -h|--help) usage; exit 0 ;;
+      --json) [ "$CMD" = status ] || die "--json goes with status" 2; json=1 ;;
+      --strict) [ "$CMD" = check-config ] || die "--strict goes with check-config" 2; strict=1 ;;
+      -*) usage >&2; die "unknown option $arg" 2 ;;
+      *)
+        [ -z "$target" ] || die "one process at most (got $target and $arg)" 2
+        target=$arg ;;
+    esac
+  done
+  if [ -n "$target" ]; then
+    case "$CMD" in check-config|package) die "$CMD takes no process" 2 ;; esac
+    case " ${ALL_PROCESSES[*]} " in
+      *" $target "*) ;;
+      *) die "unknown process $target (expected one of: ${ALL_PROCESSES[*]})" 2 ;;
+    esac
+  fi
+  if [ "$CMD" = package ]; then package; exit $?; fi
+  CONFIG=$(absolute "$CONFIG")
+  [ -r "$CONFIG" ] || die "config file $CONFIG not found (set PUYPUY_CONFIG or pass --config FILE)" 6
+  NAMES=()
+  case "$CMD" in
     _watchdog) watchdog "$target" ;;
     start)
+      prepare "$target"
+      check_config_or_exit
       prepare_dirs
-      build_if_needed "${names[@]}"
       take_lock
-      for n in "${names[@]}"; do start_one "$n" || rc=$?; done
+      for n in "${NAMES[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
-    stop)
-      take_lock
-      for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
-      exit 0 ;;
     restart)
-      take_lock
-      for ((i=${#names[@]}-1; i>=0; i--)); do stop_one "${names[$i]}"; done
+      # Everything that can fail is done before anything is stopped.
+      prepare "$target"
+      check_config_or_exit
       prepare_dirs
-      build_if_needed "${names[@]}"
-      for n in "${names[@]}"; do start_one "$n" || rc=$?; done
+      take_lock
+      for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do stop_one "${NAMES[$i]}"; done
+      for n in "${NAMES[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
     reload)
+      # The binaries as they are: those that run, and that will read the config on SIGHUP.
+      if ! load_config "$target"; then echo "nothing is built here: nothing runs"; exit 0; fi
+      if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(configured); fi
+      check_config_or_exit
       take_lock
-      for n in "${names[@]}"; do reload_one "$n"; done
+      for n in "${NAMES[@]}"; do reload_one "$n"; done
       exit 0 ;;
-    once)
-      once_table "${names[@]}"; exit $? ;;
-    check-config)
-      build_if_needed shipper
-      "$(binary_of shipper)" --config "$CONFIG" --check-config; exit $? ;;
-    status)
-      if [ "$json" = 1 ]; then status_json "${names[@]}"; fi
+    stop|status)
+      # No build: a checkout never built has nothing running.
+      if load_config "$target"; then
+        if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(configured); fi
+      else
+        if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(built_here | grep -vx jmx-bridge); fi
+        if [ "$CMD" = stop ]; then
+          for n in "${NAMES[@]}"; do echo "$n: not running"; done
+          exit 0
+        fi
+        if [ "$json" = 1 ]; then
+          printf '{"config":"%s","processes":[' "$(json_escape "$CONFIG")"
+          i=0
+          for n in "${NAMES[@]}"; do
+            [ "$i" = 0 ] || printf ','
+            i=1
+            printf '{"name":"%s","state":"stopped","pid":null,"uptime_seconds":0,"restarts":0}' "$n"
+          done
+          printf '],"shipper":null}\n'
+        else
+          for n in "${NAMES[@]}"; do printf '%-14s stopped (not built)\n' "$n"; done
+        fi
+        exit 3
+      fi
+      if [ "$CMD" = stop ]; then
+        take_lock
+        for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do stop_one "${NAMES[$i]}"; done
+        exit 0
+      fi
+      [ "$json" = 0 ] || status_json "${NAMES[@]}"
       local worst=0 s
-      for n in "${names[@]}"; do
+      for n in "${NAMES[@]}"; do
         s=0
         if [ "$json" = 1 ]; then status_one "$n" >/dev/null || s=$?; else status_one "$n" || s=$?; fi
         [ "$s" -gt "$worst" ] && worst=$s
       done
       exit "$worst" ;;
-    *) die "unknown command $cmd (expected start, stop, restart, status, reload, once or check-config)" 2 ;;
+    once)
+      prepare "$target"
+      # The producers print the warnings themselves.
+      check_config_or_exit --quiet-warnings
+      once_table "${NAMES[@]}"; exit $? ;;
+    check-config)
+      build_if_needed shipper
+      if [ "$strict" = 1 ]; then
+        "$(binary_of shipper)" --config "$CONFIG" --check-config --strict
+      else
+        "$(binary_of shipper)" --config "$CONFIG" --check-config
+      fi
+      exit $? ;;
   esac
 }
 

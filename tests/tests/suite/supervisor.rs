@@ -1,6 +1,7 @@
 //! `./puypuy.sh` as the supervisor: start, status, a watchdog that brings killed processes back
 //! within 5 s, no points lost across a shipper kill -9, and a stop that leaves nothing behind;
-//! one puypuy.sh at a time, pid files that name someone else's process, a TERM at any moment.
+//! one puypuy.sh at a time, pid files that name someone else's process, a TERM at any moment, a
+//! restart that keeps the running processes when the new config is invalid.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -21,8 +22,7 @@ fn text(out: &Output) -> String {
 
 /// A config that needs no server: the memory check, written to a file.
 fn file_agent(self_extra: &str) -> Agent {
-    let extra = if self_extra.is_empty() { "system_checks: memory".to_string() } else { format!("system_checks: memory\n{self_extra}") };
-    Agent::new(&extra, "[TSDB]\ntsdtype: File\npath: out.txt\n")
+    Agent::new(&format!("system_checks: memory\n{self_extra}"), "[TSDB]\ntsdtype: File\npath: out.txt\n")
 }
 
 /// The watchdogs of this test's config, by process name.
@@ -283,4 +283,61 @@ fn a_killed_process_leaves_no_bash_job_notice_in_the_log() {
     });
     assert!(!log.contains("Killed"), "{log}");
     assert!(puypuy_sh(&agent, &["stop"]).status.success());
+}
+
+/// `restart` builds and validates first: with an invalid config it prints the errors, exits 2 and
+/// leaves the running processes alone (it used to stop them, then fail to start).
+#[test]
+fn restart_with_an_invalid_config_keeps_the_running_processes() {
+    let agent = file_agent("");
+    let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let pids: Vec<i32> = ["shipper", "collector"]
+        .iter()
+        .map(|n| read_pid(&agent.path(&format!("run/puypuy.{n}.pid"))).expect("pid"))
+        .collect();
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    std::fs::write(&agent.config, config.replace("check_period_seconds: 1", "check_period_seconds: soon"))
+        .expect("config");
+    let restart = puypuy_sh(&agent, &["restart"]);
+    assert_eq!(restart.status.code(), Some(2), "{}", text(&restart));
+    assert!(text(&restart).contains("check_period_seconds"), "{}", text(&restart));
+    for (name, pid) in ["shipper", "collector"].iter().zip(&pids) {
+        assert!(alive(*pid), "{name} (pid {pid}) was stopped");
+        assert_eq!(read_pid(&agent.path(&format!("run/puypuy.{name}.pid"))), Some(*pid));
+    }
+    let status = puypuy_sh(&agent, &["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+}
+
+/// The config's warnings (unknown keys, with a did-you-mean) show once at start, on the terminal;
+/// they used to be checked once per process and thrown away.
+#[test]
+fn start_prints_the_config_warnings_once() {
+    let agent = file_agent("check_perod_seconds: 5");
+    let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let err = String::from_utf8_lossy(&start.stderr);
+    assert_eq!(err.matches("check_perod_seconds").count(), 1, "{err}");
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
+}
+
+/// Regression: puypuy.sh read its paths with an awk INI parser of its own that could disagree with
+/// the binaries' (here on a value given on an indented continuation line, which ConfigParser and
+/// the binaries accept): it waited for the shipper's socket where the shipper never made it, and
+/// `start` failed. It now asks the binaries (`--print-config`).
+#[test]
+fn puypuy_sh_finds_the_paths_where_the_binaries_do() {
+    let agent = file_agent("socket:\n    sock/shipper.sock");
+    std::fs::create_dir_all(agent.path("sock")).expect("sock dir");
+    let start = puypuy_sh(&agent, &["start", "shipper"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    assert!(agent.path("sock/shipper.sock").exists());
+    let status = puypuy_sh(&agent, &["status", "shipper"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
+    assert!(processes_of(&agent).is_empty(), "{:?}", processes_of(&agent));
 }
