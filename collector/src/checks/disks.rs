@@ -112,14 +112,14 @@ fn mounts(ctx: &Context) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(mounts)
 }
 
-fn block_devices(ctx: &Context) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(ctx.sys_root.join("block")) else { return Vec::new() };
-    let mut names: Vec<String> = entries
+/// The block devices of `sys_root/block`, sorted; an unreadable folder is an error, not "no devices".
+fn block_devices(ctx: &Context) -> std::io::Result<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(ctx.sys_root.join("block"))?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
         .collect();
     names.sort();
-    names
+    Ok(names)
 }
 
 pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
@@ -128,7 +128,11 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
     match ctx.read_proc("diskstats") {
         Ok(text) => {
             let stats = parse_diskstats(&text);
-            for dev in block_devices(ctx) {
+            let devices = block_devices(ctx).unwrap_or_else(|e| {
+                problems.push(format!("cannot list {}: {e}", ctx.sys_root.join("block").display()));
+                Vec::new()
+            });
+            for dev in devices {
                 if let Some(s) = stats.iter().find(|s| s.device == dev) {
                     points.push(ctx.counter(format!("drive_{dev}_bytes_read"), s.sectors_read * 512));
                     points.push(ctx.counter(format!("drive_{dev}_bytes_write"), s.sectors_written * 512));
@@ -171,6 +175,17 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Regression: an unreadable /sys/block was read as "no block devices", without a word.
+    #[test]
+    fn unreadable_sys_block_is_reported_not_taken_for_no_devices() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("diskstats"), "   8       0 sda 1 0 2 0 3 0 4 0 0 5 0\n").expect("write");
+        let ctx =
+            Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &no_statfs, pid_files: &[] };
+        let e = collect(&ctx).expect_err("no points and two problems");
+        assert!(e.starts_with(&format!("cannot list {}: ", dir.path().join("block").display())), "{e}");
+    }
 
     #[test]
     fn mounts_keep_block_devices_once_and_unescape_paths() {
