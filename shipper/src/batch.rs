@@ -102,8 +102,16 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                 log::warn!("dropped an invalid point (empty name or NaN/inf value): {}", p.dry_run_line());
                 continue;
             }
-            if let Some(p) = rates.apply(p) {
-                into.push(p);
+            // A first sample adds its series to the state; other samples without a point do not.
+            let series = rates.len();
+            match rates.apply(p) {
+                Some(p) => into.push(p),
+                None if rates.len() > series => {
+                    stats.points_rate_first.fetch_add(1, Ordering::Relaxed);
+                }
+                None => {
+                    stats.points_rate_skipped.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     };

@@ -218,6 +218,7 @@ impl Delivery {
                     self.spool_failing = false;
                 }
                 self.stats.points_spooled.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
+                self.stats.points_spool_evicted.fetch_add(dropped_points + dropped_own, Ordering::Relaxed);
                 self.count_dropped(dropped_points, dropped_own, "spool full: dropped its oldest batch");
                 batch.ack_all(ACK_DELIVERED);
             }
@@ -320,6 +321,7 @@ impl Delivery {
                     }
                     Source::Spool { seq, .. } => {
                         self.stats.points_replayed.fetch_add(good, Ordering::Relaxed);
+                        self.stats.points_replay_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
                         if let Some(s) = self.spool.as_mut() {
                             s.remove(seq);
                         }
@@ -415,6 +417,7 @@ impl Delivery {
             kept.extend(self.memory.drain(..));
             if !kept.is_empty() {
                 let held: usize = kept.iter().map(|b| b.points.len()).sum();
+                self.stats.points_unsent.fetch_add(held as u64, Ordering::Relaxed);
                 log::error!("stopping with {held} points neither delivered nor spooled; their producers still hold them unacknowledged");
             }
             return true;

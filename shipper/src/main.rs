@@ -2,7 +2,6 @@
 //! backend named in `[TSDB]`.
 
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -207,14 +206,16 @@ fn run(config: Config) -> anyhow::Result<()> {
     while !delivery.is_finished() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    log::info!(
-        "stopped: {} points received, {} sent, {} spooled, {} rejected, {} dropped",
-        stats.points_received.load(Ordering::Relaxed),
-        stats.points_sent.load(Ordering::Relaxed),
-        stats.points_spooled.load(Ordering::Relaxed),
-        stats.points_rejected.load(Ordering::Relaxed),
-        stats.points_dropped.load(Ordering::Relaxed)
-    );
+    // Each point received in this run, by its first fate; it adds up once delivery has stopped.
+    let balance = stats.balance();
+    if delivery.is_finished() {
+        log::info!("stopped: points {balance}");
+    } else {
+        log::warn!(
+            "stopped while delivery still waits on the backend: points {balance}, and {} in its hands (their producers still hold them)",
+            balance.received.saturating_sub(balance.accounted())
+        );
+    }
     drop(bound);
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! |---|---|
 //! | `puypuy_shipper_points_received` | points taken from producers (and these self-metrics) |
 //! | `puypuy_shipper_points_invalid` | points refused on arrival (empty name, NaN/inf) |
+//! | `puypuy_shipper_points_rate_first` | first samples of rate series: they start the series and make no point |
+//! | `puypuy_shipper_points_rate_skipped` | other rate samples without a point: counter reset, not newer than the last |
 //! | `puypuy_shipper_points_sent` | points the backend accepted |
 //! | `puypuy_shipper_points_spooled` | points written to the spool |
 //! | `puypuy_shipper_points_replayed` | spooled points the backend then accepted |
@@ -33,9 +35,11 @@ use crate::transport::ErrorKind;
 
 pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<Point> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
-    let counters: [(&str, &AtomicU64); 11] = [
+    let counters: [(&str, &AtomicU64); 13] = [
         ("puypuy_shipper_points_received", &stats.points_received),
         ("puypuy_shipper_points_invalid", &stats.points_invalid),
+        ("puypuy_shipper_points_rate_first", &stats.points_rate_first),
+        ("puypuy_shipper_points_rate_skipped", &stats.points_rate_skipped),
         ("puypuy_shipper_points_sent", &stats.points_sent),
         ("puypuy_shipper_points_spooled", &stats.points_spooled),
         ("puypuy_shipper_points_replayed", &stats.points_replayed),
@@ -188,6 +192,7 @@ impl SelfMetrics {
                 Ok(()) => {}
                 Err(crossbeam_channel::TrySendError::Full(_)) => {
                     self.stats.self_points_dropped.fetch_add(count, Ordering::Relaxed);
+                    self.stats.self_points_unqueued.fetch_add(count, Ordering::Relaxed);
                 }
                 Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
             }
