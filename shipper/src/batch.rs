@@ -42,6 +42,9 @@ pub struct Batch {
     pub points: Vec<Point>,
     pub acks: Vec<AckHandle>,
     pub own: bool,
+    /// Some of its points were already refused by the backend (and set aside) in an attempt that
+    /// then failed; its frames are acknowledged as refused.
+    pub rejected_some: bool,
 }
 
 impl Batch {

@@ -76,6 +76,20 @@ impl Source {
     }
 }
 
+/// What became of one point of the batch being sent.
+#[derive(Clone)]
+enum Fate {
+    Pending,
+    Sent,
+    /// Refused by the backend, with its message.
+    Rejected(String),
+}
+
+/// The points whose fate is still pending.
+fn pending(points: Vec<Point>, fates: &[Fate]) -> Vec<Point> {
+    points.into_iter().zip(fates).filter(|(_, f)| matches!(f, Fate::Pending)).map(|(p, _)| p).collect()
+}
+
 /// The delivery loop's state; [`Delivery::run`] drives it from the batcher's channel.
 pub struct Delivery {
     transport: Box<dyn Transport>,
@@ -94,6 +108,9 @@ pub struct Delivery {
     spool_failing: bool,
     last_drop_log: Option<Instant>,
     last_backend_note: String,
+    /// What is left to send of the oldest spool file after an attempt that failed (its sequence
+    /// number and points), so that a retry does not resend what the backend already took.
+    replay_remainder: Option<(u64, Vec<Point>)>,
 }
 
 pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) {
@@ -119,6 +136,7 @@ impl Delivery {
             spool_failing: false,
             last_drop_log: None,
             last_backend_note: String::new(),
+            replay_remainder: None,
         };
         if let Some(s) = &d.spool {
             if !s.is_empty() {
@@ -220,7 +238,8 @@ impl Delivery {
                 self.stats.points_spooled.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
                 self.stats.points_spool_evicted.fetch_add(dropped_points + dropped_own, Ordering::Relaxed);
                 self.count_dropped(dropped_points, dropped_own, "spool full: dropped its oldest batch");
-                batch.ack_all(ACK_DELIVERED);
+                let status = if batch.rejected_some { ACK_REJECTED } else { ACK_DELIVERED };
+                batch.ack_all(status);
             }
             Ok(Pushed::Refused) => {
                 let (p, o) = if batch.own { (0, batch.points.len() as u64) } else { (batch.points.len() as u64, 0) };
@@ -286,7 +305,11 @@ impl Delivery {
                 );
                 self.last_backend_note = sp.backend.clone();
             }
-            return Some(Source::Spool { seq: sp.seq, points: sp.points });
+            let points = match self.replay_remainder.take() {
+                Some((seq, rest)) if seq == sp.seq => rest,
+                _ => sp.points,
+            };
+            return Some(Source::Spool { seq: sp.seq, points });
         }
         self.update_spool_stats();
         self.memory.pop_front().map(Source::Memory)
@@ -295,10 +318,30 @@ impl Delivery {
     fn attempt(&mut self) {
         let Some(source) = self.next_source() else { return };
         let started = Instant::now();
-        let result = self.send_keeping_good(source.points());
+        let mut fates = vec![Fate::Pending; source.points().len()];
+        let result = self.send_keeping_good(source.points(), &mut fates);
         self.stats.last_send_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        // What a split got through is counted even when a later part failed: it is never resent.
+        let sent = fates.iter().filter(|f| matches!(f, Fate::Sent)).count() as u64;
+        let rejected: Vec<(Point, String)> = source
+            .points()
+            .iter()
+            .zip(&fates)
+            .filter_map(|(p, f)| match f {
+                Fate::Rejected(message) => Some((p.clone(), message.clone())),
+                _ => None,
+            })
+            .collect();
+        self.stats.points_sent.fetch_add(sent, Ordering::Relaxed);
+        if !rejected.is_empty() {
+            self.set_aside(&rejected);
+        }
+        if let Source::Spool { .. } = source {
+            self.stats.points_replayed.fetch_add(sent, Ordering::Relaxed);
+            self.stats.points_replay_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
+        }
         match result {
-            Ok(rejected) => {
+            Ok(()) => {
                 if let Some(o) = self.outage.take() {
                     log::info!(
                         "{} accepts data again after {:.0?}; replaying {} spooled batches",
@@ -308,20 +351,13 @@ impl Delivery {
                     );
                 }
                 self.backoff = self.backoff_settings.first;
-                let total = source.points().len() as u64;
-                let good = total - rejected.len() as u64;
-                self.stats.points_sent.fetch_add(good, Ordering::Relaxed);
-                if !rejected.is_empty() {
-                    self.set_aside(&rejected);
-                }
                 match source {
                     Source::Memory(batch) => {
-                        log::debug!("sent {good} points in {:.1?}", started.elapsed());
-                        batch.ack_all(if rejected.is_empty() { ACK_DELIVERED } else { ACK_REJECTED });
+                        log::debug!("sent {sent} points in {:.1?}", started.elapsed());
+                        let refused = batch.rejected_some || !rejected.is_empty();
+                        batch.ack_all(if refused { ACK_REJECTED } else { ACK_DELIVERED });
                     }
                     Source::Spool { seq, .. } => {
-                        self.stats.points_replayed.fetch_add(good, Ordering::Relaxed);
-                        self.stats.points_replay_rejected.fetch_add(rejected.len() as u64, Ordering::Relaxed);
                         if let Some(s) = self.spool.as_mut() {
                             s.remove(seq);
                         }
@@ -355,8 +391,11 @@ impl Delivery {
                 let jitter = Duration::from_nanos(noise % first);
                 self.next_attempt = Instant::now() + self.backoff + jitter;
                 self.backoff = (self.backoff * 2).min(self.backoff_settings.max);
+                // Only the points still pending wait for the next attempt.
                 match source {
-                    Source::Memory(batch) => {
+                    Source::Memory(mut batch) => {
+                        batch.rejected_some |= !rejected.is_empty();
+                        batch.points = pending(std::mem::take(&mut batch.points), &fates);
                         self.store(batch);
                         // Everything else waiting in memory goes to the spool too.
                         let waiting: Vec<Batch> = self.memory.drain(..).collect();
@@ -364,26 +403,33 @@ impl Delivery {
                             self.store(b);
                         }
                     }
-                    Source::Spool { .. } => {}
+                    // The file stays as it is (a crash replays it whole); until it is replayed
+                    // again in this run, what is left of it is remembered.
+                    Source::Spool { seq, points } => self.replay_remainder = Some((seq, pending(points, &fates))),
                 }
             }
         }
     }
 
     /// Sends the points; on a rejection of a backend that refuses whole requests, bisects to keep
-    /// the good points. Returns the rejected points with the server's message.
-    fn send_keeping_good(&mut self, points: &[Point]) -> Result<Vec<(Point, String)>, (ErrorKind, String)> {
+    /// the good points. Records in `fates` what became of each point: on a retryable error, the
+    /// parts sent or refused before it keep their fate and the rest stays pending.
+    fn send_keeping_good(&mut self, points: &[Point], fates: &mut [Fate]) -> Result<(), (ErrorKind, String)> {
         match self.transport.send(points) {
-            Ok(()) => Ok(Vec::new()),
+            Ok(()) => {
+                fates.fill(Fate::Sent);
+                Ok(())
+            }
             Err(SendError::Retryable(kind, message)) => Err((kind, message)),
             Err(SendError::Rejected(message)) => {
                 if points.len() == 1 || self.transport.on_rejection() == OnRejection::SetAside {
-                    return Ok(points.iter().map(|p| (p.clone(), message.clone())).collect());
+                    fates.fill(Fate::Rejected(message));
+                    return Ok(());
                 }
-                let (a, b) = points.split_at(points.len() / 2);
-                let mut rejected = self.send_keeping_good(a)?;
-                rejected.extend(self.send_keeping_good(b)?);
-                Ok(rejected)
+                let half = points.len() / 2;
+                let ((a, b), (fates_a, fates_b)) = (points.split_at(half), fates.split_at_mut(half));
+                self.send_keeping_good(a, fates_a)?;
+                self.send_keeping_good(b, fates_b)
             }
         }
     }
@@ -566,6 +612,36 @@ mod tests {
         assert!(rejected.iter().all(|l| l.contains("bad=1")), "{rejected:?}");
         assert_eq!(acks(&rx), vec![(1, ACK_REJECTED)]);
         assert_eq!((stats.points_sent.load(Ordering::Relaxed), stats.points_rejected.load(Ordering::Relaxed)), (6, 2));
+    }
+
+    /// Regression (found by the conservation property): a split whose second half met a failure
+    /// kept the whole batch, so the first half, already accepted, was sent again.
+    #[test]
+    fn a_split_cut_short_by_a_failure_does_not_send_the_accepted_half_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // Refused whole, first half [0, 1] taken, second half [2 (bad), 3] fails: [2, 3] is spooled.
+        backend.script([Answer::Accept, Answer::Accept, Answer::Fail]);
+        d.accept(batch(points(0..4, &[2]), 1, &tx));
+        d.attempt();
+        assert_eq!(acks(&rx), vec![(1, ACK_DELIVERED)]);
+        assert_eq!(stats.points_spooled.load(Ordering::Relaxed), 2);
+        // The same from the spool: a file of [10, 11, 12 (bad), 13]; [10, 11] taken, then a failure.
+        if let Some(s) = d.spool.as_mut() {
+            let seq = s.oldest().expect("spooled").seq;
+            s.remove(seq);
+            s.push(&points(10..14, &[12]), false).expect("push");
+        }
+        backend.script([Answer::Accept, Answer::Accept, Answer::Fail]);
+        d.attempt();
+        // Then [12, 13] is refused whole, 12 refused alone and 13 taken; the file is done.
+        d.attempt();
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(0));
+        assert_eq!(ids(&backend.state().kept), vec![0, 1, 10, 11, 13]);
+        assert_eq!(rejected_lines(dir.path()).len(), 1);
+        assert_eq!(stats.points_replayed.load(Ordering::Relaxed), 3);
     }
 
     #[test]

@@ -7,6 +7,8 @@
 pub mod ack;
 pub mod backends;
 pub mod batch;
+#[cfg(test)]
+mod conservation_tests;
 pub mod delivery;
 #[cfg(test)]
 mod fake_transport;
