@@ -152,14 +152,9 @@ impl Delivery {
     pub fn run(mut self, rx: Receiver<Batch>) {
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
-            if let Some(t) = self.new_transport.lock().unwrap_or_else(|e| e.into_inner()).take() {
-                log::info!("delivering to {} from now on", t.describe());
-                if let Some(s) = self.spool.as_mut() {
-                    s.set_backend(&t.describe_backend());
-                }
-                self.transport = t;
-                self.outage = None;
-                self.next_attempt = Instant::now();
+            let reloaded = self.new_transport.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(t) = reloaded {
+                self.replace_transport(t);
             }
             let has_work = !self.memory.is_empty() || self.spool.as_ref().is_some_and(|s| !s.is_empty());
             // While the backend keeps up, take a new batch only when the one in hand is sent, so that
@@ -213,6 +208,24 @@ impl Delivery {
 }
 
 impl Delivery {
+    /// Switches to the transport of a reloaded config. Every reload brings one (the host's tags may
+    /// have changed); only a change of backend is worth a line in the log. True when it changed.
+    fn replace_transport(&mut self, t: Box<dyn Transport>) -> bool {
+        let changed = t.describe() != self.transport.describe();
+        if changed {
+            log::info!("delivering to {} from now on", t.describe());
+        } else {
+            log::debug!("reloaded: still delivering to {}", t.describe());
+        }
+        if let Some(s) = self.spool.as_mut() {
+            s.set_backend(&t.describe_backend());
+        }
+        self.transport = t;
+        self.outage = None;
+        self.next_attempt = Instant::now();
+        changed
+    }
+
     fn accept(&mut self, batch: Batch) {
         if self.outage.is_some() {
             self.store(batch);
@@ -686,6 +699,33 @@ mod tests {
         }
         assert_eq!(ids(&backend.state().kept), vec![30, 31, 40, 41, 50, 51]);
         assert_eq!(acks(&rx), vec![(3, ACK_DELIVERED), (4, ACK_DELIVERED), (5, ACK_DELIVERED)]);
+    }
+
+    /// A transport that only has a name, as a reloaded `[TSDB]` would bring.
+    struct Named(&'static str);
+
+    impl Transport for Named {
+        fn send(&mut self, _points: &[Point]) -> Result<(), SendError> {
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            self.0.into()
+        }
+
+        fn describe_backend(&self) -> String {
+            "File".into()
+        }
+    }
+
+    #[test]
+    fn a_reload_announces_the_backend_only_when_it_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, _stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        assert!(d.replace_transport(Box::new(Named("file tmp/metrics.txt"))));
+        assert!(!d.replace_transport(Box::new(Named("file tmp/metrics.txt"))), "same backend, new tags only");
+        assert!(d.replace_transport(Box::new(Named("file tmp/other.txt"))));
     }
 
     #[test]
