@@ -589,6 +589,7 @@ pub struct Agent {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     socket: PathBuf,
+    tmpdir: PathBuf,
 }
 
 impl Agent {
@@ -623,7 +624,7 @@ impl Agent {
         let tmpdir = value_of("tmpdir").map(|t| dir.path().join(t)).unwrap_or_else(|| dir.path().join("spool"));
         let socket = value_of("socket").map(|s| dir.path().join(s)).unwrap_or_else(|| tmpdir.join("shipper.sock"));
         std::fs::write(&config, text).expect("write config");
-        Agent { dir, config, socket }
+        Agent { dir, config, socket, tmpdir }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -655,6 +656,32 @@ impl Agent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("puypuy.log")).unwrap_or_default()
+    }
+
+    /// The shipper's status file (`tmpdir/shipper-status.json`, rewritten every period), parsed:
+    /// `{"timestamp":…,"pid":…,"metrics":{"name{tag=v}":value,…}}`.
+    pub fn status(&self) -> Option<Json> {
+        let text = std::fs::read_to_string(self.tmpdir.join("shipper-status.json")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// One self-metric of the status file written by the shipper with process id `pid`, by its
+    /// key there (`name`, or `name{tag=value}`); `None` until that shipper has written it.
+    pub fn status_metric(&self, pid: u32, key: &str) -> Option<i64> {
+        let status = self.status()?;
+        (status["pid"].as_u64() == Some(u64::from(pid))).then(|| status["metrics"][key].as_i64())?
+    }
+
+    /// The sum of a self-metric over all its tags in the status file of the shipper `pid`
+    /// (`puypuy_shipper_backend_errors` over every `kind`).
+    pub fn status_sum(&self, pid: u32, name: &str) -> Option<i64> {
+        let status = self.status()?;
+        if status["pid"].as_u64() != Some(u64::from(pid)) {
+            return None;
+        }
+        let metrics = status["metrics"].as_object()?;
+        let tagged = format!("{name}{{");
+        Some(metrics.iter().filter(|(k, _)| *k == name || k.starts_with(&tagged)).filter_map(|(_, v)| v.as_i64()).sum())
     }
 
     pub fn host() -> String {

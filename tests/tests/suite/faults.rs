@@ -207,15 +207,6 @@ impl Tmpfs {
         assert!(ok.success(), "cannot mount a tmpfs (the suite runs as root)");
         Tmpfs { path: path.to_path_buf() }
     }
-
-    fn remount(&self, options: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.path)
-            .status()
-            .expect("remount");
-        assert!(ok.success());
-    }
 }
 
 impl Drop for Tmpfs {
@@ -224,12 +215,50 @@ impl Drop for Tmpfs {
     }
 }
 
+/// A folder bind-mounted on itself, so that it can be made read-only alone: `mount -o remount,ro`
+/// of a whole filesystem fails (busy) while a process keeps a file on it open for writing, as the
+/// shipper keeps its status file.
+struct SelfBind {
+    path: std::path::PathBuf,
+}
+
+impl SelfBind {
+    fn mount(path: &std::path::Path) -> SelfBind {
+        std::fs::create_dir_all(path).expect("bind point");
+        let ok = Command::new("mount").arg("--bind").arg(path).arg(path).status().expect("mount --bind");
+        assert!(ok.success(), "cannot bind-mount {} (the suite runs as root)", path.display());
+        SelfBind { path: path.to_path_buf() }
+    }
+
+    fn remount(&self, options: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,bind,{options}")])
+            .arg(&self.path)
+            .status()
+            .expect("remount");
+        assert!(ok.success(), "cannot remount {} {options}", self.path.display());
+    }
+}
+
+impl Drop for SelfBind {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Regression: this test used to wait for `queued_frames >= 10`, which holds as soon as `send`
+/// returns, so that "none is acknowledged" was never checked; and it remounted the whole tmpfs
+/// read-only, which fails while the shipper keeps its status file open for writing.
 #[test]
-fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
+fn full_or_read_only_spool_holds_frames_unacknowledged_and_recovers() {
     let mut influx = Influx::start(false);
     let work = tempfile::tempdir().expect("tempdir");
     let fs = Tmpfs::mount(&work.path().join("tmpdir"), "512k");
-    let agent = Agent::new(&format!("tmpdir: {}\nbatch_ms: 0", fs.path.display()), &influx_config(&influx.url()));
+    let spool = SelfBind::mount(&fs.path.join("spool"));
+    let agent = Agent::new(
+        &format!("tmpdir: {}\nbatch_ms: 0\nself_metrics: no", fs.path.display()),
+        &influx_config(&influx.url()),
+    );
     let mut shipper = agent.start_shipper();
     // Fill the disk, then take the backend away: the spool cannot be written.
     let filler = fs.path.join("filler");
@@ -247,18 +276,29 @@ fn full_or_read_only_tmpdir_buffers_in_memory_and_recovers() {
     wait_for(Duration::from_secs(15), "the spool error in the log", || {
         agent.log().contains("cannot write to the spool").then_some(())
     });
-    // Read-only as well, for a while.
+    // Then read-only with free space: the spool is made read-only before the space is freed, so
+    // that it is never writable in between.
+    spool.remount("ro");
     std::fs::remove_file(&filler).expect("free space");
-    fs.remount("ro");
     for i in 20..30u64 {
         client.send(vec![Point::int("fi_full", BASE + i, i as i64, "fault")]);
     }
-    // None of them can be spooled, so none is acknowledged while the disk is read-only.
-    wait_for(Duration::from_secs(10), "the frames written to the shipper", || {
-        (client.stats().queued_frames >= 10).then_some(())
+    // The shipper took all 30 points (self-metrics are off, so they are all of them), and tried to
+    // deliver, then to spool, after that: a backend error counted after the 30th point.
+    let pid = shipper.pid();
+    let errors = wait_for(Duration::from_secs(15), "the shipper to take all 30 points", || {
+        (agent.status_metric(pid, "puypuy_shipper_points_received")? == 30)
+            .then(|| agent.status_sum(pid, "puypuy_shipper_backend_errors"))?
     });
+    wait_for(Duration::from_secs(20), "a delivery attempt after the 30th point", || {
+        (agent.status_sum(pid, "puypuy_shipper_backend_errors")? > errors).then_some(())
+    });
+    let stats = client.stats();
+    assert_eq!(stats.queued_frames, 30, "frames acknowledged while they could be neither delivered nor spooled");
+    assert_eq!(agent.status_metric(pid, "puypuy_shipper_points_spooled"), Some(0));
+    assert_eq!(agent.status_metric(pid, "puypuy_shipper_points_dropped"), Some(0));
     assert!(shipper.is_running(), "the shipper died on a full or read-only disk");
-    fs.remount("rw");
+    spool.remount("rw");
     influx.restart();
     assert!(client.flush(Duration::from_secs(30)), "frames never acknowledged after recovery");
     wait_all(&influx, "fi_full", 30, Duration::from_secs(30));
