@@ -18,7 +18,11 @@
 //! | `puypuy_shipper_backend_errors` (tag `kind`: unreachable, timeout, status, io) | failed sends |
 //! | `puypuy_shipper_connections` | producer connections accepted |
 //! | `puypuy_shipper_last_send_seconds` | duration of the last send (float) |
-//! | `puypuy_relay_lines_accepted`, `puypuy_relay_lines_rejected`, `puypuy_relay_connections` (tag `input`: opentsdb, graphite, http) | per relay input |
+//! | `puypuy_relay_lines_accepted`, `puypuy_relay_lines_rejected`, `puypuy_relay_connections` (tag `input`: opentsdb, graphite, http, statsd) | per relay input |
+//! | `puypuy_relay_strings_skipped` (tag `input=http`) | string fields of InfluxDB lines, skipped |
+//! | `puypuy_relay_packets` (tag `input`: statsd) | UDP datagrams received |
+//! | `puypuy_statsd_series` | StatsD series held after the last flush (now) |
+//! | `puypuy_statsd_dropped` (tag `reason`: max_series, max_samples) | StatsD samples refused by a bound |
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -64,6 +68,24 @@ pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<P
             ("puypuy_relay_connections", &input.connections),
         ] {
             out.push(Point::int(name, timestamp, get(a), "puypuy").with_tag("input", input.name));
+        }
+        if input.name == "http" {
+            out.push(
+                Point::int("puypuy_relay_strings_skipped", timestamp, get(&input.strings_skipped), "puypuy")
+                    .with_tag("input", input.name),
+            );
+        }
+        if let Some(statsd) = &input.statsd {
+            out.push(
+                Point::int("puypuy_relay_packets", timestamp, get(&statsd.packets), "puypuy")
+                    .with_tag("input", input.name),
+            );
+            out.push(Point::int("puypuy_statsd_series", timestamp, get(&statsd.series), "puypuy"));
+            for (reason, a) in
+                [("max_series", &statsd.dropped_max_series), ("max_samples", &statsd.dropped_max_samples)]
+            {
+                out.push(Point::int("puypuy_statsd_dropped", timestamp, get(a), "puypuy").with_tag("reason", reason));
+            }
         }
     }
     let micros = stats.last_send_micros.load(Ordering::Relaxed) as f64;

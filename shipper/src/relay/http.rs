@@ -129,24 +129,31 @@ fn write_influx(
     if query_param(url, "db").is_none_or(str::is_empty) {
         return Err((400, "database is required".into()));
     }
-    let precision = query_param(url, "precision").unwrap_or("n");
-    let precision = Precision::parse(precision).ok_or_else(|| (400, format!("invalid precision {precision:?}")))?;
+    let precision = Precision::parse(query_param(url, "precision").unwrap_or("n"));
     let body = read_body(request).map_err(|e| (400, e))?;
-    let text = String::from_utf8(body).map_err(|_| (400, "body is not valid UTF-8".to_string()))?;
-    match line_protocol::parse_body(&text, precision, now()) {
-        Ok(points) => {
-            let lines = text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).count();
-            stats.accepted.fetch_add(lines as u64, Ordering::Relaxed);
-            if points.is_empty() {
-                return Ok(());
-            }
-            deliver(tx, points)
-        }
-        Err((n, line, why)) => {
-            stats.reject(peer, &line, &format!("line {n}: {why}"));
-            Err((400, format!("unable to parse '{line}': {why} (line {n})")))
-        }
+    // InfluxDB stores bytes that are not UTF-8; the relay carries text, so they become U+FFFD
+    // (which is also how InfluxDB's JSON answers show them) instead of losing the body.
+    let text = String::from_utf8_lossy(&body);
+    let parsed = line_protocol::parse_body(&text, precision, now());
+    stats.accepted.fetch_add(parsed.lines - parsed.refused.len() as u64, Ordering::Relaxed);
+    if parsed.strings_skipped > 0 {
+        stats.strings_skipped.fetch_add(parsed.strings_skipped, Ordering::Relaxed);
+        stats.note_strings(peer, parsed.strings_skipped);
     }
+    for (n, line, why) in &parsed.refused {
+        stats.reject(peer, line, &format!("line {n}: {why}"));
+    }
+    if !parsed.points.is_empty() {
+        deliver(tx, parsed.points)?;
+    }
+    if parsed.refused.is_empty() {
+        return Ok(());
+    }
+    // As InfluxDB: the good lines are kept and the answer is 400, naming the lines refused.
+    let why: Vec<String> =
+        parsed.refused.iter().map(|(_, line, why)| format!("unable to parse '{line}': {why}")).collect();
+    let partial = if parsed.lines > parsed.refused.len() as u64 { "partial write: " } else { "" };
+    Err((400, format!("{partial}{}", why.join("\n"))))
 }
 
 fn put_opentsdb(

@@ -22,8 +22,26 @@ pub struct InputStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub connections: AtomicU64,
+    /// String fields of InfluxDB lines, skipped (PuyPuy carries numbers).
+    pub strings_skipped: AtomicU64,
     pub(crate) open: AtomicUsize,
     last_log: Mutex<Option<Instant>>,
+    last_strings_log: Mutex<Option<Instant>>,
+    /// The StatsD input's own counters (`None` for the other inputs).
+    pub statsd: Option<StatsdStats>,
+}
+
+/// Counters of the StatsD input beyond lines and connections.
+#[derive(Default)]
+pub struct StatsdStats {
+    /// UDP datagrams received.
+    pub packets: AtomicU64,
+    /// Series held after the last flush.
+    pub series: AtomicU64,
+    /// Samples of new series refused because `statsd_max_series` series are held.
+    pub dropped_max_series: AtomicU64,
+    /// Timer samples and set members refused beyond `statsd_max_samples` in one flush.
+    pub dropped_max_samples: AtomicU64,
 }
 
 impl InputStats {
@@ -33,8 +51,11 @@ impl InputStats {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            strings_skipped: AtomicU64::new(0),
+            last_strings_log: Mutex::new(None),
             open: AtomicUsize::new(0),
             last_log: Mutex::new(None),
+            statsd: None,
         })
     }
 
@@ -45,6 +66,22 @@ impl InputStats {
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             let shown: String = line.chars().take(200).collect();
             log::warn!("{} input: bad line from {peer}: {why}: {shown:?} ({total} rejected so far)", self.name);
+            *last = Some(Instant::now());
+        }
+    }
+}
+
+impl InputStats {
+    /// Logs skipped string fields, at most every 10 minutes (a client that writes strings
+    /// writes them all the time; the count is in the self-metrics).
+    pub(crate) fn note_strings(&self, peer: &str, skipped: u64) {
+        let mut last = self.last_strings_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(600)) {
+            log::info!(
+                "{} input: {skipped} string fields from {peer} skipped (PuyPuy carries numbers; {} so far)",
+                self.name,
+                self.strings_skipped.load(Ordering::Relaxed)
+            );
             *last = Some(Instant::now());
         }
     }

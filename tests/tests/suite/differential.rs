@@ -1,0 +1,296 @@
+//! The relay's text inputs against the servers they imitate, with the real server as the oracle.
+//!
+//! InfluxDB `/write`: every case of `tests/fixtures/line_protocol.corpus` is sent as one request to
+//! a real InfluxDB 1.6 (database `direct`) and to the relay, whose shipper writes into the same
+//! InfluxDB (database `puypuy`). Both must give the same verdict (2xx or 4xx) and, for what
+//! InfluxDB stored, the relay must have delivered the same numeric values (its names: field
+//! `value` → the measurement, field `f` → `measurement_f`; booleans as 1 and 0; strings skipped)
+//! at the same second, and nothing InfluxDB did not store. A case marked `[differs=WHY]` is a
+//! known, documented difference: the test asserts that the verdicts do differ. A case marked
+//! `[verdict-only]` compares verdicts alone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Influx, Proc};
+use serde_json::Value as Json;
+
+/// One case of a corpus file.
+struct Case {
+    /// Its line in the corpus file, for messages.
+    line: usize,
+    text: String,
+    body: Vec<u8>,
+    precision: Option<String>,
+    gzip: bool,
+    differs: Option<String>,
+    /// Only the verdict is compared (names with bytes that are not UTF-8, which InfluxDB's query
+    /// answers cannot name).
+    verdict_only: bool,
+}
+
+impl Case {
+    /// `cNNN`, the prefix of every measurement the case writes.
+    fn id(&self) -> String {
+        self.text.trim_start().chars().take(4).collect()
+    }
+}
+
+/// Reads a corpus: see the notes at the top of `tests/fixtures/line_protocol.corpus`.
+fn read_corpus(name: &str) -> Vec<Case> {
+    let path = repo_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut cases = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.is_empty() || raw.starts_with("##") {
+            continue;
+        }
+        let mut rest = raw;
+        let (mut precision, mut gzip, mut differs, mut verdict_only) = (None, false, None, false);
+        // Options come after the measurement (`c045 [differs=…] value=1`) or first (`[gzip] …`).
+        let mut prefix = String::new();
+        loop {
+            let Some(open) = rest.find(" [").map(|i| i + 1).or_else(|| rest.starts_with('[').then_some(0)) else {
+                break;
+            };
+            let Some(close) = rest[open..].find(']').map(|c| open + c) else { break };
+            let option = &rest[open + 1..close];
+            match option.split_once('=') {
+                Some(("precision", p)) => precision = Some(p.to_string()),
+                Some(("differs", why)) => differs = Some(why.to_string()),
+                None if option == "gzip" => gzip = true,
+                None if option == "verdict-only" => verdict_only = true,
+                _ => break,
+            }
+            prefix.push_str(&rest[..open]);
+            rest = rest[close + 1..].strip_prefix(' ').unwrap_or(&rest[close + 1..]);
+        }
+        let case_text = format!("{prefix}{rest}");
+        cases.push(Case {
+            line: i + 1,
+            body: decode(&case_text),
+            text: case_text,
+            precision,
+            gzip,
+            differs,
+            verdict_only,
+        });
+    }
+    cases
+}
+
+/// `{LF}` `{CR}` `{TAB}` `{xHH}` to their bytes.
+fn decode(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find('{') {
+        out.extend_from_slice(rest[..open].as_bytes());
+        let close = rest[open..].find('}').map(|c| open + c).expect("unclosed { in a corpus case");
+        match &rest[open + 1..close] {
+            "LF" => out.push(b'\n'),
+            "CR" => out.push(b'\r'),
+            "TAB" => out.push(b'\t'),
+            hex if hex.starts_with('x') => out.push(u8::from_str_radix(&hex[1..], 16).expect("{xHH}")),
+            other => panic!("unknown escape {{{other}}} in a corpus case"),
+        }
+        rest = &rest[close + 1..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out
+}
+
+/// POSTs raw bytes (HTTP/1.1, one request per connection) and returns the status and body.
+fn post(port: u16, path: &str, body: &[u8], gzip: bool) -> (u16, String) {
+    let body = if gzip {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(body).expect("gzip");
+        enc.finish().expect("gzip")
+    } else {
+        body.to_vec()
+    };
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(40))).expect("timeout");
+    let encoding = if gzip { "Content-Encoding: gzip\r\n" } else { "" };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n{encoding}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("write");
+    s.write_all(&body).expect("write");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn query(influx: &Influx, db: &str, q: &str) -> Json {
+    let url = format!("{}/query?db={db}&epoch=s&q={}", influx.url(), urlencode(q));
+    let (status, body) = puypuy_tests::http_get(&url).expect("influx query");
+    assert_eq!(status, 200, "{q}: {body}");
+    serde_json::from_str(&body).expect("influx json")
+}
+
+fn measurements(influx: &Influx, db: &str) -> BTreeSet<String> {
+    let v = query(influx, db, "SHOW MEASUREMENTS");
+    v["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+/// Names as InfluxQL wants them quoted.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// `(relay name, time, value)` of every numeric field InfluxDB stored under `measurement`.
+fn expected_points(influx: &Influx, measurement: &str) -> Vec<(String, u64, f64)> {
+    let fields = query(influx, "direct", &format!("SHOW FIELD KEYS FROM {}", quoted(measurement)));
+    let fields: Vec<String> = fields["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| r[0].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for field in fields {
+        let v = query(
+            influx,
+            "direct",
+            &format!("SELECT {} FROM {}", quoted(&field), quoted(measurement)),
+        );
+        let rows = v["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
+        let name = if field == "value" { measurement.to_string() } else { format!("{measurement}_{field}") };
+        for row in rows {
+            let time = row[0].as_i64().unwrap_or(i64::MIN);
+            let value = match &row[1] {
+                Json::Bool(b) => f64::from(u8::from(*b)),
+                Json::Number(n) => n.as_f64().expect("number"),
+                _ => continue,
+            };
+            out.push((name.clone(), u64::try_from(time).unwrap_or(u64::MAX), value));
+        }
+    }
+    out
+}
+
+fn relay_points(influx: &Influx, name: &str) -> Vec<(u64, f64)> {
+    let v = query(influx, Influx::DB, &format!("SELECT value FROM {}", quoted(name)));
+    v["results"][0]["series"][0]["values"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|r| Some((r[0].as_u64()?, r[1].as_f64()?))).collect())
+        .unwrap_or_default()
+}
+
+/// The relay with only its HTTP input, delivering into `influx`'s `puypuy` database. Retries with
+/// another port when the one chosen was taken meanwhile.
+fn start_http_relay(influx: &Influx) -> (Agent, Proc, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let agent = Agent::new(
+            "self_metrics: False\nbatch_ms: 5",
+            &format!(
+                "[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n[Relay]\nhttp_listen = 127.0.0.1:{port}\n",
+                influx.url(),
+                Influx::DB
+            ),
+        );
+        let mut shipper = agent.start_shipper();
+        let up = wait_for(Duration::from_secs(15), "the relay's HTTP port or the shipper's exit", || {
+            if !shipper.is_running() {
+                return Some(false);
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
+        });
+        if up {
+            return (agent, shipper, port);
+        }
+        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
+    }
+    panic!("no free port for the relay in five tries");
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+#[test]
+fn influxdb_write_agrees_with_influxdb() {
+    let cases = read_corpus("line_protocol.corpus");
+    assert!(cases.len() >= 200, "the corpus has {} cases; the issue asks for at least 200", cases.len());
+    let influx = Influx::start(false);
+    let create = format!("{}/query?q={}", influx.url(), urlencode("CREATE DATABASE direct"));
+    assert_eq!(puypuy_tests::http_post(&create, "", None).map(|r| r.0), Some(200));
+    let (_agent, _shipper, relay_port) = start_http_relay(&influx);
+    let started = now();
+
+    let mut problems = Vec::new();
+    // Relay name → (case line, time, value) that InfluxDB stored, to find at the relay.
+    let mut expected: BTreeMap<String, Vec<(usize, u64, f64)>> = BTreeMap::new();
+    let mut seen = measurements(&influx, "direct");
+    for case in &cases {
+        let mut path = String::from("/write?db=direct");
+        if let Some(p) = &case.precision {
+            path.push_str(&format!("&precision={}", urlencode(p)));
+        }
+        let (direct_status, direct_body) = post(influx.port, &path, &case.body, case.gzip);
+        let (relay_status, relay_body) = post(relay_port, &path, &case.body, case.gzip);
+        let accepted = |s: u16| (200..300).contains(&s);
+        let at = format!("corpus line {} {:?}", case.line, case.text);
+        match &case.differs {
+            None if accepted(direct_status) != accepted(relay_status) => problems.push(format!(
+                "{at}: InfluxDB answered {direct_status} {direct_body:?}, the relay {relay_status} {relay_body:?}"
+            )),
+            Some(why) if accepted(direct_status) == accepted(relay_status) => problems.push(format!(
+                "{at}: marked differs ({why}), but InfluxDB answered {direct_status} {direct_body:?} and the relay {relay_status} {relay_body:?}"
+            )),
+            _ => {}
+        }
+        let after = measurements(&influx, "direct");
+        for m in after.difference(&seen).filter(|_| case.differs.is_none() && !case.verdict_only) {
+            for (name, time, value) in expected_points(&influx, m) {
+                expected.entry(name).or_default().push((case.line, time, value));
+            }
+        }
+        seen = after;
+    }
+
+    // Everything InfluxDB stored must arrive through the relay (the shipper batches: wait for it).
+    let all_there = || expected.keys().all(|name| !relay_points(&influx, name).is_empty());
+    // Missing points are reported below, one by one, rather than as a timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !all_there() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (name, points) in &expected {
+        let got = relay_points(&influx, name);
+        for (line, time, value) in points {
+            // A case without a timestamp takes the time of arrival, which may be a second apart.
+            let no_timestamp = *time >= started && *time <= now();
+            let found = got.iter().any(|(t, v)| {
+                (v == value || (v - value).abs() <= value.abs() * 1e-15)
+                    && (t == time || (no_timestamp && t.abs_diff(*time) <= 2))
+            });
+            if !found {
+                problems.push(format!(
+                    "corpus line {line}: InfluxDB stored {name} = {value} at {time}; the relay delivered {got:?}"
+                ));
+            }
+        }
+    }
+    let unexpected: Vec<String> = measurements(&influx, Influx::DB)
+        .into_iter()
+        .filter(|m| !expected.contains_key(m))
+        .map(|m| format!("{m} = {:?}", relay_points(&influx, &m)))
+        .collect();
+    let documented: BTreeSet<String> =
+        cases.iter().filter(|c| c.differs.is_some() || c.verdict_only).map(Case::id).collect();
+    for m in unexpected {
+        if !documented.iter().any(|d| m.starts_with(d.as_str())) {
+            problems.push(format!("the relay delivered {m}, which InfluxDB did not store"));
+        }
+    }
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+}
