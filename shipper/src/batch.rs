@@ -68,7 +68,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
     let mut rates = match &settings.rate_file {
         Some(path) => match RateState::load(path) {
             Ok(r) => {
-                if r.len() > 0 {
+                if !r.is_empty() {
                     log::info!("restored the rate state of {} series from {}", r.len(), path.display());
                 }
                 r
@@ -182,7 +182,7 @@ mod tests {
     use super::*;
 
     fn points(ids: std::ops::Range<u64>) -> Vec<Point> {
-        ids.map(|i| Point::int("m", 1_700_000_000, i as i64, "t").with_tag("id", &i.to_string())).collect()
+        ids.map(|i| Point::int("m", 1_700_000_000, i as i64, "t").with_tag("id", i.to_string())).collect()
     }
 
     #[test]

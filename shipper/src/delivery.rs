@@ -306,7 +306,7 @@ impl Delivery {
     fn next_source(&mut self) -> Option<Source> {
         let spool_has = self.spool.as_ref().is_some_and(|s| !s.is_empty());
         self.replay_turn = !self.replay_turn;
-        if !self.memory.is_empty() && !(spool_has && self.replay_turn) {
+        if !(self.memory.is_empty() || spool_has && self.replay_turn) {
             return self.memory.pop_front().map(Source::Memory);
         }
         if let Some(sp) = self.spool.as_mut().and_then(Spool::oldest) {
@@ -523,7 +523,7 @@ mod tests {
     /// Points `m{id=…}`; the ids in `bad` are tagged `bad=1`.
     fn points(ids: std::ops::Range<u64>, bad: &[u64]) -> Vec<Point> {
         ids.map(|i| {
-            let p = Point::int("m", 1_700_000_000 + i, i as i64, "t").with_tag("id", &i.to_string());
+            let p = Point::int("m", 1_700_000_000 + i, i as i64, "t").with_tag("id", i.to_string());
             if bad.contains(&i) {
                 p.with_tag("bad", "1")
             } else {

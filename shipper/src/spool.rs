@@ -329,46 +329,57 @@ mod tests {
 
     #[test]
     fn replays_oldest_first_and_survives_reopening() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).unwrap();
-        s.push(&batch(2, "a"), false).unwrap();
-        s.push(&batch(3, "b"), false).unwrap();
+        let dir = tempfile::tempdir().expect("spool test");
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        s.push(&batch(2, "a"), false).expect("spool test");
+        s.push(&batch(3, "b"), false).expect("spool test");
         drop(s);
-        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).unwrap();
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
         assert_eq!((s.len(), s.points()), (2, 5));
-        let first = s.oldest().unwrap();
+        let first = s.oldest().expect("spool test");
         assert_eq!(first.points, batch(2, "a"));
         assert_eq!(first.backend, "InfluxDB");
         s.remove(first.seq);
-        assert_eq!(s.oldest().unwrap().points, batch(3, "b"));
-        s.push(&batch(1, "c"), false).unwrap();
-        let names: Vec<String> =
-            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(s.oldest().expect("spool test").points, batch(3, "b"));
+        s.push(&batch(1, "c"), false).expect("spool test");
+        let names: Vec<String> = fs::read_dir(dir.path())
+            .expect("spool test")
+            .map(|e| e.expect("spool test").file_name().into_string().expect("spool test"))
+            .collect();
         assert!(names.contains(&"00000000000000000003.spool".to_string()), "{names:?}");
     }
 
     #[test]
     fn full_spool_drops_the_oldest_or_refuses_the_newest() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(&dir.path().join("o"), "Carbon", 2, 1 << 20, DropPolicy::Oldest).unwrap();
-        assert_eq!(s.push(&batch(4, "a"), false).unwrap(), Pushed::Stored { dropped_points: 0, dropped_own: 0 });
-        s.push(&batch(5, "b"), true).unwrap();
-        assert_eq!(s.push(&batch(6, "c"), false).unwrap(), Pushed::Stored { dropped_points: 4, dropped_own: 0 });
-        assert_eq!(s.push(&batch(1, "d"), false).unwrap(), Pushed::Stored { dropped_points: 0, dropped_own: 5 });
-        assert_eq!(s.oldest().unwrap().points, batch(6, "c"));
-        let mut n = Spool::open(&dir.path().join("n"), "Carbon", 2, 1 << 20, DropPolicy::Newest).unwrap();
-        n.push(&batch(4, "a"), false).unwrap();
-        n.push(&batch(5, "b"), false).unwrap();
-        assert_eq!(n.push(&batch(6, "c"), false).unwrap(), Pushed::Refused);
+        let dir = tempfile::tempdir().expect("spool test");
+        let mut s = Spool::open(&dir.path().join("o"), "Carbon", 2, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        assert_eq!(
+            s.push(&batch(4, "a"), false).expect("spool test"),
+            Pushed::Stored { dropped_points: 0, dropped_own: 0 }
+        );
+        s.push(&batch(5, "b"), true).expect("spool test");
+        assert_eq!(
+            s.push(&batch(6, "c"), false).expect("spool test"),
+            Pushed::Stored { dropped_points: 4, dropped_own: 0 }
+        );
+        assert_eq!(
+            s.push(&batch(1, "d"), false).expect("spool test"),
+            Pushed::Stored { dropped_points: 0, dropped_own: 5 }
+        );
+        assert_eq!(s.oldest().expect("spool test").points, batch(6, "c"));
+        let mut n = Spool::open(&dir.path().join("n"), "Carbon", 2, 1 << 20, DropPolicy::Newest).expect("spool test");
+        n.push(&batch(4, "a"), false).expect("spool test");
+        n.push(&batch(5, "b"), false).expect("spool test");
+        assert_eq!(n.push(&batch(6, "c"), false).expect("spool test"), Pushed::Refused);
         assert_eq!(n.len(), 2);
     }
 
     #[test]
     fn byte_bound_applies_too() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "Carbon", 1000, 400, DropPolicy::Oldest).unwrap();
+        let dir = tempfile::tempdir().expect("spool test");
+        let mut s = Spool::open(dir.path(), "Carbon", 1000, 400, DropPolicy::Oldest).expect("spool test");
         for i in 0..10 {
-            s.push(&batch(3, &i.to_string()), false).unwrap();
+            s.push(&batch(3, &i.to_string()), false).expect("spool test");
         }
         assert!(s.bytes() <= 400, "{}", s.bytes());
         assert!(s.len() < 10);
@@ -376,30 +387,30 @@ mod tests {
 
     #[test]
     fn corrupt_and_truncated_files_are_moved_aside() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).unwrap();
-        s.push(&batch(2, "a"), false).unwrap();
-        s.push(&batch(2, "b"), false).unwrap();
-        s.push(&batch(2, "c"), false).unwrap();
+        let dir = tempfile::tempdir().expect("spool test");
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        s.push(&batch(2, "a"), false).expect("spool test");
+        s.push(&batch(2, "b"), false).expect("spool test");
+        s.push(&batch(2, "c"), false).expect("spool test");
         let first = dir.path().join(name_of(1));
-        let mut bytes = fs::read(&first).unwrap();
+        let mut bytes = fs::read(&first).expect("spool test");
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        fs::write(&first, bytes).unwrap();
+        fs::write(&first, bytes).expect("spool test");
         let second = dir.path().join(name_of(2));
-        let len = fs::metadata(&second).unwrap().len();
-        OpenOptions::new().write(true).open(&second).unwrap().set_len(len - 5).unwrap();
-        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).unwrap();
-        assert_eq!(s.oldest().unwrap().points, batch(2, "c"));
+        let len = fs::metadata(&second).expect("spool test").len();
+        OpenOptions::new().write(true).open(&second).expect("spool test").set_len(len - 5).expect("spool test");
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        assert_eq!(s.oldest().expect("spool test").points, batch(2, "c"));
         assert!(dir.path().join("corrupt").join(name_of(1)).exists());
         assert!(dir.path().join("corrupt").join(name_of(2)).exists());
     }
 
     #[test]
     fn leftover_temp_files_are_removed_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(".00000000000000000009.spool.tmp"), b"partial").unwrap();
-        let s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).unwrap();
+        let dir = tempfile::tempdir().expect("spool test");
+        fs::write(dir.path().join(".00000000000000000009.spool.tmp"), b"partial").expect("spool test");
+        let s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
         assert!(s.is_empty());
         assert!(!dir.path().join(".00000000000000000009.spool.tmp").exists());
     }
