@@ -140,7 +140,7 @@ impl StatusFile {
             if bytes.len() < *scratch_len {
                 bytes.resize(*scratch_len, b' ');
             }
-            let swapped = scratch.write_all_at(&bytes, 0).map_err(std::io::Error::from).and_then(|()| {
+            let swapped = scratch.write_all_at(&bytes, 0).and_then(|()| {
                 nix::fcntl::renameat2(
                     nix::fcntl::AT_FDCWD,
                     &self.scratch_path,
