@@ -56,7 +56,7 @@ impl Config {
         let self_config = read_self_config(file, base, &ini, &mut errors, &mut warnings);
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
         let tags = read_tags(file, &ini, &mut errors);
-        let relay = read_relay(file, &ini, &mut errors, &mut warnings);
+        let relay = read_relay(file, &ini, &mut errors, &mut warnings, self_config.check_period_seconds);
         let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
         let services = read_services(file, base, &ini, default_timeout, &mut errors, &mut warnings);
         let jmx = read_jmx(file, base, &ini, default_timeout, &mut errors, &mut warnings);

@@ -1,6 +1,6 @@
 //! The relay's inputs: starts the listeners `[Relay]` configures (TCP in [`super::tcp`], UDP in
-//! [`super::udp`], HTTP in [`super::http`]), the counters of each input for the self-metrics, and
-//! the handling of one text line that TCP and UDP share.
+//! [`super::udp`], HTTP in [`super::http`], StatsD in [`super::statsd_input`]), the counters of
+//! each input for the self-metrics, and the handling of one text line that TCP and UDP share.
 //!
 //! A malformed line is counted and logged (at most every 10 s per input) and the connection goes
 //! on.
@@ -13,7 +13,7 @@ use crossbeam_channel::Sender;
 use puypuy_common::config::RelayConfig;
 use puypuy_common::Point;
 
-use super::{graphite, http, tcp, telnet, udp};
+use super::{graphite, http, statsd_input, tcp, telnet, udp};
 use crate::batch::Input;
 
 /// Counters of one input, for the self-metrics.
@@ -57,6 +57,14 @@ impl InputStats {
             last_log: Mutex::new(None),
             statsd: None,
         })
+    }
+
+    fn new_statsd() -> Arc<InputStats> {
+        let mut stats = InputStats::new("statsd");
+        if let Some(s) = Arc::get_mut(&mut stats) {
+            s.statsd = Some(StatsdStats::default());
+        }
+        stats
     }
 
     /// Counts a bad line; logs it unless this input logged one in the last 10 s.
@@ -123,6 +131,17 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
         let stats = InputStats::new("http");
         http::start(addr, tx.clone(), Arc::clone(&stats))?;
         log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}");
+        all.push(stats);
+    }
+    if let Some(statsd) = &config.statsd {
+        let stats = InputStats::new_statsd();
+        statsd_input::start(statsd, config, tx.clone(), Arc::clone(&stats))?;
+        log::info!(
+            "relay: StatsD input on {}{}, flushed every {}s",
+            statsd.listen,
+            if statsd.tcp { " (UDP and TCP)" } else { " (UDP)" },
+            statsd.flush.as_secs()
+        );
         all.push(stats);
     }
     Ok(all)
