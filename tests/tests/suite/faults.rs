@@ -79,12 +79,18 @@ fn backend_down_for_a_minute_then_every_point_arrives() {
 #[test]
 fn shipper_killed_repeatedly_under_load_loses_nothing() {
     let influx = Influx::start(false);
-    let agent = Agent::new("", &influx_config(&influx.url()));
+    // Without self-metrics every point a shipper takes in is the producer's.
+    let agent = Agent::new("self_metrics: no", &influx_config(&influx.url()));
     let mut shipper = agent.start_shipper();
-    let count = 400;
+    // 12 s of points: each of the four shipper lifetimes takes up to two status periods (1 s).
+    let count = 600;
     let producer = steady_producer(&agent, "fi_kill", count, Duration::from_millis(20));
     for _ in 0..4 {
-        thread::sleep(Duration::from_millis(1200));
+        // Each shipper is killed only once it has taken in some of the producer's points.
+        let pid = shipper.pid();
+        wait_for(Duration::from_secs(10), "the shipper to take in points", || {
+            (agent.status_metric(pid, "puypuy_shipper_points_received")? > 0).then_some(())
+        });
         shipper.signal(nix::sys::signal::Signal::SIGKILL);
         shipper.wait_exit(Duration::from_secs(5));
         shipper = agent.start_shipper();

@@ -85,12 +85,21 @@ fn second_shipper_refuses_and_stale_socket_is_replaced() {
 
 #[test]
 fn sigterm_delivers_what_is_held_and_exits_zero() {
-    let agent = Agent::new("batch_ms: 60000\nbatch_points: 100000", "[TSDB]\ntsdtype: File\npath: metrics.txt\n");
+    let agent = Agent::new(
+        "batch_ms: 60000\nbatch_points: 100000\nself_metrics: no",
+        "[TSDB]\ntsdtype: File\npath: metrics.txt\n",
+    );
     let mut shipper = agent.start_shipper();
     let client = SenderClient::start(&agent.socket(), "test", 10);
     client.send(vec![Point::int("held", 1_700_000_000, 1, "test")]);
-    // The batch waits for batch_ms (a minute); SIGTERM must flush it at once.
-    std::thread::sleep(Duration::from_millis(300));
+    // The batch waits for batch_ms (a minute); SIGTERM must flush it at once. The signal comes once
+    // the shipper holds the point (self-metrics are off: the one point it took in is ours).
+    let pid = shipper.pid();
+    wait_for(Duration::from_secs(10), "the shipper to take in the point", || {
+        (agent.status_metric(pid, "puypuy_shipper_points_received")? == 1).then_some(())
+    });
+    let before = std::fs::read_to_string(agent.path("metrics.txt")).unwrap_or_default();
+    assert!(!before.contains("held,"), "written before SIGTERM, so batch_ms did not hold it: {before}");
     shipper.signal(nix::sys::signal::Signal::SIGTERM);
     let status = shipper.wait_exit(Duration::from_secs(10)).expect("shipper exited");
     assert!(status.success(), "{status:?}");
