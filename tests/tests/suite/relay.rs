@@ -2,7 +2,7 @@
 //! silent clients, the `send` command, the Python frame client, and loopback-only binding.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
@@ -318,35 +318,25 @@ fn send_command_and_python_client() {
     assert_eq!(p.2["type"], "python");
 }
 
-/// The local address of every TCP listener on `port`, from /proc/net/tcp and tcp6.
-fn listening_addresses(port: u16) -> Vec<String> {
-    let mut out = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 3 && f[3] == "0A" {
-                if let Some((addr, p)) = f[1].split_once(':') {
-                    if u16::from_str_radix(p, 16) == Ok(port) {
-                        out.push(addr.to_string());
-                    }
-                }
-            }
-        }
-    }
-    out
+/// Whether something accepts TCP connections on `address`.
+fn accepts(address: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&address, Duration::from_secs(2)).is_ok()
 }
 
+/// Regression: this read /proc/net/tcp and took a missing file for "no listener", which failed
+/// with no word of why on hosts without it. Connections need nothing from the host: a listener
+/// on 127.0.0.1 alone refuses 127.0.0.2 (the rest of 127/8, which 0.0.0.0 would accept) and ::1
+/// (which [::] would accept).
 #[test]
 fn listeners_without_an_address_bind_loopback_only() {
     let influx = Influx::start(false);
     let (agent, mut ports) = relay_agent(&influx_tsdb(&influx), "");
     let _shipper = start_relay(&agent, &mut ports);
     for port in [ports.opentsdb, ports.graphite] {
-        assert_eq!(
-            listening_addresses(port),
-            vec!["0100007F".to_string()],
-            "port {port} must listen on 127.0.0.1 only"
-        );
+        assert!(accepts(([127, 0, 0, 1], port).into()), "port {port} must listen on 127.0.0.1");
+        let elsewhere: [SocketAddr; 2] = [([127, 0, 0, 2], port).into(), (Ipv6Addr::LOCALHOST, port).into()];
+        for other in elsewhere {
+            assert!(!accepts(other), "port {port} must listen on 127.0.0.1 only, but {other} accepts");
+        }
     }
 }
