@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 
 pub mod services;
+pub mod statsd;
 
 pub const INSTALL_HINT: &str =
     "run ./tests/run.sh, which installs influxdb graphite-carbon python3-whisper victoria-metrics";
@@ -393,6 +394,8 @@ impl Drop for FlakyProxy {
 pub struct Carbon {
     pub dir: tempfile::TempDir,
     pub pickle_port: u16,
+    /// The plaintext line receiver.
+    pub line_port: u16,
     pub proc: Proc,
 }
 
@@ -428,7 +431,8 @@ impl Carbon {
                 .stderr(log),
         );
         wait_for(Duration::from_secs(30), "carbon-cache pickle port", || tcp_ready(pickle).then_some(()));
-        Carbon { dir, pickle_port: pickle, proc }
+        wait_for(Duration::from_secs(30), "carbon-cache line port", || tcp_ready(line).then_some(()));
+        Carbon { dir, pickle_port: pickle, line_port: line, proc }
     }
 
     /// `(timestamp, value)` of the non-empty slots of a whisper file in the last `seconds`.

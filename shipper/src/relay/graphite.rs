@@ -6,7 +6,9 @@
 //! ```
 //!
 //! The path is kept whole as the metric name (tags after `;`, Graphite 1.1 style, become tags). A
-//! missing timestamp or `-1` means now. For the Carbon backend the usual `cluster.group.HOST.`
+//! missing timestamp or `-1` means now. Numbers are read as carbon-cache reads them (Python's
+//! `float`), except that infinities are refused; `tests/tests/suite/differential.rs` compares what
+//! reaches whisper through the relay and through carbon-cache's own line receiver. For the Carbon backend the usual `cluster.group.HOST.`
 //! prefix is added like for every point; for the others the dotted path is the name.
 
 use puypuy_common::{Point, Value};
@@ -15,14 +17,15 @@ pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
     let mut fields = line.split_ascii_whitespace();
     let path = fields.next().ok_or("empty line")?;
     let value = fields.next().ok_or("missing value (expected: path value timestamp)")?;
-    let value: f64 = value.parse().map_err(|_| format!("invalid value {value:?}"))?;
+    let value = python_float(value).ok_or_else(|| format!("invalid value {value:?}"))?;
     if !value.is_finite() {
+        // carbon stores inf (and drops nan); no other backend can carry either.
         return Err(format!("value {value} is not finite"));
     }
     let timestamp = match fields.next() {
         None | Some("-1") => now,
         Some(ts) => {
-            let t: f64 = ts.parse().map_err(|_| format!("invalid timestamp {ts:?}"))?;
+            let t = python_float(ts).ok_or_else(|| format!("invalid timestamp {ts:?}"))?;
             if !(0.0..1e13).contains(&t) {
                 return Err(format!("invalid timestamp {ts:?}"));
             }
@@ -41,6 +44,20 @@ pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
     Ok(point)
 }
 
+/// A number as carbon reads it, with Python's `float()`: what Rust's parser takes, plus `_`
+/// between digits (`1_000`).
+fn python_float(s: &str) -> Option<f64> {
+    if !s.contains('_') {
+        return s.parse().ok();
+    }
+    let b = s.as_bytes();
+    let between_digits = |i: usize| i > 0 && i + 1 < b.len() && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit();
+    if (0..b.len()).any(|i| b[i] == b'_' && !between_digits(i)) {
+        return None;
+    }
+    s.replace('_', "").parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +72,15 @@ mod tests {
         assert_eq!(t.tags, vec![("dc".into(), "eu".into()), ("rack".into(), "1".into())]);
         assert!(parse_plain("a.b x 1", 5).is_err());
         assert!(parse_plain("a.b 1 2 3", 5).is_err());
+    }
+
+    /// carbon-cache takes `1_000` (Python's float), found by the differential test.
+    #[test]
+    fn values_are_read_as_python_reads_them() {
+        assert_eq!(parse_plain("a 1_000 7", 0).unwrap().value, Value::Float(1000.0));
+        for bad in ["a _1 7", "a 1_ 7", "a 1__0 7", "a inf 7", "a nan 7"] {
+            assert!(parse_plain(bad, 0).is_err(), "{bad}");
+        }
     }
 
     proptest! {

@@ -8,13 +8,18 @@
 //! at the same second, and nothing InfluxDB did not store. A case marked `[differs=WHY]` is a
 //! known, documented difference: the test asserts that the verdicts do differ. A case marked
 //! `[verdict-only]` compares verdicts alone.
+//!
+//! Graphite plaintext: every case of `tests/fixtures/graphite.corpus` goes, on a connection of its
+//! own, to a real carbon-cache's line receiver and to the relay's `graphite_listen`, whose shipper
+//! writes to a second carbon-cache; the whisper files of both (paths, timestamps, values) must be
+//! the same, under the relay's `HOST.` prefix.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Influx, Proc};
+use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Carbon, Influx, Proc};
 use serde_json::Value as Json;
 
 /// One case of a corpus file.
@@ -92,6 +97,8 @@ fn decode(text: &str) -> Vec<u8> {
             "LF" => out.push(b'\n'),
             "CR" => out.push(b'\r'),
             "TAB" => out.push(b'\t'),
+            "LB" => out.push(b'{'),
+            "RB" => out.push(b'}'),
             hex if hex.starts_with('x') => out.push(u8::from_str_radix(&hex[1..], 16).expect("{xHH}")),
             other => panic!("unknown escape {{{other}}} in a corpus case"),
         }
@@ -290,6 +297,141 @@ fn influxdb_write_agrees_with_influxdb() {
     for m in unexpected {
         if !documented.iter().any(|d| m.starts_with(d.as_str())) {
             problems.push(format!("the relay delivered {m}, which InfluxDB did not store"));
+        }
+    }
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// Every whisper file under `dir` as its dotted path → the `(time, value)` slots written in the
+/// last hour (values as Python writes them: `1.5`, `inf`), read by the whisper module carbon uses.
+fn whisper_dump(dir: &std::path::Path) -> BTreeMap<String, Vec<(u64, String)>> {
+    const SCRIPT: &str = r#"
+import json, os, sys, time, whisper
+root = sys.argv[1]
+now = int(time.time())
+out = {}
+for base, _, files in os.walk(root):
+    for f in files:
+        if not f.endswith('.wsp'):
+            continue
+        full = os.path.join(base, f)
+        name = os.path.relpath(full, root)[:-4].replace(os.sep, '.')
+        name = name.encode('utf-8', 'surrogateescape').decode('utf-8', 'replace')
+        (start, _, step), values = whisper.fetch(full, now - 3600, now + 60)
+        out[name] = [[start + i * step, repr(v)] for i, v in enumerate(values) if v is not None]
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SCRIPT])
+        .arg(dir)
+        .output()
+        .expect("python3 with the whisper module (Debian python3-whisper)");
+    assert!(out.status.success(), "whisper dump: {}", String::from_utf8_lossy(&out.stderr));
+    let v: BTreeMap<String, Vec<(u64, String)>> = serde_json::from_slice(&out.stdout).expect("whisper json");
+    v
+}
+
+fn tcp_send(port: u16, bytes: &[u8]) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.write_all(bytes).expect("write");
+}
+
+/// The relay with only its Graphite input, delivering to `carbon` with no cluster or group in the
+/// path (so relayed paths are `HOST.path`). Retries with another port when the one chosen was taken.
+fn start_graphite_relay(carbon: &Carbon) -> (Agent, Proc, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let agent = Agent::new(
+            "self_metrics: False\ncluster_name:\nhost_group:\nbatch_ms: 5",
+            &format!(
+                "[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{}\n[Relay]\ngraphite_listen = {port}\n",
+                carbon.pickle_port
+            ),
+        );
+        let mut shipper = agent.start_shipper();
+        let up = wait_for(Duration::from_secs(15), "the relay's Graphite port or the shipper's exit", || {
+            if !shipper.is_running() {
+                return Some(false);
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
+        });
+        if up {
+            return (agent, shipper, port);
+        }
+        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
+    }
+    panic!("no free port for the relay in five tries");
+}
+
+/// Waits until both trees hold `sentinel` and stop changing, then returns them.
+fn settled(direct: &Carbon, relay: &Carbon, sentinel: &str) -> (BTreeMap<String, Vec<(u64, String)>>, BTreeMap<String, Vec<(u64, String)>>) {
+    let dump = || (whisper_dump(&direct.dir.path().join("storage/whisper")), whisper_dump(&relay.dir.path().join("storage/whisper")));
+    let mut last = wait_for(Duration::from_secs(60), "the sentinel in both whisper trees", || {
+        let (d, r) = dump();
+        (d.contains_key(sentinel) && r.keys().any(|k| k.ends_with(&format!(".{sentinel}")))).then_some((d, r))
+    });
+    loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        let now = dump();
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+}
+
+#[test]
+fn graphite_plaintext_agrees_with_carbon_cache() {
+    let cases = read_corpus("graphite.corpus");
+    let direct = Carbon::start();
+    let relayed = Carbon::start();
+    let (_agent, _shipper, relay_port) = start_graphite_relay(&relayed);
+    let now = (now() - 60).to_string();
+    for case in &cases {
+        let mut bytes = String::from_utf8_lossy(&case.body).replace("NOW", &now).into_bytes();
+        // Bytes that are not UTF-8 go through unchanged.
+        if case.body.iter().any(|b| !b.is_ascii()) {
+            bytes = decode(&case.text.replace("NOW", &now));
+        }
+        bytes.push(b'\n');
+        tcp_send(direct.line_port, &bytes);
+        tcp_send(relay_port, &bytes);
+    }
+    let sentinel = format!("gzzz 1 {now}\n");
+    tcp_send(direct.line_port, sentinel.as_bytes());
+    tcp_send(relay_port, sentinel.as_bytes());
+    let (direct_tree, relay_tree) = settled(&direct, &relayed, "gzzz");
+
+    // The relay's paths are HOST.path: take the host part off.
+    let hosts: BTreeSet<&str> = relay_tree.keys().filter_map(|k| k.split_once('.').map(|(h, _)| h)).collect();
+    assert_eq!(hosts.len(), 1, "one HOST prefix expected in the relay's tree: {:?}", relay_tree.keys());
+    let relay_tree: BTreeMap<String, Vec<(u64, String)>> =
+        relay_tree.into_iter().filter_map(|(k, v)| Some((k.split_once('.')?.1.to_string(), v))).collect();
+    let mut problems = Vec::new();
+    for case in &cases {
+        let id = case.id();
+        if !id.starts_with('g') {
+            continue;
+        }
+        let of = |tree: &BTreeMap<String, Vec<(u64, String)>>| -> BTreeMap<String, Vec<(u64, String)>> {
+            // A file with no point in it (carbon creates one for a time outside its retention)
+            // is not data.
+            tree.iter()
+                .filter(|(k, v)| k.starts_with(&id) && !v.is_empty())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let (d, r) = (of(&direct_tree), of(&relay_tree));
+        match &case.differs {
+            None if d != r => problems.push(format!(
+                "corpus line {} {:?}: carbon-cache wrote {d:?}, the relay {r:?}",
+                case.line, case.text
+            )),
+            Some(why) if d == r => problems.push(format!(
+                "corpus line {} {:?}: marked differs ({why}), but both wrote {d:?}",
+                case.line, case.text
+            )),
+            _ => {}
         }
     }
     assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
