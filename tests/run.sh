@@ -22,6 +22,9 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(hapr
 command -v javac >/dev/null 2>&1 || missing+=(default-jdk-headless)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v collectd >/dev/null 2>&1 || missing+=(collectd-core)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+/usr/bin/python3 -c 'import statsd' >/dev/null 2>&1 || missing+=(python3-statsd)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test servers: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -29,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}"
 fi
+
+# The reference StatsD daemon (statsd 0.9) and a DogStatsD client (hot-shots), pinned in
+# tests/node/package.json, installed inside the repo (tests/node/node_modules, ignored by git).
+[ -f tests/node/node_modules/statsd/stats.js ] && [ -d tests/node/node_modules/hot-shots ] \
+  || (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
 
 cargo build --release --bins
 # The package test needs cargo-deb; install it before the tests so its compile does not compete

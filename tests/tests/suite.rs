@@ -26,6 +26,8 @@ mod scripts;
 mod services;
 #[path = "suite/socket.rs"]
 mod socket;
+#[path = "suite/statsd.rs"]
+mod statsd;
 #[path = "suite/supervisor.rs"]
 mod supervisor;
 #[path = "suite/tls.rs"]
