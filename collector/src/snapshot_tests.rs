@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use puypuy_shipper::rate::RateState;
 
 use crate::checks;
-use puypuy_common::config::SystemCheck;
 use crate::context::{Context, FsUsage};
+use puypuy_common::config::SystemCheck;
 
 fn fake_statfs(path: &Path) -> io::Result<FsUsage> {
     match path.to_str() {

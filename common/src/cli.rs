@@ -62,7 +62,10 @@ impl Cli {
                         cli.print_config.push(key);
                     }
                     if cli.print_config.is_empty() {
-                        return Err(format!("--print-config needs one or more of: {}", config::PRINTABLE_KEYS.join(" ")));
+                        return Err(format!(
+                            "--print-config needs one or more of: {}",
+                            config::PRINTABLE_KEYS.join(" ")
+                        ));
                     }
                 }
                 "--help" | "-h" => cli.help = true,
@@ -83,13 +86,19 @@ impl Cli {
     /// What `--help` prints: the usage line(s) given and the options this binary takes.
     pub fn usage(usage: &str, supports: Supports) -> String {
         let mut text = format!("{usage}\n\noptions:\n");
-        text.push_str("  --config PATH        config file (default: $PUYPUY_CONFIG, else config.ini beside puypuy.sh)\n");
+        text.push_str(
+            "  --config PATH        config file (default: $PUYPUY_CONFIG, else config.ini beside puypuy.sh)\n",
+        );
         if supports.one_cycle {
             text.push_str("  --once               run one cycle, wait until the shipper acknowledged it, exit\n");
             text.push_str("  --dry-run            print the points (with the host's tags) instead of sending them\n");
         }
-        text.push_str("  --check-config       validate the config, print errors and warnings, exit (0 valid, 2 invalid)\n");
-        text.push_str("  --strict             with --check-config: warnings (unknown sections or keys) make it exit 2\n");
+        text.push_str(
+            "  --check-config       validate the config, print errors and warnings, exit (0 valid, 2 invalid)\n",
+        );
+        text.push_str(
+            "  --strict             with --check-config: warnings (unknown sections or keys) make it exit 2\n",
+        );
         text.push_str(&format!(
             "  --print-config KEY…  print resolved [SelfConfig] values, one per line ({})\n",
             config::PRINTABLE_KEYS.join(", ")

@@ -185,8 +185,9 @@ fn warn_unknown_sections(ini: &Ini, warnings: &mut Vec<String>) {
 /// A password in a file others can read is worth a warning.
 fn warn_readable_password(file: &Path, ini: &Ini, warnings: &mut Vec<String>) {
     use std::os::unix::fs::PermissionsExt;
-    let has_password =
-        ini.iter().any(|(_, props)| props.iter().any(|(k, v)| (k == "pass" || k == "jmx_pass") && !v.trim().is_empty()));
+    let has_password = ini
+        .iter()
+        .any(|(_, props)| props.iter().any(|(k, v)| (k == "pass" || k == "jmx_pass") && !v.trim().is_empty()));
     if !has_password {
         return;
     }
@@ -330,8 +331,10 @@ mod tests {
     /// key was silently lost and the log showed a key name with a newline inside.
     #[test]
     fn a_line_without_separator_is_an_error_with_its_line_number() {
-        let e = load("[SelfConfig]\ntmpdir: TMP\ndebug_log False\nshorthostname: yes\n[TSDB]\ntsdtype: File\npath: /tmp/x\n")
-            .unwrap_err();
+        let e = load(
+            "[SelfConfig]\ntmpdir: TMP\ndebug_log False\nshorthostname: yes\n[TSDB]\ntsdtype: File\npath: /tmp/x\n",
+        )
+        .unwrap_err();
         assert_eq!(e.0.len(), 1, "{e}");
         assert_eq!(
             e.to_string(),
@@ -389,7 +392,10 @@ mod tests {
         let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).unwrap();
         assert_eq!(
             c.open_files,
-            [("nginx".to_string(), dir.path().join("run/nginx.pid")), ("sshd".to_string(), PathBuf::from("/run/sshd.pid"))]
+            [
+                ("nginx".to_string(), dir.path().join("run/nginx.pid")),
+                ("sshd".to_string(), PathBuf::from("/run/sshd.pid"))
+            ]
         );
     }
 
@@ -397,8 +403,11 @@ mod tests {
     fn print_values_reads_selfconfig_even_when_another_section_is_broken() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.ini");
-        std::fs::write(&file, "[SelfConfig]\ntmpdir: t\npuypuy_user: nobody\n[TSDB]\ntsdtype: Influx\n[JMX:a]\nurl: x\n")
-            .unwrap();
+        std::fs::write(
+            &file,
+            "[SelfConfig]\ntmpdir: t\npuypuy_user: nobody\n[TSDB]\ntsdtype: Influx\n[JMX:a]\nurl: x\n",
+        )
+        .unwrap();
         let keys: Vec<String> =
             ["tmpdir", "pid_file", "socket", "run_user", "jmx_targets"].iter().map(|s| s.to_string()).collect();
         let values = print_values(&file, &keys).unwrap();

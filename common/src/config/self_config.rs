@@ -117,7 +117,6 @@ pub const SELF_KEYS: &[&str] = &[
     "self_metrics",
 ];
 
-
 pub fn read_self_config(
     file: &Path,
     base: &Path,
@@ -218,9 +217,7 @@ pub fn read_self_config(
 }
 
 pub fn check_tmpdir(file: &Path, tmpdir: &Path, errors: &mut Vec<ConfigError>) {
-    let mut fail = |message: String| {
-        errors.push(ConfigError::in_section(file, "SelfConfig", Some("tmpdir"), message))
-    };
+    let mut fail = |message: String| errors.push(ConfigError::in_section(file, "SelfConfig", Some("tmpdir"), message));
     if let Err(e) = std::fs::create_dir_all(tmpdir) {
         fail(format!("{:?} cannot be created: {e} (expected a writable directory)", tmpdir.display().to_string()));
         return;

@@ -42,7 +42,6 @@ impl Backend {
     }
 }
 
-
 #[derive(Clone, PartialEq)]
 pub struct Tsdb {
     pub backend: Backend,
@@ -78,7 +77,6 @@ impl fmt::Debug for Tsdb {
     }
 }
 
-
 pub const TSDB_KEYS: &[&str] = &[
     "tsdtype",
     "address",
@@ -96,7 +94,6 @@ pub const TSDB_KEYS: &[&str] = &[
     "connect_timeout_seconds",
     "timeout_seconds",
 ];
-
 
 pub fn read_tsdb(
     file: &Path,

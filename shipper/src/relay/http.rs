@@ -90,6 +90,12 @@ fn deliver(tx: &Sender<Input>, points: Vec<Point>) -> Result<(), (u16, String)> 
     }
 }
 
+/// A successful answer: 204, or a JSON body with its status (OpenTSDB's summary and details).
+enum Reply {
+    Empty,
+    Json(u16, String),
+}
+
 fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &InputStats) {
     let url = request.url().to_string();
     let path = url.split('?').next().unwrap_or("").to_string();
@@ -105,15 +111,18 @@ fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &Inpu
             let _ = request.respond(json_response(200, r#"{"results":[{"statement_id":0}]}"#.into()));
             return;
         }
-        (tiny_http::Method::Post, "/write") => write_influx(&mut request, &url, tx, stats, &peer),
-        (tiny_http::Method::Post, "/api/put") => put_opentsdb(&mut request, tx, stats, &peer),
+        (tiny_http::Method::Post, "/write") => {
+            write_influx(&mut request, &url, tx, stats, &peer).map(|()| Reply::Empty)
+        }
+        (tiny_http::Method::Post, "/api/put") => put_opentsdb(&mut request, &url, tx, stats, &peer),
         _ => Err((404, format!("unknown path {path} (expected POST /write or POST /api/put)"))),
     };
     let response = match result {
-        Ok(()) => {
+        Ok(Reply::Empty) => {
             let _ = request.respond(empty_response(204));
             return;
         }
+        Ok(Reply::Json(status, body)) => json_response(status, body),
         Err((status, message)) => json_response(status, serde_json::json!({ "error": message }).to_string()),
     };
     let _ = request.respond(response);
@@ -158,21 +167,54 @@ fn write_influx(
 
 fn put_opentsdb(
     request: &mut tiny_http::Request,
+    url: &str,
     tx: &Sender<Input>,
     stats: &InputStats,
     peer: &str,
-) -> Result<(), (u16, String)> {
+) -> Result<Reply, (u16, String)> {
     let body = read_body(request).map_err(|e| (400, e))?;
-    match opentsdb_json::parse_put_json(&body) {
-        Ok(points) => {
-            stats.accepted.fetch_add(points.len() as u64, Ordering::Relaxed);
-            deliver(tx, points)
-        }
-        Err(e) => {
-            stats.reject(peer, "", &e);
-            Err((400, e))
-        }
+    let parsed = opentsdb_json::parse_put_json(&body).map_err(|e| {
+        stats.reject(peer, "", &e);
+        (400, e)
+    })?;
+    stats.accepted.fetch_add(parsed.points.len() as u64, Ordering::Relaxed);
+    for (i, _, why) in &parsed.refused {
+        stats.reject(peer, "", &format!("datapoint {i}: {why}"));
     }
+    let (success, failed) = (parsed.points.len(), parsed.refused.len());
+    if success > 0 {
+        deliver(tx, parsed.points)?;
+    }
+    // OpenTSDB's answers: 204, or with ?summary / ?details the counts (and the refused points);
+    // 400 when a point was refused.
+    let details = has_flag(url, "details");
+    let status = if failed == 0 { 200 } else { 400 };
+    if details {
+        let errors: Vec<serde_json::Value> = parsed
+            .refused
+            .into_iter()
+            .map(|(_, datapoint, error)| serde_json::json!({ "datapoint": datapoint, "error": error }))
+            .collect();
+        let body = serde_json::json!({ "success": success, "failed": failed, "errors": errors });
+        return Ok(Reply::Json(status, body.to_string()));
+    }
+    if has_flag(url, "summary") {
+        return Ok(Reply::Json(status, serde_json::json!({ "success": success, "failed": failed }).to_string()));
+    }
+    if failed > 0 {
+        let body = serde_json::json!({ "error": {
+            "code": 400,
+            "message": "One or more data points had errors",
+            "details": "Please see the TSD logs or append \"details\" to the put request",
+        }});
+        return Ok(Reply::Json(400, body.to_string()));
+    }
+    Ok(Reply::Empty)
+}
+
+/// A query flag without value (`?details`, `&summary`), or with one.
+fn has_flag(url: &str, flag: &str) -> bool {
+    url.split_once('?').is_some_and(|(_, q)| q.split('&').any(|kv| kv == flag || kv.starts_with(&format!("{flag}="))))
 }
 
 #[cfg(test)]

@@ -111,13 +111,13 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
     let mut all = Vec::new();
     if let Some(addr) = config.opentsdb_listen {
         let stats = InputStats::new("opentsdb");
-        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), telnet_line)?;
+        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), telnet_line, true)?;
         log::info!("relay: OpenTSDB telnet input on {addr}");
         all.push(stats);
     }
     if let Some(addr) = config.graphite_listen {
         let stats = InputStats::new("graphite");
-        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), graphite::parse_plain)?;
+        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), graphite::parse_plain, false)?;
         if config.graphite_udp {
             udp::start(addr, tx.clone(), Arc::clone(&stats))?;
         }
@@ -147,7 +147,7 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
     Ok(all)
 }
 
-/// Parses one line (or counts an over-long one) into `points`.
+/// Parses one line (or counts an over-long one) into `points`; returns why a line was refused.
 pub(crate) fn handle_line(
     raw: Result<&[u8], usize>,
     parse: LineParser,
@@ -155,25 +155,31 @@ pub(crate) fn handle_line(
     peer: &str,
     points: &mut Vec<Point>,
     max_line: usize,
-) {
-    match raw {
-        Err(len) => stats.reject(peer, "", &format!("line of {len}+ bytes is over max_line_bytes ({max_line})")),
+) -> Option<String> {
+    let why = match raw {
+        Err(len) => format!("line of {len}+ bytes is over max_line_bytes ({max_line})"),
         Ok(bytes) => {
             let Ok(text) = std::str::from_utf8(bytes) else {
                 stats.reject(peer, &String::from_utf8_lossy(bytes), "not valid UTF-8");
-                return;
+                return Some("not valid UTF-8".into());
             };
             let text = text.trim_end_matches('\r');
             if text.trim().is_empty() {
-                return;
+                return None;
             }
             match parse(text, now()) {
                 Ok(p) => {
                     stats.accepted.fetch_add(1, Ordering::Relaxed);
                     points.push(p);
+                    return None;
                 }
-                Err(e) => stats.reject(peer, text, &e),
+                Err(e) => {
+                    stats.reject(peer, text, &e);
+                    return Some(e);
+                }
             }
         }
-    }
+    };
+    stats.reject(peer, "", &why);
+    Some(why)
 }

@@ -1,47 +1,76 @@
-//! OpenTSDB `/api/put` JSON bodies: one object or an array of
+//! OpenTSDB `/api/put` JSON bodies (<http://opentsdb.net/docs/build/html/api_http/put.html>): one
+//! object or an array of
 //! `{"metric": "…", "timestamp": s|ms, "value": number|"number", "tags": {"k": "v"}}`.
-//! The whole body is refused (400) when one point is invalid, naming its index, as OpenTSDB does.
+//!
+//! As OpenTSDB documents it, each data point is taken on its own: the good ones are kept and the
+//! bad ones refused, each with its index and reason; only a body that is not JSON (or not an object
+//! or array) loses every point. The per-point rules are the telnet input's ([`super::telnet`]).
 
 use puypuy_common::{Point, Value};
 use serde_json::Value as Json;
 
-pub fn parse_put_json(body: &[u8]) -> Result<Vec<Point>, String> {
+use super::telnet::{check_name, check_tags, parse_timestamp, parse_value};
+
+/// The points of a body, and the data points refused: index, the data point, why.
+#[derive(Debug, Default)]
+pub struct PutBody {
+    pub points: Vec<Point>,
+    pub refused: Vec<(usize, Json, String)>,
+}
+
+/// `Err` only when the body itself cannot be read.
+pub fn parse_put_json(body: &[u8]) -> Result<PutBody, String> {
     let json: Json = serde_json::from_slice(body).map_err(|e| format!("unable to parse the JSON body: {e}"))?;
     let items = match json {
         Json::Array(items) => items,
         object @ Json::Object(_) => vec![object],
         _ => return Err("expected a datapoint object or an array of them".into()),
     };
-    items.iter().enumerate().map(|(i, item)| parse_one(item).map_err(|e| format!("datapoint {i}: {e}"))).collect()
+    let mut out = PutBody::default();
+    for (i, item) in items.into_iter().enumerate() {
+        match parse_one(&item) {
+            Ok(p) => out.points.push(p),
+            Err(e) => out.refused.push((i, item, e)),
+        }
+    }
+    Ok(out)
 }
 
 fn parse_one(item: &Json) -> Result<Point, String> {
-    let name = item["metric"].as_str().filter(|m| !m.is_empty()).ok_or("missing metric name")?;
+    let name = match &item["metric"] {
+        Json::String(m) => m.as_str(),
+        Json::Null => return Err("missing metric".into()),
+        _ => return Err("metric is not a string".into()),
+    };
+    check_name("metric", name)?;
     let timestamp = match &item["timestamp"] {
-        Json::Number(n) => n.as_u64().ok_or("invalid timestamp")?,
-        Json::String(s) => s.parse::<u64>().map_err(|_| "invalid timestamp")?,
-        _ => return Err("missing timestamp".into()),
+        Json::Number(n) => parse_timestamp(&n.to_string())?,
+        Json::String(s) => parse_timestamp(s)?,
+        Json::Null => return Err("missing timestamp".into()),
+        _ => return Err("invalid timestamp".into()),
     };
-    let timestamp = if timestamp >= 10_000_000_000 { timestamp / 1000 } else { timestamp };
     let value = match &item["value"] {
-        Json::Number(n) => n.as_f64().ok_or("invalid value")?,
-        Json::String(s) => s.parse::<f64>().map_err(|_| format!("invalid value {s:?}"))?,
-        _ => return Err("missing value".into()),
+        Json::Number(n) => parse_value(&n.to_string())?,
+        Json::String(s) => parse_value(s)?,
+        Json::Null => return Err("missing value".into()),
+        _ => return Err("invalid value".into()),
     };
-    if !value.is_finite() {
-        return Err("value is not finite".into());
-    }
     let mut point = Point::new(name, timestamp, Value::Float(value), "relay");
-    if let Some(tags) = item["tags"].as_object() {
-        for (k, v) in tags {
-            let v = match v {
-                Json::String(s) => s.clone(),
-                Json::Number(n) => n.to_string(),
-                _ => return Err(format!("tag {k:?} is not a string")),
-            };
-            point.tags.push((k.clone(), v));
+    match &item["tags"] {
+        Json::Object(tags) => {
+            for (k, v) in tags {
+                let v = match v {
+                    Json::String(s) => s.clone(),
+                    Json::Number(n) => n.to_string(),
+                    _ => return Err(format!("tag {k:?} is not a string")),
+                };
+                point.tags.push((k.clone(), v));
+            }
         }
+        Json::Null => {}
+        _ => return Err("tags is not an object".into()),
     }
+    check_tags(&point.tags)?;
     Ok(point)
 }
 
@@ -54,18 +83,21 @@ mod tests {
     fn single_object_and_array() {
         let one =
             parse_put_json(br#"{"metric":"sys.cpu","timestamp":1700000000,"value":18.5,"tags":{"host":"web01"}}"#)
-                .unwrap();
+                .unwrap()
+                .points;
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].tags, vec![("host".into(), "web01".into())]);
         let many = parse_put_json(
             br#"[{"metric":"a","timestamp":1700000000123,"value":"77"},{"metric":"b","timestamp":1,"value":1}]"#,
         )
-        .unwrap();
+        .unwrap()
+        .points;
         assert_eq!(many[0].timestamp, 1700000000);
         assert_eq!(many[0].value, Value::Float(77.0));
-        let e =
-            parse_put_json(br#"[{"metric":"a","timestamp":1,"value":1},{"metric":"b","timestamp":1}]"#).unwrap_err();
-        assert_eq!(e, "datapoint 1: missing value");
+        let body = parse_put_json(br#"[{"metric":"a","timestamp":1,"value":1},{"metric":"b","timestamp":1}]"#).unwrap();
+        assert_eq!(body.points.len(), 1);
+        assert_eq!((body.refused[0].0, body.refused[0].2.as_str()), (1, "missing value"));
+        assert!(parse_put_json(b"[{").is_err());
     }
 
     proptest! {

@@ -1,12 +1,16 @@
 //! The relay's TCP inputs: OpenTSDB telnet and Graphite plaintext.
 //!
+//! The telnet input answers as OpenTSDB's does: nothing for a good line, `put: illegal argument:
+//! WHY` for a bad one, the version for `version`, and it closes the connection on `exit`. The
+//! Graphite input answers nothing, as carbon.
+//!
 //! Each connection has its own thread, a read timeout (`idle_timeout_seconds`), and lines are cut
 //! at `max_line_bytes`; a slow or silent client holds only its own thread. Beyond
 //! `max_connections` open connections per input, new ones are closed at once. Points of one read
 //! go to the pipeline together; when it is behind, reading waits (TCP backpressure) rather than
 //! dropping.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,6 +29,7 @@ pub(crate) fn start(
     tx: Sender<Input>,
     stats: Arc<InputStats>,
     parse: LineParser,
+    telnet: bool,
 ) -> Result<(), String> {
     let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
     let (max_line, max_conns, idle) = (config.max_line_bytes, config.max_connections, config.idle_timeout);
@@ -42,7 +47,7 @@ pub(crate) fn start(
                 let (tx, stats) = (tx.clone(), Arc::clone(&stats));
                 let spawned = thread::Builder::new().name("relay-conn".into()).spawn(move || {
                     let mut stream = stream;
-                    serve_lines(&mut stream, &tx, &stats, parse, max_line, idle);
+                    serve_lines(&mut stream, &tx, &stats, parse, max_line, idle, telnet);
                     // The slot is free before the client sees the connection close.
                     stats.open.fetch_sub(1, Ordering::Relaxed);
                     drop(stream);
@@ -107,6 +112,15 @@ impl LineSplitter {
     }
 }
 
+/// The telnet input's answer to a line that is a command rather than a `put`, if it is one.
+fn telnet_command(line: Result<&[u8], usize>) -> Option<&'static str> {
+    match line.ok().map(|l| l.trim_ascii()) {
+        Some(b"version") => Some("version"),
+        Some(b"exit") => Some("exit"),
+        _ => None,
+    }
+}
+
 fn serve_lines(
     stream: &mut TcpStream,
     tx: &Sender<Input>,
@@ -114,11 +128,14 @@ fn serve_lines(
     parse: LineParser,
     max_line: usize,
     idle: Duration,
+    telnet: bool,
 ) {
     let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
     let _ = stream.set_read_timeout(Some(idle));
     let mut splitter = LineSplitter::new(max_line);
     let mut buf = vec![0u8; 64 * 1024];
+    let mut exit = false;
+    let mut answers = Vec::new();
     loop {
         let n = match stream.read(&mut buf) {
             Ok(0) => break,
@@ -132,13 +149,47 @@ fn serve_lines(
             }
         };
         let mut points = Vec::new();
-        splitter.feed(&buf[..n], &mut |l| handle_line(l, parse, stats, &peer, &mut points, max_line));
+        splitter.feed(&buf[..n], &mut |l| {
+            if exit {
+                return;
+            }
+            if telnet {
+                match telnet_command(l) {
+                    Some("version") => {
+                        answers.extend_from_slice(
+                            format!("puypuy-shipper {} (OpenTSDB telnet input)\n", env!("CARGO_PKG_VERSION"))
+                                .as_bytes(),
+                        );
+                        return;
+                    }
+                    Some(_) => {
+                        exit = true;
+                        return;
+                    }
+                    None => {}
+                }
+            }
+            if let Some(why) = handle_line(l, parse, stats, &peer, &mut points, max_line) {
+                if telnet {
+                    answers.extend_from_slice(format!("put: illegal argument: {why}\n").as_bytes());
+                }
+            }
+        });
+        // The points of a read go on before the answers to it, so an answer follows its line's fate.
         if !points.is_empty() && tx.send(Input::Points { points, ack: None }).is_err() {
+            return;
+        }
+        if !answers.is_empty() && stream.write_all(&std::mem::take(&mut answers)).is_err() {
+            exit = true;
+        }
+        if exit {
             return;
         }
     }
     let mut points = Vec::new();
-    splitter.finish(&mut |l| handle_line(l, parse, stats, &peer, &mut points, max_line));
+    splitter.finish(&mut |l| {
+        let _ = handle_line(l, parse, stats, &peer, &mut points, max_line);
+    });
     if !points.is_empty() {
         let _ = tx.send(Input::Points { points, ack: None });
     }

@@ -22,7 +22,7 @@ pub(crate) fn start(addr: SocketAddr, tx: Sender<Input>, stats: Arc<InputStats>)
                 let peer = from.to_string();
                 let mut points = Vec::new();
                 for line in buf[..n].split(|b| *b == b'\n') {
-                    handle_line(Ok(line), graphite::parse_plain, &stats, &peer, &mut points, 65_536);
+                    let _ = handle_line(Ok(line), graphite::parse_plain, &stats, &peer, &mut points, 65_536);
                 }
                 if !points.is_empty() && tx.send(Input::Points { points, ack: None }).is_err() {
                     return;

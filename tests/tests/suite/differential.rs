@@ -13,13 +13,18 @@
 //! own, to a real carbon-cache's line receiver and to the relay's `graphite_listen`, whose shipper
 //! writes to a second carbon-cache; the whisper files of both (paths, timestamps, values) must be
 //! the same, under the relay's `HOST.` prefix.
+//!
+//! OpenTSDB telnet and `/api/put`: no OpenTSDB server can be installed here, and VictoriaMetrics
+//! accepts more than OpenTSDB, so the verdicts come from OpenTSDB's documentation, written into
+//! `tests/fixtures/opentsdb_telnet.corpus` and `opentsdb_put.corpus` case by case; what the relay
+//! accepts must reach VictoriaMetrics with its value.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Carbon, Influx, Proc};
+use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Carbon, Influx, Proc, Victoria};
 use serde_json::Value as Json;
 
 /// One case of a corpus file.
@@ -163,11 +168,7 @@ fn expected_points(influx: &Influx, measurement: &str) -> Vec<(String, u64, f64)
         .unwrap_or_default();
     let mut out = Vec::new();
     for field in fields {
-        let v = query(
-            influx,
-            "direct",
-            &format!("SELECT {} FROM {}", quoted(&field), quoted(measurement)),
-        );
+        let v = query(influx, "direct", &format!("SELECT {} FROM {}", quoted(&field), quoted(measurement)));
         let rows = v["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default();
         let name = if field == "value" { measurement.to_string() } else { format!("{measurement}_{field}") };
         for row in rows {
@@ -364,8 +365,17 @@ fn start_graphite_relay(carbon: &Carbon) -> (Agent, Proc, u16) {
 }
 
 /// Waits until both trees hold `sentinel` and stop changing, then returns them.
-fn settled(direct: &Carbon, relay: &Carbon, sentinel: &str) -> (BTreeMap<String, Vec<(u64, String)>>, BTreeMap<String, Vec<(u64, String)>>) {
-    let dump = || (whisper_dump(&direct.dir.path().join("storage/whisper")), whisper_dump(&relay.dir.path().join("storage/whisper")));
+fn settled(
+    direct: &Carbon,
+    relay: &Carbon,
+    sentinel: &str,
+) -> (BTreeMap<String, Vec<(u64, String)>>, BTreeMap<String, Vec<(u64, String)>>) {
+    let dump = || {
+        (
+            whisper_dump(&direct.dir.path().join("storage/whisper")),
+            whisper_dump(&relay.dir.path().join("storage/whisper")),
+        )
+    };
     let mut last = wait_for(Duration::from_secs(60), "the sentinel in both whisper trees", || {
         let (d, r) = dump();
         (d.contains_key(sentinel) && r.keys().any(|k| k.ends_with(&format!(".{sentinel}")))).then_some((d, r))
@@ -423,16 +433,229 @@ fn graphite_plaintext_agrees_with_carbon_cache() {
         };
         let (d, r) = (of(&direct_tree), of(&relay_tree));
         match &case.differs {
-            None if d != r => problems.push(format!(
-                "corpus line {} {:?}: carbon-cache wrote {d:?}, the relay {r:?}",
-                case.line, case.text
-            )),
+            None if d != r => problems
+                .push(format!("corpus line {} {:?}: carbon-cache wrote {d:?}, the relay {r:?}", case.line, case.text)),
             Some(why) if d == r => problems.push(format!(
                 "corpus line {} {:?}: marked differs ({why}), but both wrote {d:?}",
                 case.line, case.text
             )),
             _ => {}
         }
+    }
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+}
+
+/// A case of the OpenTSDB corpora: the documented verdict, or a documented difference.
+struct Documented {
+    line: usize,
+    accept: bool,
+    differs: Option<String>,
+    text: String,
+}
+
+fn read_documented(name: &str) -> Vec<Documented> {
+    let path = repo_root().join("tests/fixtures").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let now = now() - 60;
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        if raw.is_empty() || raw.starts_with("##") {
+            continue;
+        }
+        let raw = raw.replace("NOWMS", &format!("{now}123")).replace("NOW", &now.to_string());
+        let (verdict, rest) = raw.split_once(' ').unwrap_or((raw.as_str(), ""));
+        let (accept, differs) = match verdict {
+            "accept" => (true, None),
+            "refuse" => (false, None),
+            d if d.starts_with("differs[") => {
+                let (why, rest) = raw["differs[".len()..].split_once("] ").expect("differs[WHY] LINE");
+                out.push(Documented {
+                    line: i + 1,
+                    accept: false,
+                    differs: Some(why.to_string()),
+                    text: rest.to_string(),
+                });
+                continue;
+            }
+            other => panic!("{name}:{}: unknown verdict {other:?}", i + 1),
+        };
+        out.push(Documented { line: i + 1, accept, differs, text: rest.to_string() });
+    }
+    out
+}
+
+/// The relay with its telnet and HTTP inputs, delivering to `vm`'s OpenTSDB API, no cluster,
+/// group or location tag (so that a point carries at most the host's tag beside its own).
+fn start_opentsdb_relay(vm: &Victoria) -> (Agent, Proc, u16, u16) {
+    for _ in 0..5 {
+        let (telnet, http) = (free_port(), free_port());
+        let agent = Agent::new(
+            "self_metrics: False\ncluster_name:\nhost_group:\nlocation:\nbatch_ms: 5",
+            &format!(
+                "[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{}\n[Relay]\nopentsdb_listen = {telnet}\nhttp_listen = 127.0.0.1:{http}\n",
+                vm.otsdb_port
+            ),
+        );
+        let mut shipper = agent.start_shipper();
+        let up = wait_for(Duration::from_secs(15), "the relay's ports or the shipper's exit", || {
+            if !shipper.is_running() {
+                return Some(false);
+            }
+            [telnet, http].iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()).then_some(true)
+        });
+        if up {
+            return (agent, shipper, telnet, http);
+        }
+        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
+    }
+    panic!("no free ports for the relay in five tries");
+}
+
+/// `name → values` of the `t…`/`j…` series VictoriaMetrics holds.
+fn vm_values(vm: &Victoria) -> BTreeMap<String, Vec<f64>> {
+    let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for series in vm.export(r#"{__name__=~"[tj][0-9]{3}.*"}"#) {
+        let Some(name) = series["metric"]["__name__"].as_str() else { continue };
+        let values = series["values"].as_array().cloned().unwrap_or_default();
+        out.entry(name.to_string()).or_default().extend(values.iter().filter_map(Json::as_f64));
+    }
+    out
+}
+
+/// Waits until every name of `expected` holds its value at VictoriaMetrics; returns what it holds.
+fn wait_for_values(vm: &Victoria, expected: &[(usize, String, f64)]) -> BTreeMap<String, Vec<f64>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = vm_values(vm);
+        let all = expected.iter().all(|(_, n, v)| got.get(n).is_some_and(|vs| vs.contains(v)));
+        if all || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn opentsdb_telnet_follows_opentsdb_documentation() {
+    let cases = read_documented("opentsdb_telnet.corpus");
+    let vm = Victoria::start();
+    let (_agent, _shipper, telnet, _) = start_opentsdb_relay(&vm);
+    let mut conn = TcpStream::connect(("127.0.0.1", telnet)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
+    let mut problems = Vec::new();
+    let mut expected = Vec::new();
+    for case in &cases {
+        // `version` after each line: its answer ends what the line got.
+        conn.write_all(format!("{}\nversion\n", case.text).as_bytes()).expect("write");
+        let mut answers = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = std::io::BufRead::read_line(&mut reader, &mut line).expect("the relay's answer");
+            assert!(n > 0, "the relay closed the connection after {:?}", case.text);
+            if line.starts_with("puypuy-shipper ") {
+                break;
+            }
+            answers.push(line.trim_end().to_string());
+        }
+        let accepted = answers.is_empty();
+        let wanted = case.accept || case.differs.is_some();
+        if accepted != wanted {
+            problems.push(format!(
+                "corpus line {} {:?}: OpenTSDB's documentation says {}, the relay answered {answers:?}",
+                case.line,
+                case.text,
+                if case.accept { "accept" } else { "refuse" }
+            ));
+        }
+        if !accepted && !answers.iter().all(|a| a.starts_with("put: ")) {
+            problems.push(format!("corpus line {}: answers {answers:?} are not OpenTSDB's `put: …`", case.line));
+        }
+        if accepted {
+            let words: Vec<&str> = case.text.split_ascii_whitespace().collect();
+            expected.push((case.line, words[1].to_string(), words[3].parse::<f64>().expect("a number")));
+        }
+    }
+    let got = wait_for_values(&vm, &expected);
+    for (line, name, value) in &expected {
+        if !got.get(name).is_some_and(|vs| vs.contains(value)) {
+            problems.push(format!(
+                "corpus line {line}: {name} = {value} did not reach VictoriaMetrics: {:?}",
+                got.get(name)
+            ));
+        }
+    }
+    let names: BTreeSet<&String> = expected.iter().map(|(_, n, _)| n).collect();
+    for (name, values) in &got {
+        if name.starts_with('t') && !names.contains(name) {
+            problems.push(format!("{name} = {values:?} reached VictoriaMetrics, though refused"));
+        }
+    }
+    assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
+}
+
+#[test]
+fn opentsdb_put_follows_opentsdb_documentation() {
+    let cases = read_documented("opentsdb_put.corpus");
+    let vm = Victoria::start();
+    let (_agent, _shipper, _, http) = start_opentsdb_relay(&vm);
+    let points: Vec<Json> = cases
+        .iter()
+        .map(|c| serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("corpus line {}: {e}", c.line)))
+        .collect();
+    let body = serde_json::to_vec(&points).expect("json");
+    let (status, answer) = post(http, "/api/put?details", &body, false);
+    let mut problems = Vec::new();
+    let answer: Json = serde_json::from_str(&answer).unwrap_or(Json::Null);
+    let refused: Vec<&Json> =
+        answer["errors"].as_array().map(|e| e.iter().map(|x| &x["datapoint"]).collect()).unwrap_or_default();
+    let wanted_refused: Vec<&Json> =
+        cases.iter().zip(&points).filter(|(c, _)| !c.accept && c.differs.is_none()).map(|(_, p)| p).collect();
+    if status != 400 || refused != wanted_refused {
+        problems.push(format!(
+            "answered {status}; refused {} data points, the documentation {}: {}",
+            refused.len(),
+            wanted_refused.len(),
+            serde_json::to_string_pretty(&answer["errors"]).unwrap_or_default()
+        ));
+    }
+    let accepted = cases.len() - wanted_refused.len();
+    if answer["success"].as_u64() != Some(accepted as u64)
+        || answer["failed"].as_u64() != Some(wanted_refused.len() as u64)
+    {
+        problems.push(format!("success/failed counts: {answer}"));
+    }
+    let expected: Vec<(usize, String, f64)> = cases
+        .iter()
+        .zip(&points)
+        .filter(|(c, _)| c.accept || c.differs.is_some())
+        .map(|(c, p)| {
+            let value = match &p["value"] {
+                Json::String(s) => s.parse().expect("a number"),
+                v => v.as_f64().expect("a number"),
+            };
+            (c.line, p["metric"].as_str().expect("metric").to_string(), value)
+        })
+        .collect();
+    let got = wait_for_values(&vm, &expected);
+    for (line, name, value) in &expected {
+        if !got.get(name).is_some_and(|vs| vs.contains(value)) {
+            problems.push(format!(
+                "corpus line {line}: {name} = {value} did not reach VictoriaMetrics: {:?}",
+                got.get(name)
+            ));
+        }
+    }
+    let names: BTreeSet<&String> = expected.iter().map(|(_, n, _)| n).collect();
+    for (name, values) in &got {
+        if name.starts_with('j') && !names.contains(name) {
+            problems.push(format!("{name} = {values:?} reached VictoriaMetrics, though refused"));
+        }
+    }
+    // A body that is not JSON loses every point, as documented.
+    let (status, _) = post(http, "/api/put", br#"[{"metric":"j099","timestamp":1,"value":1"#, false);
+    if status != 400 {
+        problems.push(format!("a body that is not JSON was answered {status}"));
     }
     assert!(problems.is_empty(), "{} differences:\n{}", problems.len(), problems.join("\n"));
 }
