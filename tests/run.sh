@@ -38,6 +38,9 @@ fi
 [ -f tests/node/node_modules/statsd/stats.js ] && [ -d tests/node/node_modules/hot-shots ] \
   || (cd tests/node && npm install --no-audit --no-fund --loglevel=error)
 
+# The tree stays formatted and clippy-clean (warnings are errors), like the code review would ask.
+cargo fmt --all --check
+cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 cargo build --release --bins
 # The package test needs cargo-deb; install it before the tests so its compile does not compete
 # with timing-sensitive tests for the two cores.

@@ -221,8 +221,19 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("shipper.sock");
-        let group = nix::unistd::Group::from_name("nogroup").expect("group database").expect("Debian's nogroup");
-        let bound = bind(&socket, Some("nogroup")).expect("bind");
+        // A group other than our own, that we may give a file to: any, as root; else one of our
+        // supplementary groups. (It used to need Debian's `nogroup`.)
+        let own = nix::unistd::getegid();
+        let mut candidates = nix::unistd::getgroups().unwrap_or_default();
+        if nix::unistd::geteuid().is_root() {
+            candidates.extend((1..1000).map(nix::unistd::Gid::from_raw));
+        }
+        let group = candidates
+            .into_iter()
+            .filter(|g| *g != own)
+            .find_map(|g| nix::unistd::Group::from_gid(g).ok().flatten())
+            .expect("a group other than our own to give the socket to: run as root, or as a user with a supplementary group");
+        let bound = bind(&socket, Some(&group.name)).expect("bind");
         let meta = std::fs::metadata(&socket).expect("socket");
         assert_eq!((meta.gid(), meta.mode() & 0o777), (group.gid.as_raw(), 0o660));
         drop(bound);

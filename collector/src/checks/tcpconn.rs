@@ -211,7 +211,9 @@ mod tests {
     fn netlink_and_proc_agree_on_listening_sockets() {
         // A listener of our own, so that both views have at least one LISTEN socket to count.
         let _l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
-        let netlink = netlink_counts().expect("sock_diag works on Linux");
+        let netlink = netlink_counts().expect(
+            "NETLINK_SOCK_DIAG answered (the check falls back to /proc/net/tcp without it, but this test compares the two: run it where netlink sockets are allowed)",
+        );
         let mut proc = [0i64; 11];
         for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
             if let Ok(t) = std::fs::read_to_string(f) {

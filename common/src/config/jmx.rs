@@ -186,7 +186,7 @@ pub fn read_jmx(
             }),
         };
         let timeout = Duration::from_secs(r.number("timeout", default_timeout.as_secs().max(1), 1));
-        config.targets.push(JmxTarget {
+        let target = JmxTarget {
             name,
             section: section.to_string(),
             url,
@@ -196,7 +196,19 @@ pub fn read_jmx(
             os_user: get(&r, "user"),
             beans,
             timeout,
-        });
+        };
+        // The bridge hands a target to its JVM helper as lines of tab-separated fields: a line
+        // break or tab in a value (a password from jmx_pass_file, say) would cut or add a field.
+        let values = [("url", &target.url), ("class", &target.class), ("jmx_user", &target.jmx_user)];
+        for (key, value) in values.into_iter().chain([("jmx_pass", &target.jmx_pass)]) {
+            if value.as_deref().is_some_and(|v| v.contains(['\n', '\r', '\t'])) {
+                r.error(Some(key), "holds a line break or a tab, which the JMX bridge cannot pass on".into());
+            }
+        }
+        if target.beans.iter().any(|b| format!("{}{}", b.object_name, b.attribute).contains(['\r', '\t'])) {
+            r.error(Some("beans"), "holds a tab or a carriage return inside an ObjectName or attribute".into());
+        }
+        config.targets.push(target);
     }
     config
 }
@@ -204,6 +216,25 @@ pub fn read_jmx(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a password with a line break (from jmx_pass_file) was passed on as is, so
+    /// it cut the line format the JVM helper reads and could inject a field.
+    #[test]
+    fn values_with_line_breaks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p"), "sec\nurl=x\n").unwrap();
+        let ini = crate::config::parse_ini(
+            "[JMX]\nurl: service:jmx:rmi:///jndi/rmi://h:1/jmxrmi\njmx_user: u\njmx_pass_file: p\n",
+        )
+        .unwrap();
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        read_jmx(Path::new("c.ini"), dir.path(), &ini, Duration::from_secs(1), &mut errors, &mut warnings);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(
+            errors[0].to_string(),
+            "c.ini: [JMX] jmx_pass: holds a line break or a tab, which the JMX bridge cannot pass on"
+        );
+    }
 
     #[test]
     fn object_names() {

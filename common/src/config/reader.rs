@@ -204,9 +204,9 @@ impl<'a> SectionReader<'a> {
         self.get(key).map(str::to_string)
     }
 
-    pub fn number<T: std::str::FromStr>(&mut self, key: &str, default: T, min: T) -> T
+    pub fn number<T>(&mut self, key: &str, default: T, min: T) -> T
     where
-        T: PartialOrd + fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
     {
         let Some(raw) = self.get(key) else { return default };
         match raw.parse::<T>() {
