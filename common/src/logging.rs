@@ -35,8 +35,9 @@ pub fn init(process: &'static str, log_file: &Path, debug: bool) -> Result<(), S
 }
 
 /// Logging to stderr only, for `--dry-run` and tools that must not touch the log file.
-pub fn init_stderr(process: &'static str, debug: bool) {
-    let level = if debug { log::LevelFilter::Debug } else { log::LevelFilter::Info };
+/// Logging to stderr (`--dry-run`): from `level` up, or everything with `debug`.
+pub fn init_stderr(process: &'static str, debug: bool, level: log::LevelFilter) {
+    let level = if debug { log::LevelFilter::Debug } else { level };
     let _ = fern::Dispatch::new()
         .format(move |out, message, record| out.finish(format_args!("{:<5} {}: {}", record.level(), process, message)))
         .level(level)

@@ -90,7 +90,10 @@ impl Producer {
             }
         }
         if cli.dry_run {
-            logging::init_stderr(process, config.self_config.debug_log);
+            // One cycle printed for a person (`./puypuy.sh once`): warnings and errors only, not
+            // the start-up lines.
+            let level = if cli.once { log::LevelFilter::Warn } else { log::LevelFilter::Info };
+            logging::init_stderr(process, config.self_config.debug_log, level);
         } else if let Err(e) = logging::init(process, &config.self_config.log_file, config.self_config.debug_log) {
             eprintln!("{process}: {e}");
             return Err(ExitCode::from(2));

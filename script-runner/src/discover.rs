@@ -55,6 +55,10 @@ impl Discovery {
         let mut seen_ignored = BTreeSet::new();
         for entry in entries.flatten() {
             let Ok(name) = entry.file_name().into_string() else { continue };
+            // Hidden files (`.keep`, an editor's `.check_x.swp`) are nobody's script: no word.
+            if name.starts_with('.') {
+                continue;
+            }
             let path = entry.path();
             let reason = if !name.starts_with("check_") {
                 Some("only files named check_* are run (rename it check_<name> to run it)")
@@ -136,6 +140,7 @@ mod tests {
         };
         write("check_ok");
         write("disk_usage.sh");
+        write(".keep");
         let mut d = Discovery::default();
         let (found, notices) = d.scan_noting(dir.path());
         assert_eq!(found.len(), 1);
@@ -144,6 +149,7 @@ mod tests {
             dir.path().join("disk_usage.sh").display()
         );
         assert!(notices.contains(&Notice::Info(ignored.clone())), "{notices:?}");
+        assert!(!notices.iter().any(|n| format!("{n:?}").contains(".keep")), "a hidden file is ignored without a word");
         // The next cycles say nothing more about it.
         for _ in 0..3 {
             assert_eq!(d.scan_noting(dir.path()).1, vec![]);
