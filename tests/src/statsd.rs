@@ -126,6 +126,9 @@ pub fn is_reference_internal(name: &str) -> bool {
     ["statsd.", "stats.statsd.", "stats_counts.statsd.", "stats.gauges.statsd."].iter().any(|p| name.starts_with(p))
 }
 
+/// A point the File backend wrote: name, tags, value.
+pub type FilePoint = (String, BTreeMap<String, String>, f64);
+
 /// One line of the File backend (InfluxDB line protocol, seconds): name, tags, value, timestamp.
 pub fn parse_file_line(line: &str) -> Option<(String, BTreeMap<String, String>, f64, u64)> {
     let mut fields = line.rsplitn(3, ' ');
@@ -138,7 +141,7 @@ pub fn parse_file_line(line: &str) -> Option<(String, BTreeMap<String, String>, 
 }
 
 /// The StatsD points (`type=statsd`) a File backend wrote, by flush time.
-pub fn file_flushes(path: &Path) -> BTreeMap<u64, Vec<(String, BTreeMap<String, String>, f64)>> {
+pub fn file_flushes(path: &Path) -> BTreeMap<u64, Vec<FilePoint>> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out: BTreeMap<u64, Vec<_>> = BTreeMap::new();
     for (name, tags, value, ts) in text.lines().filter_map(parse_file_line) {

@@ -729,6 +729,9 @@ fn latency(b: &mut Bench) {
     );
 }
 
+/// A part of the report: its `--only` name and the function that runs it.
+type Part = (&'static str, fn(&mut Bench));
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut out = PathBuf::from("bench-results");
@@ -741,7 +744,7 @@ fn main() {
             "--only" => only.push(args.next().expect("--only PART")),
             _ => {
                 eprintln!(
-                    "usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency]"
+                    "usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency|statsd]"
                 );
                 std::process::exit(2);
             }
@@ -754,13 +757,14 @@ fn main() {
         "# PuyPuy benchmark report\n\nOne run, side by side, on this machine ({cpus} cores), loopback only{}.\n",
         if quick { " — **--quick: tiny sizes, numbers not meaningful**" } else { "" }
     ));
-    let parts: [(&str, fn(&mut Bench)); 6] = [
+    let parts: [Part; 7] = [
         ("footprint", footprint),
         ("throughput", throughput),
         ("relay", relay),
         ("scripts", scripts),
         ("jmx", jmx),
         ("latency", latency),
+        ("statsd", statsd),
     ];
     for (name, part) in parts {
         if only.is_empty() || only.iter().any(|o| o == name) {
@@ -773,4 +777,240 @@ fn main() {
     std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&Json::Object(b.json)).expect("json"))
         .expect("report.json");
     println!("{}", b.md);
+}
+
+/// `RcvbufErrors` of the `Udp:` lines in /proc/net/snmp: datagrams the kernel dropped because a
+/// socket's receive buffer was full (machine-wide).
+fn udp_rcvbuf_errors() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    at.and_then(|i| values.split_whitespace().nth(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// One StatsD daemon under test: where to send and how many datagrams it says it received.
+struct StatsdDaemon {
+    name: &'static str,
+    pid: u32,
+    port: u16,
+    received: Box<dyn Fn() -> u64>,
+    /// How long after a send its count is up to date (a status file or a flush later).
+    settle: Duration,
+}
+
+/// Sends `packets` round-robin at `rate` datagrams/s for `d` (paced by the clock, checked every 8
+/// sends); returns the datagrams sent and the rate achieved.
+fn statsd_send(port: u16, packets: &[Vec<u8>], rate: f64, d: Duration) -> (u64, f64) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    socket.connect(("127.0.0.1", port)).expect("connect");
+    let start = Instant::now();
+    let mut sent = 0u64;
+    'outer: loop {
+        let elapsed = start.elapsed();
+        if elapsed >= d {
+            break;
+        }
+        let due = (elapsed.as_secs_f64() * rate) as u64;
+        if sent >= due {
+            std::hint::spin_loop();
+            continue;
+        }
+        for _ in 0..(due - sent).min(8) {
+            if socket.send(&packets[sent as usize % packets.len()]).is_err() {
+                break 'outer;
+            }
+            sent += 1;
+        }
+    }
+    (sent, sent as f64 / start.elapsed().as_secs_f64())
+}
+
+/// One step at a fixed rate: datagrams sent, lost (sent − the daemon's count), kernel drops,
+/// achieved rate and the daemon's CPU seconds.
+fn statsd_step(daemon: &StatsdDaemon, packets: &[Vec<u8>], rate: f64, d: Duration) -> (u64, u64, u64, f64, f64) {
+    let (r0, k0, c0) = ((daemon.received)(), udp_rcvbuf_errors(), cpu_seconds(daemon.pid));
+    let (sent, achieved) = statsd_send(daemon.port, packets, rate, d);
+    let c1 = cpu_seconds(daemon.pid);
+    let k1 = udp_rcvbuf_errors();
+    thread::sleep(daemon.settle);
+    let received = (daemon.received)() - r0;
+    (sent, sent.saturating_sub(received), k1 - k0, achieved, c1 - c0)
+}
+
+/// The highest rate (datagrams/s) with nothing lost: doubling from 2000/s until a loss, then
+/// three halvings of the gap. `None` for the ceiling when the sender could not go faster.
+fn lossless_rate(daemon: &StatsdDaemon, packets: &[Vec<u8>], d: Duration, quick: bool) -> (f64, bool) {
+    let (mut good, mut bad) = (0.0f64, None::<f64>);
+    let mut rate = 2000.0;
+    let mut sender_bound = false;
+    for _ in 0..if quick { 2 } else { 12 } {
+        let (sent, lost, drops, achieved, _) = statsd_step(daemon, packets, rate, d);
+        let ok = lost == 0 && drops == 0;
+        eprintln!(
+            "  {} at {rate:.0}/s: sent {sent}, lost {lost}, kernel drops {drops}, achieved {achieved:.0}/s",
+            daemon.name
+        );
+        if ok {
+            good = good.max(achieved);
+            if achieved < rate * 0.95 {
+                sender_bound = true;
+                break;
+            }
+        } else {
+            bad = Some(rate);
+        }
+        rate = match bad {
+            None => rate * 2.0,
+            Some(b) if b - good > good * 0.1 => (good + b) / 2.0,
+            Some(_) => break,
+        };
+    }
+    (good, sender_bound)
+}
+
+fn statsd_lines(n: usize, lines_per_packet: usize) -> Vec<Vec<u8>> {
+    let line = |i: usize| match i % 4 {
+        0 => format!("bench.requests.{}:1|c", i % 250),
+        1 => format!("bench.latency.{}:{}|ms", i % 250, i % 1000),
+        2 => format!("bench.depth.{}:{}|g", i % 250, i % 100),
+        _ => format!("bench.sampled.{}:2|c|@0.5", i % 250),
+    };
+    (0..n)
+        .map(|p| {
+            (0..lines_per_packet).map(|l| line(p * lines_per_packet + l)).collect::<Vec<_>>().join("\n").into_bytes()
+        })
+        .collect()
+}
+
+fn statsd(b: &mut Bench) {
+    let d = if b.quick { Duration::from_millis(300) } else { Duration::from_secs(3) };
+    let (sink_port, _sink) = http_sink();
+    // PuyPuy: the shipper's StatsD input, its counts from the status file (rewritten every 1 s).
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        s.local_addr().expect("addr").port()
+    };
+    let agent = Arc::new(Agent::new(
+        "self_metrics: no\nmax_cache: 1000000",
+        &format!(
+            "{}[Relay]\nstatsd_listen = {port}\nstatsd_flush_seconds = 1\nstatsd_max_series = 200000\n",
+            influx_tsdb(sink_port)
+        ),
+    ));
+    let shipper = agent.start_shipper();
+    wait_for(Duration::from_secs(10), "the StatsD input", || agent.log().contains("StatsD input on").then_some(()));
+    let pid = shipper.pid();
+    let status_agent = Arc::clone(&agent);
+    let ours = StatsdDaemon {
+        name: "PuyPuy shipper",
+        pid,
+        port,
+        received: Box::new(move || {
+            status_agent.status_metric(pid, "puypuy_relay_packets{input=statsd}").map_or(0, |v| v as u64)
+        }),
+        settle: Duration::from_millis(2200),
+    };
+    // The reference daemon, its counts from its own flushes (every 1 s) into its sink.
+    let reference = puypuy_tests::statsd::ReferenceStatsd::start(1, &[90.0]);
+    let ref_sink = Arc::new(reference.sink);
+    let counted = Arc::clone(&ref_sink);
+    let theirs = StatsdDaemon {
+        name: "statsd 0.9 (node)",
+        pid: reference.proc.pid(),
+        port: reference.port,
+        received: Box::new(move || {
+            counted
+                .flushes()
+                .iter()
+                .flatten()
+                .filter(|(n, _, _)| n == "stats_counts.statsd.packets_received")
+                .map(|(_, v, _)| *v as u64)
+                .sum()
+        }),
+        settle: Duration::from_millis(2500),
+    };
+    b.section(
+        &format!("7. StatsD input: lossless UDP rate, same stream to both ({} s per step)", d.as_secs_f64()),
+        "| daemon | lines per datagram | datagrams/s lossless | lines/s lossless | CPU µs per line at the reference's rate |",
+    );
+    let mut json = serde_json::Map::new();
+    let mut ratios = Vec::new();
+    for lines_per_packet in [1usize, 20] {
+        let packets = statsd_lines(1000, lines_per_packet);
+        let (ref_rate, ref_bound) = lossless_rate(&theirs, &packets, d, b.quick);
+        let (our_rate, our_bound) = lossless_rate(&ours, &packets, d, b.quick);
+        // CPU per line, both at the reference's lossless rate.
+        let per_line = |daemon: &StatsdDaemon| {
+            let (sent, _, _, _, cpu) = statsd_step(daemon, &packets, ref_rate.max(1000.0), d);
+            cpu / (sent * lines_per_packet as u64).max(1) as f64 * 1e6
+        };
+        let (ref_cpu, our_cpu) = (per_line(&theirs), per_line(&ours));
+        for (name, rate, bound, cpu) in
+            [(theirs.name, ref_rate, ref_bound, ref_cpu), (ours.name, our_rate, our_bound, our_cpu)]
+        {
+            let mark = if bound { " (sender-bound: at least)" } else { "" };
+            b.row(&[
+                name.into(),
+                lines_per_packet.to_string(),
+                format!("{rate:.0}{mark}"),
+                format!("{:.0}", rate * lines_per_packet as f64),
+                format!("{cpu:.2}"),
+            ]);
+        }
+        ratios.push((lines_per_packet, our_rate / ref_rate.max(1.0)));
+        json.insert(
+            format!("lines_per_datagram_{lines_per_packet}"),
+            json!({"reference": {"datagrams_per_second": ref_rate, "sender_bound": ref_bound, "cpu_us_per_line": ref_cpu},
+                   "puypuy": {"datagrams_per_second": our_rate, "sender_bound": our_bound, "cpu_us_per_line": our_cpu}}),
+        );
+    }
+    for (lines, ratio) in &ratios {
+        b.md.push_str(&format!(
+            "\nLossless rate, {lines} line(s) per datagram, PuyPuy ÷ reference: **{ratio:.1}×** (target ≥ 20×).\n"
+        ));
+    }
+    // RSS with 10^5 series: 100 000 distinct names (a quarter of each type), 20 lines per datagram,
+    // sent slowly enough for both, then two flushes.
+    let n = if b.quick { 1000 } else { 100_000 };
+    let series: Vec<Vec<u8>> = (0..n / 20)
+        .map(|p| {
+            (0..20)
+                .map(|l| {
+                    let i = p * 20 + l;
+                    match i % 4 {
+                        0 => format!("series.c{i}:1|c"),
+                        1 => format!("series.t{i}:{}|ms", i % 500),
+                        2 => format!("series.g{i}:{i}|g"),
+                        _ => format!("series.s{i}:u{}|s", i % 7),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+                .into_bytes()
+        })
+        .collect();
+    b.section(&format!("8. StatsD memory with {n} series"), "| daemon | series held | steady RSS MiB | peak RSS MiB |");
+    let mut rss_json = serde_json::Map::new();
+    for daemon in [&theirs, &ours] {
+        let (sent, lost, drops, _, _) =
+            statsd_step(daemon, &series, 2000.0, Duration::from_secs_f64(series.len() as f64 / 2000.0));
+        thread::sleep(Duration::from_millis(2500));
+        let held = if daemon.name == ours.name {
+            agent.status_metric(pid, "puypuy_statsd_series").map_or(0, |v| v as u64)
+        } else {
+            ref_sink
+                .flushes()
+                .last()
+                .and_then(|f| f.iter().find(|(n, _, _)| n == "statsd.numStats").map(|(_, v, _)| *v as u64))
+                .unwrap_or(0)
+        };
+        let (steady, peak) = rss(daemon.pid);
+        eprintln!("  {}: sent {sent}, lost {lost}, kernel drops {drops}, series {held}", daemon.name);
+        b.row(&[daemon.name.into(), held.to_string(), mib(steady).to_string(), mib(peak).to_string()]);
+        rss_json.insert(daemon.name.into(), json!({"series": held, "rss_bytes": steady, "peak_rss_bytes": peak}));
+    }
+    json.insert("memory".into(), Json::Object(rss_json));
+    b.json.insert("statsd".into(), Json::Object(json));
+    drop(shipper);
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use puypuy_tests::statsd::{
-    file_flushes, free_udp_port, is_reference_internal, node, node_modules, ReferenceStatsd, NODE_HINT,
+    file_flushes, free_udp_port, is_reference_internal, node, node_modules, FilePoint, ReferenceStatsd, NODE_HINT,
 };
 use puypuy_tests::{wait_for, Agent, Influx, Proc};
 
@@ -193,7 +193,7 @@ fn statsd_flushes_match_the_reference_daemon_name_for_name_and_value_for_value()
 }
 
 /// Sums a counter over every flush written so far (a client's sends may fall in two flushes).
-fn counter_total(flushes: &BTreeMap<u64, Vec<(String, BTreeMap<String, String>, f64)>>, name: &str) -> f64 {
+fn counter_total(flushes: &BTreeMap<u64, Vec<FilePoint>>, name: &str) -> f64 {
     flushes.values().flatten().filter(|(n, _, _)| n == name).map(|(_, _, v)| v).sum()
 }
 
