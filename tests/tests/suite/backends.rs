@@ -182,3 +182,36 @@ fn kairosdb_400_is_logged_with_the_server_error_and_later_points_go_through() {
     assert_eq!(points[0]["value"], 7);
     assert!(shipper.is_running());
 }
+
+/// A batch refused whole for two bad points (KairosDB and OpenTSDB refuse a request for one bad
+/// point) is split until only the bad ones are left: the good points of the same frame arrive,
+/// the bad ones are set aside in rejected/, and the frame is acknowledged.
+#[test]
+fn a_refused_batch_of_good_and_bad_points_delivers_the_good_ones() {
+    let kairos = KairosMock::start();
+    let agent = Agent::new("batch_ms: 200", &format!("[TSDB]\ntsdtype: KairosDB\naddress: {}\n", kairos.url()));
+    let _shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "test", 100);
+    let mut points: Vec<Point> = (0..10).map(|i| Point::int(format!("good_{i}"), 1_700_000_000, i, "test")).collect();
+    points.insert(3, Point::int("bad_a", 5, 1, "test"));
+    points.insert(8, Point::int("bad_b", 6, 1, "test"));
+    client.send(points);
+    assert!(client.flush(Duration::from_secs(20)), "the frame was not acknowledged");
+    let mut got: Vec<(String, i64)> = kairos
+        .received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or("").to_string(), p["value"].as_i64().unwrap_or(-1)))
+        .collect();
+    got.sort();
+    let want: Vec<(String, i64)> = (0..10).map(|i| (format!("good_{i}"), i)).collect();
+    assert_eq!(got, want, "every good point once, no bad one");
+    let rejected: String = std::fs::read_dir(agent.path("spool/rejected"))
+        .expect("rejected/")
+        .flatten()
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(rejected.contains("bad_a") && rejected.contains("bad_b"), "{rejected}");
+    assert!(!rejected.contains("good_"), "a good point was set aside: {rejected}");
+}
