@@ -6,8 +6,9 @@
 //!
 //! # Duplicates
 //! Within one lifetime of the shipper a point the backend accepted is never sent again: a spool
-//! file is deleted once accepted, and a batch split after a refusal keeps track of the halves
-//! already accepted when the backend then fails. A duplicate needs the evidence of a delivery to be
+//! file is deleted once accepted, and a batch sent in several requests (over the backend's
+//! `max_points`) or split after a refusal keeps track of the parts already accepted when the
+//! backend then fails or refuses a later part. A duplicate needs the evidence of a delivery to be
 //! lost: a crash between the backend's acceptance and the spool file's deletion (the file is
 //! replayed at the next start), an ack lost with its connection or with a crashed shipper (the
 //! producer resends the frame), or a backend that stored a request whose answer never came (a
@@ -26,7 +27,7 @@ use puypuy_common::Point;
 use crate::ack::{AckHandle, AckTo};
 use crate::batch::{run_batcher, BatcherSettings, Input};
 use crate::delivery::{Backoff, Delivery, DeliverySettings};
-use crate::fake_transport::{Answer, FakeBackend, Refusal};
+use crate::fake_transport::{is_bad, Answer, FakeBackend, Refusal};
 use crate::rate::RateState;
 use crate::rejected::RejectedDir;
 use crate::spool::{DropPolicy, Spool};
@@ -54,6 +55,9 @@ struct Scenario {
     spool_writable: bool,
     max_batches: usize,
     batch_points: usize,
+    /// The most points per request of the backend (`batch_points` when the batch was made, which a
+    /// batch exceeds when a frame does not fit or after a reload).
+    max_points: usize,
 }
 
 fn gen() -> impl Strategy<Value = Gen> {
@@ -74,14 +78,16 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::bool::weighted(0.8),
         1usize..6,
         1usize..12,
+        1usize..6,
     )
-        .prop_map(|(inputs, answers, refusal, spool_writable, max_batches, batch_points)| Scenario {
+        .prop_map(|(inputs, answers, refusal, spool_writable, max_batches, batch_points, max_points)| Scenario {
             inputs,
             answers,
             refusal,
             spool_writable,
             max_batches,
             batch_points,
+            max_points,
         })
 }
 
@@ -146,6 +152,11 @@ struct Outcome {
     balance: Balance,
     stats: Arc<Stats>,
     kept: Vec<Point>,
+    /// How many of `kept` the backend took from requests it refused (partial writes).
+    kept_from_refused: usize,
+    /// Every point of a request the backend refused.
+    refused: Vec<Point>,
+    requests: Vec<usize>,
     spooled: Vec<Point>,
     rejected: Vec<Key>,
     acks: HashMap<u64, Vec<u8>>,
@@ -167,6 +178,7 @@ fn run(s: &Scenario) -> Outcome {
     let dir = tempfile::tempdir().expect("tempdir");
     let backend = FakeBackend::default();
     backend.script(s.answers.iter().copied());
+    backend.state().max_points = Some(s.max_points);
     let mut spool = Spool::open(&dir.path().join("spool"), "Fake", 10_000, 1 << 30, DropPolicy::Oldest).expect("spool");
     spool.fail_writes = !s.spool_writable;
     let settings = DeliverySettings {
@@ -210,12 +222,15 @@ fn run(s: &Scenario) -> Outcome {
         spooled.extend(batch.points);
         spool.remove(batch.seq);
     }
-    let kept = std::mem::take(&mut backend.state().kept);
+    let mut state = backend.state();
     Outcome {
         inputs,
         balance: stats.balance(),
         stats,
-        kept,
+        kept: std::mem::take(&mut state.kept),
+        kept_from_refused: state.kept_from_refused,
+        refused: std::mem::take(&mut state.refused),
+        requests: std::mem::take(&mut state.requests),
         spooled,
         rejected: rejected_keys(&dir.path().join("rejected")),
         acks,
@@ -239,10 +254,27 @@ fn check(s: &Scenario, o: &Outcome) -> Result<(), String> {
     if let Some((k, n)) = sent_count.iter().find(|(_, n)| **n > 1) {
         return Err(format!("{k:?} sent {n} times"));
     }
-    if s.refusal == Refusal::WholeRequest
-        && o.stats.points_sent.load(std::sync::atomic::Ordering::Relaxed) != o.kept.len() as u64
-    {
-        return Err(format!("points_sent is not what the backend holds ({})", o.kept.len()));
+    if let Some(n) = o.requests.iter().find(|n| **n > s.max_points) {
+        return Err(format!("a request of {n} points, over max_points {}", s.max_points));
+    }
+    if let Some(p) = o.kept.iter().find(|p| is_bad(p)) {
+        return Err(format!("the backend holds the bad point {:?}", key_of(p)));
+    }
+    // Exactly the good points were sent: what the backend holds, except the good points of
+    // partial writes (InfluxDB does not say which lines it dropped: they are set aside, counted
+    // rejected).
+    let sent = o.stats.points_sent.load(std::sync::atomic::Ordering::Relaxed);
+    if sent != (o.kept.len() - o.kept_from_refused) as u64 {
+        return Err(format!(
+            "points_sent {sent} is not what the backend holds ({}) less the good points of partial writes ({})",
+            o.kept.len(),
+            o.kept_from_refused
+        ));
+    }
+    // Only points of requests the backend refused are set aside.
+    let refused: std::collections::HashSet<Key> = o.refused.iter().map(key_of).collect();
+    if let Some(k) = o.rejected.iter().find(|k| !refused.contains(k)) {
+        return Err(format!("{k:?} set aside as refused, but no request holding it was refused"));
     }
     let spooled: std::collections::HashSet<Key> = o.spooled.iter().map(key_of).collect();
     let rejected: std::collections::HashSet<&Key> = o.rejected.iter().collect();
@@ -304,6 +336,7 @@ fn the_stop_balance_adds_up_with_rate_first_samples_refusals_and_an_outage() {
         spool_writable: true,
         max_batches: 10,
         batch_points: 100,
+        max_points: 100,
     };
     let o = run(&s);
     let b = o.balance;

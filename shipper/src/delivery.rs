@@ -332,7 +332,7 @@ impl Delivery {
         let Some(source) = self.next_source() else { return };
         let started = Instant::now();
         let mut fates = vec![Fate::Pending; source.points().len()];
-        let result = self.send_keeping_good(source.points(), &mut fates);
+        let result = self.send_in_requests(source.points(), &mut fates);
         self.stats.last_send_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         // What a split got through is counted even when a later part failed: it is never resent.
         let sent = fates.iter().filter(|f| matches!(f, Fate::Sent)).count() as u64;
@@ -424,7 +424,18 @@ impl Delivery {
         }
     }
 
-    /// Sends the points; on a rejection of a backend that refuses whole requests, bisects to keep
+    /// Sends the points in requests of at most the transport's `max_points_per_request`, one after
+    /// the other, so that each answer is about the points of one request: what a request got
+    /// through keeps its fate when a later one fails or is refused, and is never sent again.
+    fn send_in_requests(&mut self, points: &[Point], fates: &mut [Fate]) -> Result<(), (ErrorKind, String)> {
+        let max = self.transport.max_points_per_request().max(1);
+        for (request, request_fates) in points.chunks(max).zip(fates.chunks_mut(max)) {
+            self.send_keeping_good(request, request_fates)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the points in one request; on a rejection of a backend that refuses whole requests, bisects to keep
     /// the good points. Records in `fates` what became of each point: on a retryable error, the
     /// parts sent or refused before it keep their fate and the rest stays pending.
     fn send_keeping_good(&mut self, points: &[Point], fates: &mut [Fate]) -> Result<(), (ErrorKind, String)> {
@@ -655,6 +666,52 @@ mod tests {
         assert_eq!(ids(&backend.state().kept), vec![0, 1, 10, 11, 13]);
         assert_eq!(rejected_lines(dir.path()).len(), 1);
         assert_eq!(stats.points_replayed.load(Ordering::Relaxed), 3);
+    }
+
+    /// Regression: a batch over the transport's `max_points` went to it whole, and it posted it in
+    /// several requests; the one answer of the send then spoke for requests already accepted. With
+    /// the first request accepted and the second failing, the first was sent again; refused, the
+    /// bisection posted it again; a partial write set it aside in `rejected/` as refused.
+    #[test]
+    fn a_batch_over_max_points_is_sent_request_by_request_and_each_request_keeps_its_fate() {
+        struct Case {
+            refusal: Refusal,
+            answers: Vec<Answer>,
+            /// What the backend holds, in order, and what `rejected/` holds, after two attempts.
+            kept: Vec<u64>,
+            rejected: usize,
+            sent: u64,
+        }
+        let cases = [
+            // [0, 1] taken, [2, 3 (bad)] fails: [2, 3, 4] is spooled, then replayed as below.
+            Case {
+                refusal: Refusal::WholeRequest,
+                answers: vec![Answer::Accept, Answer::Fail],
+                kept: vec![0, 1, 2, 4],
+                rejected: 1,
+                sent: 4,
+            },
+            // [0, 1] taken, [2, 3 (bad)] refused and bisected: 2 taken, 3 refused; then [4].
+            Case { refusal: Refusal::WholeRequest, answers: vec![], kept: vec![0, 1, 2, 4], rejected: 1, sent: 4 },
+            // [0, 1] taken, [2, 3 (bad)] a partial write: 2 kept by the backend, both set aside.
+            Case { refusal: Refusal::PartialWrite, answers: vec![], kept: vec![0, 1, 2, 4], rejected: 2, sent: 3 },
+        ];
+        for (i, case) in cases.into_iter().enumerate() {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let backend = FakeBackend::default();
+            backend.state().max_points = Some(2);
+            let (mut d, stats) = delivery(dir.path(), &backend, case.refusal, 10);
+            let (tx, _rx) = crossbeam_channel::unbounded();
+            backend.script(case.answers);
+            d.accept(batch(points(0..5, &[3]), 1, &tx));
+            d.attempt();
+            d.attempt();
+            let state = backend.state();
+            assert!(state.requests.iter().all(|n| *n <= 2), "case {i}: requests {:?}", state.requests);
+            assert_eq!(ids(&state.kept), case.kept, "case {i}");
+            assert_eq!(rejected_lines(dir.path()).len(), case.rejected, "case {i}");
+            assert_eq!(stats.points_sent.load(Ordering::Relaxed), case.sent, "case {i}");
+        }
     }
 
     #[test]

@@ -6,6 +6,13 @@
 //! backends: OpenTSDB and KairosDB refuse the whole request and keep nothing
 //! ([`Refusal::WholeRequest`], the delivery loop then bisects), InfluxDB keeps the valid lines and
 //! answers `partial write` ([`Refusal::PartialWrite`]).
+//!
+//! Like the HTTP backends, it can take at most [`Backend::max_points`] points per request. Given
+//! more in one send, it makes several requests, each taking its own answer, and stops at the first
+//! that is not accepted, as `HttpTransport` did before the delivery loop cut batches itself: the
+//! send's one answer then spoke for requests that had been accepted, so their points were sent
+//! again or set aside. The delivery loop must never give it more than
+//! [`Transport::max_points_per_request`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -41,6 +48,12 @@ pub struct Backend {
     pub kept: Vec<Point>,
     /// The number of points of each request, whatever its answer.
     pub requests: Vec<usize>,
+    /// Every point of the requests it refused (400), whether a partial write kept some or not.
+    pub refused: Vec<Point>,
+    /// How many points of `kept` came from requests it refused: the good points of partial writes.
+    pub kept_from_refused: usize,
+    /// The most points one request may hold; `None`: no limit.
+    pub max_points: Option<usize>,
     script: VecDeque<Answer>,
 }
 
@@ -73,8 +86,9 @@ struct FakeTransport {
     stall: Duration,
 }
 
-impl Transport for FakeTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+impl FakeTransport {
+    /// One request.
+    fn request(&mut self, points: &[Point]) -> Result<(), SendError> {
         let answer = {
             let mut state = self.backend.state();
             state.requests.push(points.len());
@@ -93,13 +107,28 @@ impl Transport for FakeTransport {
                     state.kept.extend_from_slice(points);
                     return Ok(());
                 }
+                state.refused.extend_from_slice(points);
                 if self.refusal == Refusal::PartialWrite {
                     state.kept.extend(points.iter().filter(|p| !is_bad(p)).cloned());
+                    state.kept_from_refused += points.len() - bad;
                     return Err(SendError::Rejected(format!("fake: partial write: dropped={bad}")));
                 }
                 Err(SendError::Rejected("fake: 400 invalid point".into()))
             }
         }
+    }
+}
+
+impl Transport for FakeTransport {
+    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+        for request in points.chunks(self.max_points_per_request()) {
+            self.request(request)?;
+        }
+        Ok(())
+    }
+
+    fn max_points_per_request(&self) -> usize {
+        self.backend.state().max_points.unwrap_or(usize::MAX).max(1)
     }
 
     fn describe(&self) -> String {

@@ -72,7 +72,15 @@ pub enum OnRejection {
 }
 
 pub trait Transport: Send {
+    /// Sends the points in one request, so that its answer is about all of them; the delivery loop
+    /// gives it at most [`Transport::max_points_per_request`] points.
     fn send(&mut self, points: &[Point]) -> Result<(), SendError>;
+    /// The most points one request holds (`batch_points` for the HTTP backends). A batch can hold
+    /// more (a frame is never split, a relay body is one input, a spool file may be from before a
+    /// reload): the delivery loop then sends it in several requests and keeps each one's outcome.
+    fn max_points_per_request(&self) -> usize {
+        usize::MAX
+    }
     fn describe(&self) -> String;
     /// The backend's name as `tsdtype` spells it, recorded in spool files.
     fn describe_backend(&self) -> String;
@@ -285,10 +293,11 @@ impl HttpTransport {
 
 impl Transport for HttpTransport {
     fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
-        for chunk in points.chunks(self.max_points) {
-            self.post(chunk)?;
-        }
-        Ok(())
+        self.post(points)
+    }
+
+    fn max_points_per_request(&self) -> usize {
+        self.max_points
     }
 
     fn describe(&self) -> String {
