@@ -135,23 +135,21 @@ impl Cli {
 
 /// Prints every error and warning of the file; 2 when invalid (or, with `strict`, warned about).
 pub fn check_config(path: &Path, strict: bool) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            for w in &config.warnings {
-                eprintln!("{}: warning: {w}", config.file.display());
-            }
-            if strict && !config.warnings.is_empty() {
-                eprintln!("{}: {} warnings (--strict)", config.file.display(), config.warnings.len());
-                return ExitCode::from(2);
-            }
-            println!("{}: configuration OK", config.file.display());
-            ExitCode::SUCCESS
-        }
-        Err(errors) => {
-            eprintln!("invalid configuration:\n{errors}");
-            ExitCode::from(2)
-        }
+    let (errors, warnings) = Config::check(path);
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    for w in &warnings {
+        eprintln!("{}: warning: {w}", shown.display());
     }
+    if !errors.is_empty() {
+        eprintln!("invalid configuration:\n{}", config::ConfigErrors(errors));
+        return ExitCode::from(2);
+    }
+    if strict && !warnings.is_empty() {
+        eprintln!("{}: {} warnings (--strict)", shown.display(), warnings.len());
+        return ExitCode::from(2);
+    }
+    println!("{}: configuration OK", shown.display());
+    ExitCode::SUCCESS
 }
 
 fn default_config_path() -> PathBuf {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use ini::Ini;
 
 use super::jmx::{read_jmx, JmxConfig};
-use super::reader::{check_duplicates, did_you_mean, parse_ini, split_instance, ConfigError, ConfigErrors};
+use super::reader::{
+    check_duplicates, did_you_mean, header_name, only_section, parse_ini, split_instance, ConfigError, ConfigErrors,
+};
 use super::relay::{read_relay, RelayConfig};
 use super::self_config::{check_tmpdir, read_self_config, SelfConfig};
 use super::services::{read_services, ServiceConfig, ServiceKind};
@@ -48,7 +50,32 @@ impl Config {
     }
 
     pub fn from_text(file: &Path, base: &Path, text: &str) -> Result<Config, ConfigErrors> {
-        let ini = parse_ini(text).map_err(|problems| ConfigErrors(syntax_errors(file, problems)))?;
+        Config::assemble(file, base, text, true).0
+    }
+
+    /// What `--check-config` prints: the file's errors and its warnings, the warnings also when
+    /// there are errors (`[Mysql]: unknown section …` is often why `[MySQL]` looks missing).
+    /// `tmpdir` is checked without being created.
+    pub fn check(file: &Path) -> (Vec<ConfigError>, Vec<String>) {
+        let (file, base, text) = match read_file(file) {
+            Ok(read) => read,
+            Err(e) => return (vec![e], Vec::new()),
+        };
+        let (config, warnings) = Config::assemble(&file, &base, &text, false);
+        (config.err().map(|e| e.0).unwrap_or_default(), warnings)
+    }
+
+    /// Every section read; the config, or every error; and the warnings in both cases.
+    fn assemble(
+        file: &Path,
+        base: &Path,
+        text: &str,
+        create_tmpdir: bool,
+    ) -> (Result<Config, ConfigErrors>, Vec<String>) {
+        let ini = match parse_ini(text) {
+            Ok(ini) => ini,
+            Err(problems) => return (Err(ConfigErrors(syntax_errors(file, problems))), Vec::new()),
+        };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         check_duplicates(file, &ini, &mut errors);
@@ -63,9 +90,9 @@ impl Config {
         let open_files = read_open_files(file, base, &ini, &mut errors);
         warn_readable_password(file, &ini, &mut warnings);
         if errors.is_empty() {
-            check_tmpdir(file, &self_config.tmpdir, &mut errors);
+            check_tmpdir(file, &self_config.tmpdir, create_tmpdir, &mut errors);
         }
-        match (errors.is_empty(), tsdb) {
+        let config = match (errors.is_empty(), tsdb) {
             (true, Some(tsdb)) => Ok(Config {
                 file: file.to_path_buf(),
                 self_config,
@@ -75,10 +102,11 @@ impl Config {
                 services,
                 jmx,
                 open_files,
-                warnings,
+                warnings: warnings.clone(),
             }),
             _ => Err(ConfigErrors(errors)),
-        }
+        };
+        (config, warnings)
     }
 
     pub fn period(&self) -> Duration {
@@ -124,7 +152,10 @@ fn syntax_errors(file: &Path, problems: Vec<(usize, String)>) -> Vec<ConfigError
 /// running agent whose config was broken since); the file's syntax and the keys asked for may not.
 pub fn print_values(file: &Path, keys: &[String]) -> Result<Vec<String>, ConfigErrors> {
     let (file, base, text) = read_file(file).map_err(|e| ConfigErrors(vec![e]))?;
-    let ini = parse_ini(&text).map_err(|problems| ConfigErrors(syntax_errors(&file, problems)))?;
+    // A syntax error elsewhere does not matter here: read [SelfConfig] alone then.
+    let ini = parse_ini(&text)
+        .or_else(|_| parse_ini(&only_section(&text, "SelfConfig")))
+        .map_err(|problems| ConfigErrors(syntax_errors(&file, problems)))?;
     let mut errors = Vec::new();
     let s = read_self_config(&file, &base, &ini, &mut errors, &mut Vec::new());
     let mut values = Vec::new();
@@ -137,9 +168,13 @@ pub fn print_values(file: &Path, keys: &[String]) -> Result<Vec<String>, ConfigE
             "socket" => path(&s.socket),
             "run_user" => s.run_user.clone().unwrap_or_default(),
             "check_period_seconds" => s.check_period_seconds.to_string(),
-            "jmx_targets" => {
-                ini.sections().flatten().filter(|name| split_instance(name).0 == "JMX").count().to_string()
-            }
+            // From the headers themselves, so that it holds when another section is broken.
+            "jmx_targets" => text
+                .lines()
+                .filter_map(|line| header_name(line.trim()))
+                .filter(|name| split_instance(name).0 == "JMX")
+                .count()
+                .to_string(),
             other => {
                 return Err(ConfigErrors(vec![ConfigError::whole_file(
                     &file,
@@ -428,5 +463,48 @@ mod tests {
         let e = print_values(&file, &["check_period_seconds".to_string()]).unwrap_err();
         assert!(e.to_string().contains("check_period_seconds: \"x\" is not a number"), "{e}");
         assert!(print_values(&file, &["nope".to_string()]).is_err());
+    }
+
+    /// ConfigParser takes `[Redis] ; note` as `[Redis]` and lower-cases keys; so do we.
+    #[test]
+    fn headers_end_at_their_last_bracket_and_keys_are_lower_cased() {
+        let c = load("[SelfConfig] ; ours\ntmpdir: TMP\nBatch_Points: 7\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Redis] # the cache\nHost: r1\n")
+            .unwrap();
+        assert_eq!(c.self_config.batch_points, 7);
+        assert_eq!(c.services[0].section, "Redis");
+        assert_eq!(c.services[0].host, "r1");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn check_reports_warnings_beside_errors_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.ini");
+        std::fs::write(
+            &file,
+            "[SelfConfig]\ntmpdir: new/spool\n[TSDB]\ntsdtype: InfluxDB\naddress: http://h:1\n[Mysql]\nhost: x\n",
+        )
+        .unwrap();
+        let (errors, warnings) = Config::check(&file);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("[TSDB] database: missing"), "{errors:?}");
+        assert_eq!(warnings, ["[Mysql]: unknown section, ignored (did you mean [MySQL]?)"]);
+        assert!(!dir.path().join("new").exists(), "--check-config created tmpdir");
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: new/spool\n[TSDB]\ntsdtype: File\npath: x\n").unwrap();
+        assert_eq!(Config::check(&file), (vec![], vec![]));
+        assert!(!dir.path().join("new").exists(), "--check-config created tmpdir");
+    }
+
+    /// Regression: a typo in another section made --print-config fail, so `puypuy.sh stop` could
+    /// not find the pid files of the running agent.
+    #[test]
+    fn print_values_reads_selfconfig_past_a_syntax_error_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.ini");
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: t\n[TSDB]\ndebug_log False\n[JMX:a]\nurl: x\n").unwrap();
+        let keys = vec!["tmpdir".to_string(), "jmx_targets".to_string()];
+        assert_eq!(print_values(&file, &keys).unwrap(), [dir.path().join("t").display().to_string(), "1".to_string()]);
+        std::fs::write(&file, "[SelfConfig]\ntmpdir t\n").unwrap();
+        assert!(print_values(&file, &keys).unwrap_err().to_string().contains(":2: "));
     }
 }

@@ -83,11 +83,13 @@ impl std::error::Error for ConfigErrors {}
 pub type SyntaxError = (usize, String);
 
 /// Parses text the way Python's `ConfigParser(interpolation=None)` does, and refuses what it
-/// refuses, each with its line number: a line that is neither `key: value` nor `key = value`, a
-/// section header without its `]`, a key before the first section. (rust-ini alone would join
-/// such a line to the lines after it, silently losing the next key.)
+/// refuses, each with its line number: a line that is neither `key: value` nor `key = value`, an
+/// empty or unclosed section header, a key before the first section. (rust-ini alone would join
+/// such a line to the lines after it, silently losing the next key.) As ConfigParser, a header
+/// ends at its last `]` (`[Redis] ; note` is `[Redis]`) and keys are lower-cased (`Batch_Points`
+/// is `batch_points`).
 pub fn parse_ini(text: &str) -> Result<Ini, Vec<SyntaxError>> {
-    let problems = check_syntax(text);
+    let (problems, normalized) = check_syntax(text);
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -97,42 +99,74 @@ pub fn parse_ini(text: &str) -> Result<Ini, Vec<SyntaxError>> {
         enabled_indented_mutiline_value: true,
         ..Default::default()
     };
-    Ini::load_from_str_opt(text, options).map_err(|e| vec![(e.line, e.msg.to_string())])
+    Ini::load_from_str_opt(&normalized, options).map_err(|e| vec![(e.line, e.msg.to_string())])
 }
 
-/// The line-by-line checks of [`parse_ini`].
-fn check_syntax(text: &str) -> Vec<SyntaxError> {
+/// Only `section` of `text` (its header and lines; the others blanked, so line numbers stay), for
+/// reading one section of a file whose other sections may be broken.
+pub fn only_section(text: &str, section: &str) -> String {
+    let mut keep = false;
+    let mut out = String::with_capacity(text.len());
+    for line in text.split('\n') {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            keep = header_name(trimmed) == Some(section);
+        }
+        if keep {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The name of a section header line (trimmed): from after its `[` to its last `]`, as
+/// ConfigParser's `\[(?P<header>.+)\]`; `None` when there is no `]` or nothing between.
+pub fn header_name(trimmed: &str) -> Option<&str> {
+    let inner = trimmed.strip_prefix('[')?;
+    let close = inner.rfind(']')?;
+    Some(&inner[..close]).filter(|name| !name.is_empty())
+}
+
+/// The line-by-line checks of [`parse_ini`], and the text rust-ini is given: the same lines, with
+/// headers cut at their last `]` and keys lower-cased, as ConfigParser reads them.
+fn check_syntax(text: &str) -> (Vec<SyntaxError>, String) {
     let mut problems = Vec::new();
+    let mut normalized = String::with_capacity(text.len());
     let mut in_section = false;
     // An indented line right after a key (blank lines allowed between) continues its value.
     let mut continuation_allowed = false;
     for (index, raw) in text.split('\n').enumerate() {
+        if index > 0 {
+            normalized.push('\n');
+        }
         let number = index + 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         let trimmed = line.trim();
-        if trimmed.is_empty() {
-            continue;
-        }
-        if trimmed.starts_with('#') || trimmed.starts_with(';') {
-            continue;
-        }
         let indented = line.starts_with([' ', '\t']);
-        if indented && continuation_allowed {
+        if trimmed.is_empty()
+            || trimmed.starts_with('#')
+            || trimmed.starts_with(';')
+            || (indented && continuation_allowed)
+        {
+            normalized.push_str(raw);
             continue;
         }
         if trimmed.starts_with('[') {
             continuation_allowed = false;
-            match trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
-                Some(name) if !name.trim().is_empty() && !name.contains([']', '[']) => in_section = true,
-                _ => {
-                    problems.push((number, format!("{trimmed:?} is not a section header (expected [NAME])")));
-                    // What follows still gets checked, as if it were in some section.
-                    in_section = true;
+            // What follows still gets checked, as if it were in some section.
+            in_section = true;
+            match header_name(trimmed) {
+                Some(name) => {
+                    normalized.push('[');
+                    normalized.push_str(name);
+                    normalized.push(']');
                 }
+                None => problems.push((number, format!("{trimmed:?} is not a section header (expected [NAME])"))),
             }
             continue;
         }
-        let Some(separator) = trimmed.find([':', '=']) else {
+        let Some(separator) = line.find([':', '=']) else {
             problems.push((
                 number,
                 format!("{trimmed:?} is neither `key: value` nor `key = value` (a separator is missing)"),
@@ -140,15 +174,17 @@ fn check_syntax(text: &str) -> Vec<SyntaxError> {
             continuation_allowed = false;
             continue;
         };
-        let key = trimmed[..separator].trim();
+        let key = line[..separator].trim();
         if key.is_empty() {
             problems.push((number, format!("{trimmed:?} has no key before its separator")));
         } else if !in_section {
             problems.push((number, format!("key {key:?} comes before any [SECTION] header")));
         }
+        normalized.push_str(&key.to_lowercase());
+        normalized.push_str(&line[separator..]);
         continuation_allowed = true;
     }
-    problems
+    (problems, normalized)
 }
 
 /// Reads one section's keys and records problems, so that every problem is reported, not the first.

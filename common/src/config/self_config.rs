@@ -216,10 +216,14 @@ pub fn read_self_config(
     }
 }
 
-pub fn check_tmpdir(file: &Path, tmpdir: &Path, errors: &mut Vec<ConfigError>) {
+/// `tmpdir` must be a writable directory. With `create`, a missing one is created (and its
+/// parents); without (`--check-config`), whatever had to be created for the check is removed again.
+pub fn check_tmpdir(file: &Path, tmpdir: &Path, create: bool, errors: &mut Vec<ConfigError>) {
     let mut fail = |message: String| errors.push(ConfigError::in_section(file, "SelfConfig", Some("tmpdir"), message));
+    let shown = tmpdir.display().to_string();
+    let existing = tmpdir.ancestors().find(|p| p.exists()).map(Path::to_path_buf);
     if let Err(e) = std::fs::create_dir_all(tmpdir) {
-        fail(format!("{:?} cannot be created: {e} (expected a writable directory)", tmpdir.display().to_string()));
+        fail(format!("{shown:?} cannot be created: {e} (expected a writable directory)"));
         return;
     }
     let probe = tmpdir.join(format!(".write-test-{}", std::process::id()));
@@ -227,8 +231,12 @@ pub fn check_tmpdir(file: &Path, tmpdir: &Path, errors: &mut Vec<ConfigError>) {
         Ok(()) => {
             let _ = std::fs::remove_file(&probe);
         }
-        Err(e) => {
-            fail(format!("{:?} is not writable: {e} (expected a writable directory)", tmpdir.display().to_string()))
+        Err(e) => fail(format!("{shown:?} is not writable: {e} (expected a writable directory)")),
+    }
+    if !create {
+        // Remove the folders this check made, deepest first, up to the one that existed.
+        for dir in tmpdir.ancestors().take_while(|p| Some(p.to_path_buf()) != existing) {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }

@@ -171,8 +171,12 @@ fn timestamp(raw: &str, precision: Precision) -> Result<u64, String> {
     if !(MIN_NANOS..=MAX_NANOS).contains(&nanos) {
         return Err(format!("time {raw:?} outside the range InfluxDB stores (years 1677 to 2262)"));
     }
-    // Points carry unsigned seconds: a time before 1970 cannot be relayed.
-    u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("time {raw:?} is before 1970, which PuyPuy cannot carry"))
+    // Points carry unsigned seconds: a time before 1970 cannot be relayed (checked before the
+    // division, which would round -5 ns up to 0).
+    if nanos < 0 {
+        return Err(format!("time {raw:?} is before 1970, which PuyPuy cannot carry"));
+    }
+    u64::try_from(nanos / 1_000_000_000).map_err(|_| format!("time {raw:?} is out of range"))
 }
 
 /// One line's points and how many string fields it had (skipped: PuyPuy carries numbers).
@@ -383,6 +387,9 @@ mod tests {
             assert!(parse_line(line, Precision::Nanoseconds, 0).is_err(), "{line:?} was accepted");
         }
         assert!(parse_line("m value=1 9223372037", Precision::Seconds, 0).is_err());
+        // Regression: -5 ns divided to 0 s was taken as 1970-01-01 instead of refused.
+        assert!(parse_line("m value=1 -5", Precision::Nanoseconds, 0).is_err());
+        assert!(parse_line("m value=1 -1", Precision::Milliseconds, 0).is_err());
         assert!(parse_line("m value=1 9223372036", Precision::Seconds, 0).is_ok());
     }
 

@@ -61,10 +61,7 @@ fn read_corpus(name: &str) -> Vec<Case> {
         let (mut precision, mut gzip, mut differs, mut verdict_only) = (None, false, None, false);
         // Options come after the measurement (`c045 [differs=…] value=1`) or first (`[gzip] …`).
         let mut prefix = String::new();
-        loop {
-            let Some(open) = rest.find(" [").map(|i| i + 1).or_else(|| rest.starts_with('[').then_some(0)) else {
-                break;
-            };
+        while let Some(open) = rest.find(" [").map(|i| i + 1).or_else(|| rest.starts_with('[').then_some(0)) {
             let Some(close) = rest[open..].find(']').map(|c| open + c) else { break };
             let option = &rest[open + 1..close];
             match option.split_once('=') {
@@ -96,7 +93,7 @@ fn decode(text: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(open) = rest.find('{') {
-        out.extend_from_slice(rest[..open].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..open]);
         let close = rest[open..].find('}').map(|c| open + c).expect("unclosed { in a corpus case");
         match &rest[open + 1..close] {
             "LF" => out.push(b'\n'),
@@ -364,12 +361,11 @@ fn start_graphite_relay(carbon: &Carbon) -> (Agent, Proc, u16) {
     panic!("no free port for the relay in five tries");
 }
 
+/// Dotted whisper path → `(time, value)` slots.
+type WhisperTree = BTreeMap<String, Vec<(u64, String)>>;
+
 /// Waits until both trees hold `sentinel` and stop changing, then returns them.
-fn settled(
-    direct: &Carbon,
-    relay: &Carbon,
-    sentinel: &str,
-) -> (BTreeMap<String, Vec<(u64, String)>>, BTreeMap<String, Vec<(u64, String)>>) {
+fn settled(direct: &Carbon, relay: &Carbon, sentinel: &str) -> (WhisperTree, WhisperTree) {
     let dump = || {
         (
             whisper_dump(&direct.dir.path().join("storage/whisper")),
