@@ -4,11 +4,12 @@
 #
 # PROCESS is shipper, collector, script-runner or jmx-bridge; without it a command acts on all
 # that the config uses (shipper first on start, last on stop; the jmx-bridge only with a [JMX]
-# section). Binaries run in place from this checkout's target/release/, built with cargo when
-# missing or older than the sources. What puypuy.sh needs from the config (paths, run_user, the
-# JMX targets) it asks the binaries (--print-config), so that one parser reads the file. Exit
-# codes follow the LSB init-script conventions (status: 0 running, 1 dead with a pid file left,
-# 3 not running, 4 unknown; 2 invalid arguments or config, 6 no config file).
+# section), and stop, restart and status also on any other that still runs. Binaries run in
+# place from this checkout's target/release/, built with cargo when missing or older than the
+# sources. What puypuy.sh needs from the config (paths, run_user, the JMX targets) it asks the
+# binaries (--print-config), so that one parser reads the file. Exit codes follow the LSB
+# init-script conventions (status: 0 running, 1 dead with a pid file left, 3 not running, 4
+# unknown; 2 invalid arguments or config, 6 no config file).
 set -u
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,8 +38,9 @@ Commands:
   stop [PROCESS]              stop (the shipper last, once it has delivered what it holds)
   restart [PROCESS]           build and validate first; stop and start only when the config is
                               valid (otherwise print its errors, exit 2, leave the processes running)
-  status [--json] [PROCESS]   state, pid, uptime and restarts; exit 0 running, 1 dead, 3 stopped;
-                              --json adds the shipper's self-metrics
+  status [--json] [PROCESS]   state, pid, uptime and restarts; exit 0 running, 1 any dead (or
+                              not restarted after an invalid config), 3 stopped; --json adds
+                              the shipper's self-metrics
   reload [PROCESS]            validate the config, then SIGHUP: re-read it, reopen the log
   once [PROCESS]              run each producer once (--once --dry-run) and print what it would
                               send; nothing is sent
@@ -46,7 +48,8 @@ Commands:
   package                     build the Debian package into target/debian/ (cargo-deb)
   help                        this text
 
-PROCESS is shipper, collector, script-runner or jmx-bridge; without it, every one the config uses.
+PROCESS is shipper, collector, script-runner or jmx-bridge; without it, every one the config uses
+(and for stop, restart and status any other still running).
 
 Options:
   --config FILE, --config=FILE  the config file (default: \$PUYPUY_CONFIG, else $DEFAULT_CONFIG)
@@ -74,21 +77,40 @@ child_pidfile() { echo "$PID_BASE.$1.pid"; }
 watchdog_pidfile() { echo "$PID_BASE.$1.watchdog.pid"; }
 restarts_file() { echo "$PID_BASE.$1.restarts"; }
 lock_file() { echo "$PID_BASE.lock"; }
+# Left by a watchdog that gave up (its process exited with status 2, an invalid config), so that
+# status reports it instead of a clean "stopped"; removed by start and stop.
+failed_file() { echo "$PID_BASE.$1.failed"; }
 
 alive() { [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; }
 read_pid() { [ -r "$1" ] && tr -dc '0-9' < "$1"; }
+# live PID: the process exists and is not a zombie (a zombie's command line is empty).
+live() { [ -n "${1:-}" ] && [ -n "$(tr -d '\0' 2>/dev/null < "/proc/$1/cmdline")" ]; }
 
-# ours NAME PID: PID is a NAME process of PuyPuy (its binary, or its watchdog: puypuy.sh
-# _watchdog NAME), not an unrelated process that was given a recycled pid. A zombie is not ours.
+# ours NAME PID: PID is this config's NAME process, its binary run as `puypuy-NAME --config
+# CONFIG`, or its watchdog, `bash puypuy.sh --config CONFIG _watchdog NAME`: not a process that was
+# given a recycled pid, not a debugger or editor with puypuy-NAME among its arguments, not another
+# config's. The binary is recognised by its name (/proc/PID/exe), not its whole path: after a
+# rebuild or a package upgrade the running one is "… (deleted)", and PUYPUY_BIN_DIR may differ
+# between start and stop. A zombie (empty command line) is not ours.
 ours() {
-  local name=$1 pid=${2:-} args i
+  local name=$1 pid=${2:-} args exe
   [ -n "$pid" ] || return 1
   mapfile -d '' -t args 2>/dev/null < "/proc/$pid/cmdline" || return 1
-  for ((i = 0; i < ${#args[@]}; i++)); do
-    [ "${args[$i]##*/}" = "puypuy-$name" ] && return 0
-    [ "${args[$i]}" = _watchdog ] && [ "${args[$((i + 1))]:-}" = "$name" ] && return 0
-  done
-  return 1
+  if [ "${#args[@]}" = 3 ]; then
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    exe=${exe% (deleted)}
+    [ "${exe##*/}" = "puypuy-$name" ] && [ "${args[1]}" = --config ] && [ "${args[2]}" = "$CONFIG" ]
+  elif [ "${#args[@]}" = 6 ]; then
+    [ "${args[1]##*/}" = "${SELF##*/}" ] && [ "${args[2]}" = --config ] && [ "${args[3]}" = "$CONFIG" ] &&
+      [ "${args[4]}" = _watchdog ] && [ "${args[5]}" = "$name" ]
+  else
+    return 1
+  fi
+}
+
+# in_use NAME: a pid file of NAME names a live process of ours.
+in_use() {
+  ours "$1" "$(read_pid "$(watchdog_pidfile "$1")")" || ours "$1" "$(read_pid "$(child_pidfile "$1")")"
 }
 
 log_line() { echo "$(date -u +%Y-%m-%dT%H:%M:%S.000Z) INFO  puypuy.sh: $*" >> "$LOG_FILE"; }
@@ -126,9 +148,50 @@ build_if_needed() {
 # line that $(…) would drop.
 CONFIG_KEYS=(tmpdir pid_file log_file socket run_user jmx_targets)
 
+# The state file: start records there the settings it used (CONFIG_KEYS, as --print-config gave
+# them), and stop and status read them back when the config can no longer be read (a syntax error
+# in [SelfConfig] made since start), so that what runs can always be found and stopped. It has to
+# be found without the config: one file per config path (a hash of it) and user, in /run/puypuy
+# for root and in /tmp/puypuy-UID for anyone else; a full stop removes it.
+state_dir() { if [ "$(id -u)" = 0 ]; then echo /run/puypuy; else echo "/tmp/puypuy-$(id -u)"; fi; }
+state_file() { echo "$(state_dir)/$(printf '%s' "$CONFIG" | sha256sum | cut -c1-16).state"; }
+
+# write_state: records CONFIG_VALUES for CONFIG. Written to a new file and renamed into place, in a
+# folder of our own (not a link, not someone else's), so that nothing it names is overwritten.
+write_state() {
+  local dir file tmp i
+  dir=$(state_dir); file=$(state_file)
+  mkdir -p -m 700 "$dir" 2>/dev/null
+  if [ -L "$dir" ] || [ ! -O "$dir" ]; then
+    echo "puypuy.sh: $dir is not this user's folder: the paths in use are not recorded" >&2; return 0
+  fi
+  tmp=$(mktemp "$file.XXXXXX") || return 0
+  {
+    echo "# written by puypuy.sh start: the settings in use for this config, read back by stop and"
+    echo "# status when the config cannot be read"
+    echo "config=$CONFIG"
+    for i in "${!CONFIG_KEYS[@]}"; do echo "${CONFIG_KEYS[$i]}=${CONFIG_VALUES[$i]}"; done
+  } > "$tmp" && mv -f "$tmp" "$file" || rm -f "$tmp"
+}
+
+# read_state: sets CONFIG_VALUES from the state file of CONFIG; 1 when there is none of ours.
+read_state() {
+  local file line key value i found=""
+  file=$(state_file)
+  [ -f "$file" ] && [ ! -L "$file" ] && [ -O "$file" ] || return 1
+  CONFIG_VALUES=()
+  while IFS= read -r line; do
+    key=${line%%=*} value=${line#*=}
+    [ "$key" = config ] && { [ "$value" = "$CONFIG" ] || return 1; found=1; }
+    for i in "${!CONFIG_KEYS[@]}"; do [ "$key" = "${CONFIG_KEYS[$i]}" ] && CONFIG_VALUES[$i]=$value; done
+  done < "$file"
+  [ -n "$found" ] && [ "${#CONFIG_VALUES[@]}" = "${#CONFIG_KEYS[@]}" ]
+}
+
 # load_config [NAME…]: reads CONFIG_KEYS with the first built binary of NAME… (else of any
-# process). Returns 1 when no binary is built (then nothing can be running); exits 2 (status: 4)
-# with the binary's error when the file cannot be read.
+# process). Returns 1 when no binary is built (then nothing can be running). When the file cannot
+# be read, prints the binary's error; stop and status then go on with the settings start recorded
+# (read_state), anything else exits 2 (status without a record: 4).
 load_config() {
   local name bin="" out values=() rc=0 failed=2
   [ "$CMD" = status ] && failed=4
@@ -144,11 +207,18 @@ load_config() {
   fi
   if [ "$rc" != 0 ]; then
     "$bin" --config "$CONFIG" --print-config "${CONFIG_KEYS[@]}" >/dev/null # its error, on stderr
-    die "cannot read the settings puypuy.sh needs from $CONFIG" "$failed"
+    if { [ "$CMD" = stop ] || [ "$CMD" = status ]; } && read_state; then
+      echo "puypuy.sh: cannot read $CONFIG: using the settings recorded at start in $(state_file)" >&2
+      values=("${CONFIG_VALUES[@]}")
+    else
+      die "cannot read the settings puypuy.sh needs from $CONFIG" "$failed"
+    fi
+  else
+    mapfile -t values <<< "$out"
+    [ "${#values[@]}" = "${#CONFIG_KEYS[@]}" ] ||
+      die "$bin --print-config ${CONFIG_KEYS[*]} gave ${#values[@]} lines instead of ${#CONFIG_KEYS[@]}" "$failed"
   fi
-  mapfile -t values <<< "$out"
-  [ "${#values[@]}" = "${#CONFIG_KEYS[@]}" ] ||
-    die "$bin --print-config ${CONFIG_KEYS[*]} gave ${#values[@]} lines instead of ${#CONFIG_KEYS[@]}" "$failed"
+  CONFIG_VALUES=("${values[@]}")
   TMPDIR_=${values[0]}
   PID_FILE=${values[1]}
   LOG_FILE=${values[2]}
@@ -171,6 +241,19 @@ configured() {
   local n
   for n in $(built_here); do
     [ "$n" != jmx-bridge ] || [ "${JMX_TARGETS:-0}" -gt 0 ] && echo "$n"
+  done
+}
+
+# acting_on: the processes stop, restart and status act on without a PROCESS: those the config
+# runs, any other whose pid file names a live process of ours (the jmx-bridge after [JMX] was
+# removed from the config) and, for status, any whose watchdog gave up on it.
+acting_on() {
+  local n wanted
+  wanted=" $(configured | tr '\n' ' ') "
+  for n in $(built_here); do
+    if [[ "$wanted" == *" $n "* ]] || in_use "$n" || { [ "$CMD" = status ] && [ -s "$(failed_file "$n")" ]; }; then
+      echo "$n"
+    fi
   done
 }
 
@@ -232,6 +315,7 @@ watchdog() {
     [ -z "$stopping" ] || break
     if [ "$rc" = 2 ]; then
       log_line "$name exited with status 2 (invalid configuration); not restarting it"
+      echo "exited with status 2 (invalid configuration), not restarted" > "$(failed_file "$name")"
       break
     fi
     restarts=$((restarts + 1))
@@ -249,15 +333,23 @@ watchdog() {
 }
 
 start_one() {
-  local name=$1 wpid
+  local name=$1 wpid cpid
   wpid=$(read_pid "$(watchdog_pidfile "$name")")
+  cpid=$(read_pid "$(child_pidfile "$name")")
   if ours "$name" "$wpid"; then echo "$name: already running (watchdog pid $wpid)"; return 0; fi
-  rm -f "$(child_pidfile "$name")"
+  # Its watchdog was killed (kill -9) but the process runs on: a second one must not be started.
+  if ours "$name" "$cpid"; then
+    echo "$name: already running (pid $cpid) without its watchdog, so nothing restarts it if it" \
+      "dies: './puypuy.sh restart $name' puts it back under one" >&2
+    return 1
+  fi
+  rm -f "$(child_pidfile "$name")" "$(failed_file "$name")"
   PUYPUY_WD_LOG_FILE=$LOG_FILE PUYPUY_WD_PID_BASE=$PID_BASE PUYPUY_WD_RUN_USER=$RUN_USER \
     setsid "$BASH" "$SELF" --config "$CONFIG" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" 9>&- &
-  echo $! > "$(watchdog_pidfile "$name")"
+  wpid=$!
+  echo "$wpid" > "$(watchdog_pidfile "$name")"
   # Wait until the process itself runs (the shipper: until its socket exists).
-  local i cpid
+  local i
   for i in $(seq 1 100); do
     cpid=$(read_pid "$(child_pidfile "$name")")
     if ours "$name" "$cpid"; then
@@ -265,7 +357,8 @@ start_one() {
         echo "$name: started (pid $cpid)"; return 0
       fi
     fi
-    ours "$name" "$(read_pid "$(watchdog_pidfile "$name")")" || break
+    # Not `ours`: until setsid has run bash on this script, the watchdog's command line is another.
+    live "$wpid" || break
     sleep 0.1
   done
   echo "$name: failed to start; see $LOG_FILE" >&2
@@ -280,7 +373,7 @@ stop_one() {
   ours "$name" "$wpid" || wpid=""
   ours "$name" "$cpid" || cpid=""
   if [ -z "$wpid" ] && [ -z "$cpid" ]; then
-    rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
+    rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")" "$(failed_file "$name")"
     echo "$name: not running"; return 0
   fi
   if [ -n "$wpid" ]; then kill -TERM "$wpid" 2>/dev/null; else kill -TERM "$cpid" 2>/dev/null; fi
@@ -293,7 +386,7 @@ stop_one() {
     ours "$name" "$wpid" && kill -KILL "$wpid" 2>/dev/null
     ours "$name" "$cpid" && kill -KILL "$cpid" 2>/dev/null
   fi
-  rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")"
+  rm -f "$(watchdog_pidfile "$name")" "$(child_pidfile "$name")" "$(failed_file "$name")"
   echo "$name: stopped"
 }
 
@@ -305,11 +398,16 @@ status_one() {
   cpid=$(read_pid "$(child_pidfile "$name")")
   if ours "$name" "$cpid"; then
     up=$(ps -o etime= -p "$cpid" | tr -d ' ')
-    printf '%-14s running  pid %-7s uptime %-12s restarts %s\n' "$name" "$cpid" "$up" "$(restarts_of "$name")"
+    printf '%-14s running  pid %-7s uptime %-12s restarts %s' "$name" "$cpid" "$up" "$(restarts_of "$name")"
+    ours "$name" "$wpid" || printf ' (its watchdog is gone: restart it)'
+    printf '\n'
     return 0
   elif ours "$name" "$wpid"; then
     printf '%-14s restarting (watchdog pid %s, restarts %s)\n' "$name" "$wpid" "$(restarts_of "$name")"
     return 0
+  elif [ -s "$(failed_file "$name")" ]; then
+    printf '%-14s %s; see %s\n' "$name" "$(head -n 1 "$(failed_file "$name")")" "$LOG_FILE"
+    return 1
   elif [ -e "$(watchdog_pidfile "$name")" ] || [ -e "$(child_pidfile "$name")" ]; then
     printf '%-14s dead (stale pid file)\n' "$name"
     return 1
@@ -348,6 +446,7 @@ status_json() {
     restarts=$(restarts_of "$n")
     if ours "$n" "$cpid"; then state=running; up=$(ps -o etimes= -p "$cpid" | tr -d ' ')
     elif ours "$n" "$wpid"; then state=restarting; up=0; cpid=""
+    elif [ -s "$(failed_file "$n")" ]; then state=failed; up=0; cpid=""
     else state=stopped; up=0; cpid=""; fi
     [ "$first" = 1 ] || printf ','
     first=0
@@ -423,7 +522,7 @@ prepare() {
 }
 
 main() {
-  local target="" json=0 strict=0 rc=0 n i arg
+  local target="" json=0 strict=0 rc=0 n i arg stopping=()
   CMD=""
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -471,6 +570,7 @@ main() {
       check_config_or_exit
       prepare_dirs
       take_lock
+      write_state
       for n in "${NAMES[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
     restart)
@@ -479,7 +579,9 @@ main() {
       check_config_or_exit
       prepare_dirs
       take_lock
-      for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do stop_one "${NAMES[$i]}"; done
+      write_state
+      if [ -n "$target" ]; then stopping=("$target"); else mapfile -t stopping < <(acting_on); fi
+      for ((i = ${#stopping[@]} - 1; i >= 0; i--)); do stop_one "${stopping[$i]}"; done
       for n in "${NAMES[@]}"; do start_one "$n" || rc=$?; done
       exit "$rc" ;;
     reload)
@@ -493,7 +595,7 @@ main() {
     stop|status)
       # No build: a checkout never built has nothing running.
       if load_config "$target"; then
-        if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(configured); fi
+        if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(acting_on); fi
       else
         if [ -n "$target" ]; then NAMES=("$target"); else mapfile -t NAMES < <(built_here | grep -vx jmx-bridge); fi
         if [ "$CMD" = stop ]; then
@@ -517,15 +619,19 @@ main() {
       if [ "$CMD" = stop ]; then
         take_lock
         for ((i = ${#NAMES[@]} - 1; i >= 0; i--)); do stop_one "${NAMES[$i]}"; done
+        [ -n "$target" ] || rm -f "$(state_file)"
         exit 0
       fi
       [ "$json" = 0 ] || status_json "${NAMES[@]}"
-      local worst=0 s
+      # LSB: 1 (dead) when any process is dead, else the highest (3 when one is stopped).
+      local worst=0 dead="" s
       for n in "${NAMES[@]}"; do
         s=0
         if [ "$json" = 1 ]; then status_one "$n" >/dev/null || s=$?; else status_one "$n" || s=$?; fi
+        [ "$s" = 1 ] && dead=1
         [ "$s" -gt "$worst" ] && worst=$s
       done
+      [ -z "$dead" ] || worst=1
       exit "$worst" ;;
     once)
       prepare "$target"

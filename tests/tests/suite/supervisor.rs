@@ -1,7 +1,8 @@
 //! `./puypuy.sh` as the supervisor: start, status, a watchdog that brings killed processes back
 //! within 5 s, no points lost across a shipper kill -9, and a stop that leaves nothing behind;
-//! one puypuy.sh at a time, pid files that name someone else's process, a TERM at any moment, a
-//! restart that keeps the running processes when the new config is invalid.
+//! one puypuy.sh at a time, pid files that name someone else's process (or another config's), a
+//! TERM at any moment, a restart that keeps the running processes when the new config is invalid,
+//! a stop that finds what runs after the config changed or broke, and a status that tells.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -214,6 +215,10 @@ fn stop_leaves_alone_an_unrelated_process_named_by_a_pid_file() {
     let status = puypuy_sh(&agent, &["status", "collector"]);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     assert!(text(&status).contains("dead (stale pid file)"), "{}", text(&status));
+    // Regression: the exit status was the highest of the processes', so dead (1) with stopped (3)
+    // gave 3; any dead process makes it 1 (LSB: dead with a pid file left).
+    let status = puypuy_sh(&agent, &["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     let stop = puypuy_sh(&agent, &["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     assert!(sleeper.is_running(), "stop signalled the unrelated process {pid}: {}", text(&stop));
@@ -340,4 +345,206 @@ fn puypuy_sh_finds_the_paths_where_the_binaries_do() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     assert!(puypuy_sh(&agent, &["stop"]).status.success());
     assert!(processes_of(&agent).is_empty(), "{:?}", processes_of(&agent));
+}
+
+/// The processes of this test's config whose binary is `puypuy-NAME` (not their watchdogs).
+fn binaries_of(agent: &Agent, name: &str) -> Vec<i32> {
+    let exe = format!("puypuy-{name}");
+    processes_of(agent)
+        .into_iter()
+        .filter(|(pid, _)| {
+            std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p.to_string_lossy().trim_end_matches(" (deleted)").ends_with(&format!("/{exe}")))
+                .unwrap_or(false)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Writes the config back as it was when dropped: declared after `StopOnDrop`, it is dropped
+/// before it, so that a failed test's processes are still stopped.
+struct RestoreConfig(std::path::PathBuf, String);
+
+impl Drop for RestoreConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, &self.1);
+    }
+}
+
+/// Regression: stop and restart acted only on the processes the current config names, so after
+/// `[JMX]` was removed from config.ini `./puypuy.sh stop` left the running jmx-bridge and its
+/// watchdog behind and exited 0. They, and status, now also take every process whose pid file
+/// names a live process of ours. No JVM is needed: the "jmx-bridge" here is a copy of the
+/// collector under the bridge's name, which puypuy.sh starts and watches like the real one.
+#[test]
+fn stop_and_restart_take_a_running_process_the_config_no_longer_names() {
+    let jmx = "[JMX]\nurl: service:jmx:rmi:///jndi/rmi://127.0.0.1:1/jmxrmi\n";
+    let agent = Agent::new("system_checks: memory", &format!("[TSDB]\ntsdtype: File\npath: out.txt\n{jmx}"));
+    let bins = agent.path("bin");
+    std::fs::create_dir_all(&bins).expect("bin dir");
+    for name in ["shipper", "collector", "script-runner"] {
+        let binary = format!("puypuy-{name}");
+        std::os::unix::fs::symlink(puypuy_tests::bin(&binary), bins.join(&binary)).expect("symlink");
+    }
+    std::fs::copy(puypuy_tests::bin("puypuy-collector"), bins.join("puypuy-jmx-bridge")).expect("fake bridge");
+    let sh = |args: &[&str]| {
+        Command::new(puypuy_tests::repo_root().join("puypuy.sh"))
+            .args(args)
+            .env("PUYPUY_CONFIG", &agent.config)
+            .env("PUYPUY_BIN_DIR", &bins)
+            .stdin(Stdio::null())
+            .output()
+            .expect("puypuy.sh")
+    };
+    let with_jmx = std::fs::read_to_string(&agent.config).expect("config");
+    let without_jmx = with_jmx.replace(jmx, "");
+    let start = sh(&["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    let _restore = RestoreConfig(agent.config.clone(), with_jmx.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let bridge = read_pid(&agent.path("run/puypuy.jmx-bridge.pid")).expect("bridge pid");
+
+    std::fs::write(&agent.config, &without_jmx).expect("config");
+    let status = sh(&["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(text(&status).contains("jmx-bridge     running"), "{}", text(&status));
+    let restart = sh(&["restart"]);
+    assert!(restart.status.success(), "{}", text(&restart));
+    assert!(text(&restart).contains("jmx-bridge: stopped"), "{}", text(&restart));
+    assert!(!alive(bridge), "restart left the jmx-bridge (pid {bridge}) running");
+    assert!(watchdogs_of(&agent, "jmx-bridge").is_empty(), "{:?}", processes_of(&agent));
+    assert_eq!(binaries_of(&agent, "collector").len(), 1, "{:?}", processes_of(&agent));
+
+    std::fs::write(&agent.config, &with_jmx).expect("config");
+    let start = sh(&["start", "jmx-bridge"]);
+    assert!(start.status.success(), "{}", text(&start));
+    std::fs::write(&agent.config, &without_jmx).expect("config");
+    let stop = sh(&["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(text(&stop).contains("jmx-bridge: stopped"), "{}", text(&stop));
+    let left = processes_of(&agent);
+    assert!(left.is_empty(), "processes left after stop: {left:?}");
+}
+
+/// Regression: a syntax error in config.ini made after start made the agent unstoppable:
+/// `--print-config` refuses such a file, so stop died before it read a pid file. start now records
+/// the paths it used in a state file found from the config's path alone, and stop and status fall
+/// back to it.
+#[test]
+fn stop_finds_the_processes_after_a_syntax_error_in_the_config() {
+    let agent = file_agent("");
+    let start = puypuy_sh(&agent, &["start"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    let _restore = RestoreConfig(agent.config.clone(), config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    // A line with no separator inside [SelfConfig], where the binaries refuse to print anything.
+    std::fs::write(&agent.config, config.replacen("[SelfConfig]\n", "[SelfConfig]\nthis line is not ini\n", 1))
+        .expect("config");
+    let status = puypuy_sh(&agent, &["status"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(text(&status).contains("recorded at start"), "{}", text(&status));
+    assert_eq!(text(&status).matches("running").count(), 3, "{}", text(&status));
+    let stop = puypuy_sh(&agent, &["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    let left = processes_of(&agent);
+    assert!(left.is_empty(), "processes left after stop: {left:?}");
+    assert!(!agent.path("run/puypuy.collector.pid").exists());
+}
+
+/// Regression: start checked only the watchdog: with the watchdog killed (kill -9) and its process
+/// running on, start removed the process's pid file and started a second one. It now refuses,
+/// says so, and `stop` still finds the orphan.
+#[test]
+fn start_after_a_killed_watchdog_starts_no_second_copy() {
+    let agent = file_agent("");
+    let start = puypuy_sh(&agent, &["start", "collector"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let watchdog = read_pid(&agent.path("run/puypuy.collector.watchdog.pid")).expect("watchdog pid");
+    let collector = read_pid(&agent.path("run/puypuy.collector.pid")).expect("collector pid");
+    kill(Pid::from_raw(watchdog), Signal::SIGKILL).expect("kill the watchdog");
+    wait_for(Duration::from_secs(5), "the watchdog to end", || (!alive(watchdog)).then_some(()));
+
+    let again = puypuy_sh(&agent, &["start", "collector"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(text(&again).contains("without its watchdog"), "{}", text(&again));
+    assert_eq!(binaries_of(&agent, "collector"), vec![collector], "{:?}", processes_of(&agent));
+    let status = puypuy_sh(&agent, &["status", "collector"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(text(&status).contains("watchdog is gone"), "{}", text(&status));
+
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
+    let left = processes_of(&agent);
+    assert!(left.is_empty(), "processes left after stop: {left:?}");
+}
+
+/// Regression: any process with an argument named puypuy-NAME counted as ours: a debugger holding
+/// the binary (`gdb /usr/bin/puypuy-shipper`), or another config's process on a host running two.
+/// Now only the binary itself (/proc/PID/exe) run with this config, or a watchdog of this config,
+/// is: A's stop, given pid files naming B's processes, leaves them alone.
+#[test]
+fn stop_leaves_alone_another_configs_processes_and_lookalikes() {
+    let a = file_agent("");
+    let b = file_agent("");
+    let start = puypuy_sh(&b, &["start", "collector"]);
+    let _stop_b = puypuy_tests::StopOnDrop(b.config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let b_watchdog = read_pid(&b.path("run/puypuy.collector.watchdog.pid")).expect("watchdog pid");
+    let b_collector = read_pid(&b.path("run/puypuy.collector.pid")).expect("collector pid");
+    let mut lookalike = Proc::spawn(
+        "sh",
+        Command::new("sh").args(["-c", "sleep 60; :"]).arg(puypuy_tests::bin("puypuy-shipper")).arg(&a.config),
+    );
+    std::fs::create_dir_all(a.path("run")).expect("run dir");
+    std::fs::write(a.path("run/puypuy.collector.pid"), b_collector.to_string()).expect("pid file");
+    std::fs::write(a.path("run/puypuy.collector.watchdog.pid"), b_watchdog.to_string()).expect("pid file");
+    std::fs::write(a.path("run/puypuy.shipper.pid"), lookalike.pid().to_string()).expect("pid file");
+
+    let status = puypuy_sh(&a, &["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert!(!text(&status).contains("running"), "{}", text(&status));
+    let stop = puypuy_sh(&a, &["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(alive(b_watchdog) && alive(b_collector), "A's stop signalled B's collector: {}", text(&stop));
+    assert!(lookalike.is_running(), "A's stop signalled a process that only names puypuy-shipper");
+    let status = puypuy_sh(&b, &["status", "collector"]);
+    assert_eq!(status.status.code(), Some(0), "{}", text(&status));
+    assert!(puypuy_sh(&b, &["stop"]).status.success());
+    assert!(processes_of(&b).is_empty(), "{:?}", processes_of(&b));
+}
+
+/// Regression: a watchdog whose process exits with status 2 (invalid configuration) gives up and
+/// removes both pid files, so status showed a clean "stopped" (3). It now leaves a marker: status
+/// says what happened and exits 1; start and stop clear it.
+#[test]
+fn status_reports_a_process_its_watchdog_gave_up_on() {
+    let agent = file_agent("");
+    let start = puypuy_sh(&agent, &["start", "collector"]);
+    let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    let _restore = RestoreConfig(agent.config.clone(), config.clone());
+    assert!(start.status.success(), "{}", text(&start));
+    let watchdog = read_pid(&agent.path("run/puypuy.collector.watchdog.pid")).expect("watchdog pid");
+    let collector = read_pid(&agent.path("run/puypuy.collector.pid")).expect("collector pid");
+    std::fs::write(&agent.config, config.replace("tsdtype: File", "tsdtype: Nope")).expect("config");
+    kill(Pid::from_raw(collector), Signal::SIGKILL).expect("kill the collector");
+    wait_for(Duration::from_secs(10), "the watchdog to give up", || (!alive(watchdog)).then_some(()));
+
+    let status = puypuy_sh(&agent, &["status"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+    assert!(
+        text(&status).contains("collector      exited with status 2 (invalid configuration), not restarted"),
+        "{}",
+        text(&status)
+    );
+    let json = puypuy_sh(&agent, &["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status --json");
+    let collector = json["processes"].as_array().expect("processes").iter().find(|p| p["name"] == "collector");
+    assert_eq!(collector.map(|p| p["state"].clone()), Some("failed".into()), "{json}");
+
+    std::fs::write(&agent.config, &config).expect("config");
+    assert!(puypuy_sh(&agent, &["stop"]).status.success());
+    let status = puypuy_sh(&agent, &["status"]);
+    assert_eq!(status.status.code(), Some(3), "{}", text(&status));
 }
