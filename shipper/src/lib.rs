@@ -10,12 +10,14 @@ pub mod batch;
 #[cfg(test)]
 mod conservation_tests;
 pub mod delivery;
+pub mod exposition;
 #[cfg(test)]
 mod fake_transport;
 pub mod rate;
 pub mod receive;
 pub mod rejected;
 pub mod relay;
+pub mod remote_write;
 pub mod self_metrics;
 pub mod send;
 pub mod spool;

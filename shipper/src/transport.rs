@@ -98,6 +98,8 @@ pub enum TransportError {
     CaFileBadPem { path: PathBuf, detail: String },
     #[error("[TSDB] ca_file: {} holds no certificate (expected -----BEGIN CERTIFICATE----- blocks)", path.display())]
     CaFileNoCertificate { path: PathBuf },
+    #[error("[WebServer] webaddress: cannot listen on {address}: {detail} (is another process on that port?)")]
+    Listen { address: String, detail: String },
 }
 
 /// The transport for `[TSDB]`; `host` are the tags every point leaves with.
@@ -108,6 +110,10 @@ pub fn try_from_config(
 ) -> Result<Box<dyn Transport>, TransportError> {
     Ok(match tsdb.backend {
         Backend::Carbon => Box::new(CarbonTransport::new(tsdb, host)),
+        Backend::Prometheus => Box::new(crate::exposition::ExpositionTransport::start(&tsdb.web, host)?),
+        Backend::PrometheusRemoteWrite => {
+            Box::new(crate::remote_write::RemoteWriteTransport::new(tsdb, max_points_per_request, host)?)
+        }
         Backend::File => Box::new(FileTransport {
             path: tsdb.path.clone().unwrap_or_else(|| PathBuf::from("puypuy-metrics.txt")),
             file: None,
@@ -207,7 +213,18 @@ impl HttpTransport {
             url.push_str(&percent_encode(db));
             url.push_str("&precision=s");
         }
-        let authorization = if tsdb.auth {
+        if tsdb.backend == Backend::InfluxDb2 {
+            let (org, bucket) = (tsdb.organization.as_deref(), tsdb.bucket.as_deref());
+            url = backends::influxdb2::write_url(
+                &tsdb.address,
+                &tsdb.datapoints,
+                org.unwrap_or_default(),
+                bucket.unwrap_or_default(),
+            );
+        }
+        let authorization = if let (Backend::InfluxDb2, Some(token)) = (tsdb.backend, &tsdb.token) {
+            Some(backends::influxdb2::authorization(token))
+        } else if tsdb.auth {
             let credentials =
                 format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
             Some(format!("Basic {}", base64_encode(credentials.as_bytes())))
@@ -240,7 +257,7 @@ impl HttpTransport {
             _ => backends::influxdb::encode(points, &self.host, &mut raw),
         }
         let content_type = match self.backend {
-            Backend::InfluxDb => "text/plain; charset=utf-8",
+            Backend::InfluxDb | Backend::InfluxDb2 => "text/plain; charset=utf-8",
             _ => "application/json",
         };
         let mut request = self.agent.post(&self.url);
@@ -320,7 +337,7 @@ impl Transport for HttpTransport {
 /// the host before every request, even on a pooled connection, and with a timeout set it does
 /// so in a new thread each time: for `http://127.0.0.1:8086` that was a thread spawned per batch.
 #[derive(Debug, Default)]
-struct LiteralFirst(ureq::unversioned::resolver::DefaultResolver);
+pub(crate) struct LiteralFirst(ureq::unversioned::resolver::DefaultResolver);
 
 impl ureq::unversioned::resolver::Resolver for LiteralFirst {
     fn resolve(
@@ -534,6 +551,10 @@ mod tests {
             insecure: false,
             connect_timeout: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            organization: None,
+            bucket: None,
+            token: None,
+            web: Default::default(),
         }
     }
 

@@ -38,6 +38,7 @@ pub mod memcached;
 pub mod mysql;
 pub mod nginx;
 pub mod phpfpm;
+pub mod prometheus;
 pub mod redis;
 pub mod service;
 
@@ -57,5 +58,6 @@ pub fn service_check(config: &ServiceConfig) -> Box<dyn service::ServiceCheck> {
         ServiceKind::Apache => http("a mod_status ?auto page", |t, _, m| apache::parse(t, m)),
         ServiceKind::PhpFpm => http("a php-fpm JSON status", |t, _, m| phpfpm::parse(t, m)),
         ServiceKind::HaProxy => http("HAProxy stats CSV", |t, c, m| haproxy::parse(t, &c.upstream, m)),
+        ServiceKind::Prometheus => Box::new(prometheus::PrometheusCheck::new(c)),
     }
 }

@@ -36,7 +36,7 @@ pub struct Config {
 }
 
 /// The sections with a fixed name (service and JMX sections also take `:NAME`).
-const FIXED_SECTIONS: &[&str] = &["SelfConfig", "TSDB", "Tags", "Relay", "Open Files"];
+const FIXED_SECTIONS: &[&str] = &["SelfConfig", "TSDB", "Tags", "Relay", "Open Files", "WebServer"];
 
 /// The `[SelfConfig]` values `--print-config` prints, for puypuy.sh.
 pub const PRINTABLE_KEYS: &[&str] =
@@ -283,7 +283,7 @@ mod tests {
         assert!(text.contains("[SelfConfig] max_cache: \"-1\" is not a number"), "{text}");
         assert!(
             text.contains(
-                "[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, Carbon or File)"
+                "[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite or File)"
             ),
             "{text}"
         );

@@ -1,14 +1,15 @@
 //! The service checks' sections, read and validated with the rest of the config: `[MySQL]`,
 //! `[NginX]`, `[Apache]`, `[Redis]`, `[Memcached]`, `[PhpFPM]`, `[HAProxy]`, each also as
 //! `[MySQL:NAME]` for several instances (an `instance` tag carries NAME). A check runs when its
-//! section is present.
+//! section is present. `[Prometheus]` / `[Prometheus:NAME]` scrape a `/metrics` page; they add
+//! `token`, `include`/`exclude` (name globs), `ca_file` and `insecure`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ini::Ini;
 
-use super::reader::{split_instance, warn_unknown_keys, ConfigError, SectionReader};
+use super::reader::{resolve, split_instance, warn_unknown_keys, ConfigError, SectionReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -19,10 +20,11 @@ pub enum ServiceKind {
     Memcached,
     PhpFpm,
     HaProxy,
+    Prometheus,
 }
 
 impl ServiceKind {
-    pub const ALL: [ServiceKind; 7] = [
+    pub const ALL: [ServiceKind; 8] = [
         ServiceKind::MySql,
         ServiceKind::Nginx,
         ServiceKind::Apache,
@@ -30,6 +32,7 @@ impl ServiceKind {
         ServiceKind::Memcached,
         ServiceKind::PhpFpm,
         ServiceKind::HaProxy,
+        ServiceKind::Prometheus,
     ];
 
     /// The section name as the old agent wrote it.
@@ -42,6 +45,7 @@ impl ServiceKind {
             ServiceKind::Memcached => "Memcached",
             ServiceKind::PhpFpm => "PhpFPM",
             ServiceKind::HaProxy => "HAProxy",
+            ServiceKind::Prometheus => "Prometheus",
         }
     }
 
@@ -55,6 +59,7 @@ impl ServiceKind {
             ServiceKind::Memcached => "memcached",
             ServiceKind::PhpFpm => "phpfpm",
             ServiceKind::HaProxy => "haproxy",
+            ServiceKind::Prometheus => "prometheus",
         }
     }
 
@@ -68,6 +73,22 @@ impl ServiceKind {
             ServiceKind::Redis => &["host", "port", "pass", "pass_file", "pass_env", "timeout"],
             ServiceKind::Memcached => &["host", "port", "timeout"],
             ServiceKind::HaProxy => &["url", "auth", "user", "pass", "pass_file", "pass_env", "upstream", "timeout"],
+            ServiceKind::Prometheus => &[
+                "url",
+                "timeout",
+                "auth",
+                "user",
+                "pass",
+                "pass_file",
+                "pass_env",
+                "token",
+                "token_file",
+                "token_env",
+                "include",
+                "exclude",
+                "ca_file",
+                "insecure",
+            ],
         }
     }
 }
@@ -88,6 +109,14 @@ pub struct ServiceConfig {
     pub auth: bool,
     pub upstream: Vec<String>,
     pub timeout: Duration,
+    /// `[Prometheus]`: a bearer token for the page.
+    pub token: Option<String>,
+    /// `[Prometheus]`: name globs (`*`, `?`) of the samples to keep (empty: all) and to drop.
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    /// `[Prometheus]`: PEM file of the CA(s) to trust for an https:// page, and no verification.
+    pub ca_file: Option<PathBuf>,
+    pub insecure: bool,
 }
 
 impl std::fmt::Debug for ServiceConfig {
@@ -138,7 +167,11 @@ pub fn read_services(
         }
         let http = |r: &mut SectionReader, default: &str| -> String {
             let url = r.string("url", default);
-            if !url.starts_with("http://") {
+            if kind == ServiceKind::Prometheus {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    r.error(Some("url"), format!("{url:?} is not an http:// or https:// URL"));
+                }
+            } else if !url.starts_with("http://") {
                 r.error(Some("url"), format!("{url:?} is not an http:// URL"));
             }
             url
@@ -168,12 +201,38 @@ pub fn read_services(
                 url
             }
             ServiceKind::HaProxy => http(&mut r, "http://127.0.0.1:8404/stats;csv"),
+            ServiceKind::Prometheus => http(&mut r, "http://127.0.0.1:9100/metrics"),
             _ => String::new(),
         };
         let upstream = r
             .get("upstream")
             .map(|u| u.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default();
+        let globs = |r: &SectionReader, key: &str| -> Vec<String> {
+            r.get(key)
+                .map(|u| u.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+                .unwrap_or_default()
+        };
+        let (include, exclude) = (globs(&r, "include"), globs(&r, "exclude"));
+        let token = r.secret("token", base).filter(|t| !t.is_empty());
+        let insecure = r.boolean("insecure", false);
+        let ca_file = match r.get("ca_file").filter(|v| !v.is_empty()) {
+            None => None,
+            Some(raw) => {
+                let path = resolve(base, raw);
+                match std::fs::read_to_string(&path) {
+                    Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
+                    Ok(_) => {
+                        r.error(Some("ca_file"), format!("{} holds no PEM certificate", path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        r.error(Some("ca_file"), format!("cannot read {}: {e}", path.display()));
+                        None
+                    }
+                }
+            }
+        };
         out.push(ServiceConfig {
             kind,
             instance,
@@ -187,6 +246,11 @@ pub fn read_services(
             auth,
             upstream,
             timeout,
+            token,
+            include,
+            exclude,
+            ca_file,
+            insecure,
         });
     }
     out

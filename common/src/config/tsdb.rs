@@ -1,6 +1,8 @@
-//! `[TSDB]`: the backend the shipper writes to, its address, credentials, TLS and timeouts.
+//! `[TSDB]`: the backend the shipper writes to, its address, credentials, TLS and timeouts, and
+//! `[WebServer]`: where `tsdtype: Prometheus` serves its `/metrics` page and who may read it.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +18,12 @@ pub enum Backend {
     Carbon,
     /// InfluxDB line protocol appended to a local file (`path:`), for trying PuyPuy with no server.
     File,
+    /// A `/metrics` page served from `[WebServer]` for a Prometheus server to scrape.
+    Prometheus,
+    /// Prometheus remote write 1.0 (protobuf + snappy) to `address` + `datapoints`.
+    PrometheusRemoteWrite,
+    /// InfluxDB 2 line protocol to `/api/v2/write?org=…&bucket=…` with a token.
+    InfluxDb2,
 }
 
 impl Backend {
@@ -26,6 +34,9 @@ impl Backend {
             Backend::InfluxDb => "InfluxDB",
             Backend::Carbon => "Carbon",
             Backend::File => "File",
+            Backend::Prometheus => "Prometheus",
+            Backend::PrometheusRemoteWrite => "PrometheusRemoteWrite",
+            Backend::InfluxDb2 => "InfluxDB2",
         }
     }
 
@@ -37,6 +48,9 @@ impl Backend {
             "influxdb" => Some(Backend::InfluxDb),
             "carbon" => Some(Backend::Carbon),
             "file" => Some(Backend::File),
+            "prometheus" => Some(Backend::Prometheus),
+            "prometheusremotewrite" => Some(Backend::PrometheusRemoteWrite),
+            "influxdb2" => Some(Backend::InfluxDb2),
             _ => None,
         }
     }
@@ -60,6 +74,84 @@ pub struct Tsdb {
     pub insecure: bool,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// InfluxDB 2: `organization` and `bucket`.
+    pub organization: Option<String>,
+    pub bucket: Option<String>,
+    /// `token` (or `token_file`, `token_env`): `Authorization: Token …` for InfluxDB 2,
+    /// `Authorization: Bearer …` for remote write.
+    pub token: Option<String>,
+    /// `[WebServer]`, read for `tsdtype: Prometheus`.
+    pub web: WebServer,
+}
+
+/// `[WebServer]`: the `/metrics` page of `tsdtype: Prometheus`.
+#[derive(Clone, PartialEq)]
+pub struct WebServer {
+    /// `webaddress`, `host:port` to listen on.
+    pub address: String,
+    /// `allowedip`: the clients served; empty serves everyone who can reach `address`.
+    pub allowed: Vec<IpRange>,
+    /// `apikey`: when set, required as `Authorization: Bearer KEY` or `?apikey=KEY`.
+    pub apikey: Option<String>,
+    /// `staleness_seconds`: a series with no point for this long leaves the page.
+    pub staleness: Duration,
+}
+
+impl fmt::Debug for WebServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print the API key.
+        f.debug_struct("WebServer")
+            .field("address", &self.address)
+            .field("allowed", &self.allowed)
+            .field("apikey", &self.apikey.as_ref().map(|_| "…"))
+            .field("staleness", &self.staleness)
+            .finish()
+    }
+}
+
+impl Default for WebServer {
+    fn default() -> WebServer {
+        WebServer {
+            address: "127.0.0.1:9898".into(),
+            allowed: Vec::new(),
+            apikey: None,
+            staleness: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One `allowedip` entry: an address (`10.0.0.7`) or a network (`10.0.0.0/8`, `fd00::/8`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(s: &str) -> Option<IpRange> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a.parse::<IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.parse::<IpAddr>().ok()?, None),
+        };
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(bits);
+        (prefix <= bits).then_some(IpRange { network: addr, prefix })
+    }
+
+    /// Whether `ip` is in the range; an IPv4 client seen as `::ffff:a.b.c.d` counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (a, b, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32u32),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
 }
 
 impl fmt::Debug for Tsdb {
@@ -73,6 +165,9 @@ impl fmt::Debug for Tsdb {
             .field("user", &self.user)
             .field("database", &self.database)
             .field("path", &self.path)
+            .field("organization", &self.organization)
+            .field("bucket", &self.bucket)
+            .field("web", &self.web)
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +188,17 @@ pub const TSDB_KEYS: &[&str] = &[
     "insecure",
     "connect_timeout_seconds",
     "timeout_seconds",
+    "organization",
+    "bucket",
+    "token",
+    "token_file",
+    "token_env",
 ];
+
+pub const WEB_SERVER_KEYS: &[&str] =
+    &["webaddress", "allowedip", "apikey", "apikey_file", "apikey_env", "staleness_seconds"];
+
+const BACKENDS: &str = "OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite or File";
 
 pub fn read_tsdb(
     file: &Path,
@@ -102,6 +207,7 @@ pub fn read_tsdb(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<Tsdb> {
+    let web = read_web_server(file, base, ini, errors, warnings);
     let mut r = SectionReader::new(file, ini, "TSDB", errors);
     if r.props.is_none() {
         r.error(None, "section missing (it names the backend: tsdtype and address)".into());
@@ -110,16 +216,13 @@ pub fn read_tsdb(
     warn_unknown_keys(ini, "TSDB", TSDB_KEYS, warnings);
     let backend = match r.get("tsdtype") {
         None | Some("") => {
-            r.error(Some("tsdtype"), "missing (expected OpenTSDB, KairosDB, InfluxDB, Carbon or File)".into());
+            r.error(Some("tsdtype"), format!("missing (expected {BACKENDS})"));
             None
         }
         Some(raw) => {
             let b = Backend::parse(raw);
             if b.is_none() {
-                r.error(
-                    Some("tsdtype"),
-                    format!("unknown backend {raw:?} (expected OpenTSDB, KairosDB, InfluxDB, Carbon or File)"),
-                );
+                r.error(Some("tsdtype"), format!("unknown backend {raw:?} (expected {BACKENDS})"));
             }
             b
         }
@@ -149,8 +252,11 @@ pub fn read_tsdb(
     let user = r.get("user").map(str::to_string);
     let pass = r.secret("pass", base);
     let address = r.string("address", "").trim_end_matches('/').to_string();
+    let token = r.secret("token", base).filter(|t| !t.is_empty());
+    let organization = r.get("organization").filter(|v| !v.is_empty()).map(str::to_string);
+    let bucket = r.get("bucket").filter(|v| !v.is_empty()).map(str::to_string);
     let backend = backend?;
-    if auth && backend != Backend::File && backend != Backend::Carbon {
+    if auth && !matches!(backend, Backend::File | Backend::Carbon | Backend::Prometheus) {
         if user.as_deref().unwrap_or("").is_empty() {
             r.error(Some("user"), "missing (needed because auth is true)".into());
         }
@@ -161,6 +267,7 @@ pub fn read_tsdb(
     let mut database = None;
     let mut path = None;
     match backend {
+        Backend::Prometheus => {}
         Backend::File => match r.get("path") {
             Some(p) if !p.is_empty() => path = Some(resolve(base, p)),
             _ => r.error(Some("path"), "missing (the File backend needs the file to write to)".into()),
@@ -178,7 +285,11 @@ pub fn read_tsdb(
                 );
             }
         }
-        Backend::OpenTsdb | Backend::KairosDb | Backend::InfluxDb => {
+        Backend::OpenTsdb
+        | Backend::KairosDb
+        | Backend::InfluxDb
+        | Backend::InfluxDb2
+        | Backend::PrometheusRemoteWrite => {
             if address.is_empty() {
                 r.error(Some("address"), "missing (expected a URL such as http://localhost:4242)".into());
             } else if let Some(rest) = address.strip_prefix("http://") {
@@ -204,6 +315,23 @@ pub fn read_tsdb(
                     _ => r.error(Some("database"), "missing (InfluxDB needs the database to write to)".into()),
                 }
             }
+            if backend == Backend::InfluxDb2 {
+                if organization.is_none() {
+                    r.error(
+                        Some("organization"),
+                        "missing (InfluxDB 2 writes into a bucket of an organization)".into(),
+                    );
+                }
+                if bucket.is_none() {
+                    r.error(Some("bucket"), "missing (InfluxDB 2 needs the bucket to write to)".into());
+                }
+                if token.is_none() {
+                    r.error(
+                        Some("token"),
+                        "missing (InfluxDB 2 needs an API token: token, token_file or token_env)".into(),
+                    );
+                }
+            }
         }
     }
     let datapoints = match (r.get("datapoints"), backend) {
@@ -216,6 +344,8 @@ pub fn read_tsdb(
         (_, Backend::OpenTsdb) => "/api/put".to_string(),
         (_, Backend::KairosDb) => "/api/v1/datapoints".to_string(),
         (_, Backend::InfluxDb) => "/write".to_string(),
+        (_, Backend::InfluxDb2) => "/api/v2/write".to_string(),
+        (_, Backend::PrometheusRemoteWrite) => "/api/v1/write".to_string(),
         _ => String::new(),
     };
     Some(Tsdb {
@@ -232,12 +362,143 @@ pub fn read_tsdb(
         insecure,
         connect_timeout: Duration::from_secs(connect_timeout),
         timeout: Duration::from_secs(timeout),
+        organization,
+        bucket,
+        token,
+        web,
     })
+}
+
+/// `[WebServer]`; every key optional, the section too.
+fn read_web_server(
+    file: &Path,
+    base: &Path,
+    ini: &Ini,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> WebServer {
+    let mut web = WebServer::default();
+    let mut r = SectionReader::new(file, ini, "WebServer", errors);
+    if r.props.is_none() {
+        return web;
+    }
+    warn_unknown_keys(ini, "WebServer", WEB_SERVER_KEYS, warnings);
+    if let Some(address) = r.get("webaddress").filter(|a| !a.is_empty()) {
+        if valid_host_port(address) {
+            web.address = address.to_string();
+        } else {
+            r.error(Some("webaddress"), format!("{address:?} is not host:port (expected e.g. 127.0.0.1:9898)"));
+        }
+    }
+    for entry in r.string("allowedip", "").split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match IpRange::parse(entry) {
+            Some(range) => web.allowed.push(range),
+            None => r.error(
+                Some("allowedip"),
+                format!("{entry:?} is not an IP address or network (expected e.g. 127.0.0.1, 10.0.0.0/8)"),
+            ),
+        }
+    }
+    web.apikey = r.secret("apikey", base).filter(|k| !k.is_empty());
+    web.staleness = Duration::from_secs(r.number("staleness_seconds", 300u64, 1));
+    web
 }
 
 pub fn valid_host_port(address: &str) -> bool {
     match address.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ConfigErrors};
+
+    fn load(tsdb: &str) -> Result<Config, ConfigErrors> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!("[SelfConfig]\ntmpdir = {}\n\n{tsdb}", dir.path().join("spool").display());
+        Config::from_text(&dir.path().join("config.ini"), dir.path(), &text)
+    }
+
+    fn messages(e: ConfigErrors) -> Vec<String> {
+        e.0.iter().map(|e| format!("{} {}", e.key.as_deref().unwrap_or(""), e.message)).collect()
+    }
+
+    #[test]
+    fn influxdb2_reads_the_old_keys_and_defaults_to_the_v2_write_path() {
+        let c = load("[TSDB]\ntsdtype: InfluxDB2\naddress: http://127.0.0.1:8086\norganization: acme\nbucket: metrics\ntoken: t0k\n")
+            .expect("config");
+        assert_eq!(c.tsdb.backend, Backend::InfluxDb2);
+        assert_eq!(c.tsdb.datapoints, "/api/v2/write");
+        assert_eq!(
+            (c.tsdb.organization.as_deref(), c.tsdb.bucket.as_deref(), c.tsdb.token.as_deref()),
+            (Some("acme"), Some("metrics"), Some("t0k"))
+        );
+        assert!(!format!("{:?}", c.tsdb).contains("t0k"), "the token must not be printed");
+    }
+
+    #[test]
+    fn influxdb2_without_organization_bucket_or_token_names_each_key() {
+        let e = messages(load("[TSDB]\ntsdtype: influxdb2\naddress: http://127.0.0.1:8086\n").expect_err("errors"));
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("organization missing") && e[1].starts_with("bucket missing"), "{e:?}");
+        assert!(e[2].contains("token, token_file or token_env"), "{e:?}");
+    }
+
+    #[test]
+    fn token_comes_from_a_file_like_pass_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("token"), "from-file\n").expect("write");
+        let text = format!(
+            "[SelfConfig]\ntmpdir = {}\n[TSDB]\ntsdtype = PrometheusRemoteWrite\naddress = http://127.0.0.1:8428\ntoken_file = token\n",
+            dir.path().join("spool").display()
+        );
+        let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).expect("config");
+        assert_eq!(c.tsdb.token.as_deref(), Some("from-file"));
+        assert_eq!(c.tsdb.datapoints, "/api/v1/write");
+    }
+
+    #[test]
+    fn prometheus_reads_web_server_with_the_old_keys_and_defaults() {
+        let c = load("[TSDB]\ntsdtype = Prometheus\n").expect("config");
+        assert_eq!(c.tsdb.web, WebServer::default());
+        assert_eq!(c.tsdb.web.address, "127.0.0.1:9898");
+        let c = load(
+            "[TSDB]\ntsdtype = Prometheus\n[WebServer]\nwebaddress = 0.0.0.0:9899\nallowedip = 10.0.0.0/8, 127.0.0.1\napikey = k\nstaleness_seconds = 60\n",
+        )
+        .expect("config");
+        let web = &c.tsdb.web;
+        assert_eq!(
+            (web.address.as_str(), web.apikey.as_deref(), web.staleness),
+            ("0.0.0.0:9899", Some("k"), Duration::from_secs(60))
+        );
+        assert_eq!(web.allowed, [IpRange::parse("10.0.0.0/8"), IpRange::parse("127.0.0.1")].map(|r| r.expect("range")));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn bad_allowedip_and_webaddress_are_errors() {
+        let e = messages(
+            load("[TSDB]\ntsdtype = Prometheus\n[WebServer]\nwebaddress = http://x\nallowedip = 10.0.0.0/33, nope\n")
+                .expect_err("errors"),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("webaddress \"http://x\" is not host:port"), "{e:?}");
+        assert!(e[1].starts_with("allowedip \"10.0.0.0/33\"") && e[2].starts_with("allowedip \"nope\""), "{e:?}");
+    }
+
+    #[test]
+    fn ip_ranges_match_addresses_and_networks() {
+        let r = |s: &str| IpRange::parse(s).expect("range");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(r("10.0.0.0/8").contains(ip("10.255.0.1")));
+        assert!(!r("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(r("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(r("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(!r("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(r("fd00::/8").contains(ip("fd12::1")) && !r("fd00::/8").contains(ip("10.0.0.1")));
+        assert_eq!(IpRange::parse("::1/129"), None);
     }
 }

@@ -3,6 +3,9 @@
 
 pub mod carbon;
 pub mod influxdb;
+pub mod influxdb2;
 pub mod kairosdb;
 pub mod opentsdb;
+pub mod prometheus;
+pub mod remote_write;
 mod tsdb_json;
