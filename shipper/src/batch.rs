@@ -1,14 +1,17 @@
 //! The batcher: the stage between the socket and the delivery loop. It decodes frames, turns
 //! counters into rates, and gathers points into batches of at most `batch_points` (or what came
 //! within `batch_ms` of a batch's first point). A frame is never split between batches; the acks
-//! of a batch's frames travel with it. The host's tags are added later, by the encoders.
+//! of a batch's frames travel with it, each with the range of the batch's points that are its own.
+//! The host's tags are added later, by the encoders.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
 use puypuy_common::Point;
 
 use crate::ack::AckHandle;
@@ -40,18 +43,91 @@ pub enum Input {
 #[derive(Default)]
 pub struct Batch {
     pub points: Vec<Point>,
-    pub acks: Vec<AckHandle>,
+    pub acks: Vec<BatchAck>,
     pub own: bool,
-    /// Some of its points were already refused by the backend (and set aside) in an attempt that
-    /// then failed; its frames are acknowledged as refused.
-    pub rejected_some: bool,
+}
+
+/// The ack of one frame (or relay request) of a batch, and which of the batch's points are its own,
+/// so that each frame is acknowledged by what became of its points, not of the whole batch's.
+///
+/// Its status: [`ACK_DELIVERED`] once its points were accepted by the backend or spooled (or it
+/// had none, e.g. only first samples of rate series); [`ACK_REJECTED`] when the backend refused
+/// any of them (set aside in `tmpdir/rejected/`); [`ACK_DROPPED`] when some of its points were
+/// dropped. The frame protocol has no status for "partly refused" and every status makes the
+/// producer forget the frame, so a frame with some points refused and the others delivered is
+/// acknowledged [`ACK_REJECTED`]: resending it cannot help (the refused points would be refused
+/// again, the others sent twice), and a relay client is answered 400, as InfluxDB answers a
+/// partial write.
+pub struct BatchAck {
+    pub handle: AckHandle,
+    /// Its points still to be delivered: `batch.points[points]`.
+    pub points: Range<usize>,
+    /// How many of its points the backend refused in earlier attempts.
+    pub refused: usize,
+}
+
+impl BatchAck {
+    /// The status once its points are delivered, spooled or refused.
+    fn settled(&self) -> u8 {
+        if self.refused > 0 {
+            ACK_REJECTED
+        } else {
+            ACK_DELIVERED
+        }
+    }
 }
 
 impl Batch {
-    pub(crate) fn ack_all(self, status: u8) {
-        for a in self.acks {
-            a.ack(status);
+    /// Appends a frame's points and its ack (the batcher adds points as the rates make them).
+    #[cfg(test)]
+    pub(crate) fn add_frame(&mut self, points: Vec<Point>, ack: Option<AckHandle>) {
+        let start = self.points.len();
+        self.points.extend(points);
+        self.add_ack(ack, start);
+    }
+
+    /// The ack of the frame whose points are `self.points[start..]`.
+    pub(crate) fn add_ack(&mut self, ack: Option<AckHandle>, start: usize) {
+        if let Some(handle) = ack {
+            self.acks.push(BatchAck { handle, points: start..self.points.len(), refused: 0 });
         }
+    }
+
+    /// Acknowledges each frame once what is left of its points is delivered or spooled.
+    pub(crate) fn ack_settled(self) {
+        for a in self.acks {
+            let status = a.settled();
+            a.handle.ack(status);
+        }
+    }
+
+    /// Acknowledges each frame once what is left of the points was dropped: dropped for the frames
+    /// with points among them, as settled for the others.
+    pub(crate) fn ack_dropped(self) {
+        for a in self.acks {
+            let status = if a.points.is_empty() { a.settled() } else { ACK_DROPPED };
+            a.handle.ack(status);
+        }
+    }
+
+    /// Keeps only the points for which `pending` is true, and counts in each frame's ack its points
+    /// for which `refused` is true; both are indexed by the position in `self.points`.
+    pub(crate) fn keep_pending(&mut self, pending: impl Fn(usize) -> bool, refused: impl Fn(usize) -> bool) {
+        // The new position of each point: how many pending ones come before it.
+        let mut before = Vec::with_capacity(self.points.len() + 1);
+        let mut n = 0;
+        for i in 0..self.points.len() {
+            before.push(n);
+            n += usize::from(pending(i));
+        }
+        before.push(n);
+        for a in &mut self.acks {
+            a.refused += a.points.clone().filter(|&i| refused(i)).count();
+            let at = |i: usize| before.get(i).copied().unwrap_or(n);
+            a.points = at(a.points.start)..at(a.points.end);
+        }
+        let points = std::mem::take(&mut self.points);
+        self.points = points.into_iter().enumerate().filter(|(i, _)| pending(*i)).map(|(_, p)| p).collect();
     }
 }
 
@@ -134,7 +210,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                             // Cannot happen after the connection thread's check; refused all the same.
                             Err(e) => {
                                 log::error!("frame {} does not decode after its check: {e}", ack.seq);
-                                ack.ack(puypuy_common::frame::ACK_REJECTED);
+                                ack.ack(ACK_REJECTED);
                                 (Vec::new(), None)
                             }
                         }
@@ -142,10 +218,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                     Input::Points { points, ack } => (points, ack),
                     _ => (Vec::new(), None),
                 };
+                let start = batch.points.len();
                 prepare(points, &mut batch.points, &mut rates);
-                if let Some(a) = ack {
-                    batch.acks.push(a);
-                }
+                batch.add_ack(ack, start);
                 if deadline.is_none() {
                     deadline = Some(Instant::now() + settings.batch_wait);
                 }

@@ -278,6 +278,7 @@ fn check(s: &Scenario, o: &Outcome) -> Result<(), String> {
     }
     let spooled: std::collections::HashSet<Key> = o.spooled.iter().map(key_of).collect();
     let rejected: std::collections::HashSet<&Key> = o.rejected.iter().collect();
+    let nothing_spooled = o.stats.points_spooled.load(std::sync::atomic::Ordering::Relaxed) == 0;
     // The rates as the batcher computes them, in the same order, tell which points exist.
     let mut oracle = RateState::new();
     for (seq, (own, points)) in o.inputs.iter().enumerate() {
@@ -302,6 +303,18 @@ fn check(s: &Scenario, o: &Outcome) -> Result<(), String> {
             if !sent_count.contains_key(&k) && !spooled.contains(&k) && !rejected.contains(&k) {
                 return Err(format!("input {seq} (acked {acks:?}): {k:?} is lost"));
             }
+        }
+        // Its ack says what became of its own points, whatever the other frames of its batch met
+        // (a point acknowledged as spooled can be refused when replayed).
+        let set_aside = expected.iter().filter(|p| rejected.contains(&key_of(p))).count();
+        match acks.first() {
+            Some(&ACK_DELIVERED) if set_aside > 0 && nothing_spooled => {
+                return Err(format!("input {seq} acked delivered, but {set_aside} of its points were set aside"));
+            }
+            Some(&ACK_REJECTED) if set_aside == 0 => {
+                return Err(format!("input {seq} acked rejected, but none of its points was set aside"));
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -1,11 +1,12 @@
 //! The delivery loop: sends batches to the backend, spools them while it is down, replays the
 //! spool once it answers, sets refused points aside and acknowledges frames.
 //!
-//! A frame is acknowledged only once the one batch holding its points was accepted by the backend,
-//! or written and fsynced to the spool, or refused by the backend as invalid (set aside in
+//! A frame is acknowledged only once each of its points (all in one batch) was accepted by the
+//! backend, or written and fsynced to the spool, or refused by the backend as invalid (set aside in
 //! `tmpdir/rejected/`: resending could not help), or dropped because every bound was reached
 //! (counted). Until then the producer keeps the frame and resends it after a reconnect, so a
-//! shipper killed with -9 loses nothing.
+//! shipper killed with -9 loses nothing. Its ack's status comes from its own points, not from the
+//! other frames of its batch (see [`crate::batch::BatchAck`]).
 //!
 //! While the backend is down, new batches go straight to the spool. Once it answers again, spooled
 //! batches are replayed oldest first, taking turns with new batches so that neither starves. If the
@@ -18,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
 use puypuy_common::Point;
 
 use crate::batch::Batch;
@@ -88,6 +88,13 @@ enum Fate {
 /// The points whose fate is still pending.
 fn pending(points: Vec<Point>, fates: &[Fate]) -> Vec<Point> {
     points.into_iter().zip(fates).filter(|(_, f)| matches!(f, Fate::Pending)).map(|(p, _)| p).collect()
+}
+
+/// Records in the acks of the batch's frames which of their points the backend refused, and keeps
+/// only the points still pending.
+fn settle(batch: &mut Batch, fates: &[Fate]) {
+    let fate = |i: usize| fates.get(i).unwrap_or(&Fate::Pending);
+    batch.keep_pending(|i| matches!(fate(i), Fate::Pending), |i| matches!(fate(i), Fate::Rejected(_)));
 }
 
 /// The delivery loop's state; [`Delivery::run`] drives it from the batcher's channel.
@@ -251,13 +258,12 @@ impl Delivery {
                 self.stats.points_spooled.fetch_add(batch.points.len() as u64, Ordering::Relaxed);
                 self.stats.points_spool_evicted.fetch_add(dropped_points + dropped_own, Ordering::Relaxed);
                 self.count_dropped(dropped_points, dropped_own, "spool full: dropped its oldest batch");
-                let status = if batch.rejected_some { ACK_REJECTED } else { ACK_DELIVERED };
-                batch.ack_all(status);
+                batch.ack_settled();
             }
             Ok(Pushed::Refused) => {
                 let (p, o) = if batch.own { (0, batch.points.len() as u64) } else { (batch.points.len() as u64, 0) };
                 self.count_dropped(p, o, "spool full (cache_drop: newest): dropped the new batch");
-                batch.ack_all(ACK_DROPPED);
+                batch.ack_dropped();
             }
             Err(e) => {
                 if !self.spool_failing {
@@ -279,7 +285,7 @@ impl Delivery {
             if let Some(old) = self.memory.pop_front() {
                 let (p, o) = if old.own { (0, old.points.len() as u64) } else { (old.points.len() as u64, 0) };
                 self.count_dropped(p, o, "memory queue full: dropped its oldest batch");
-                old.ack_all(ACK_DROPPED);
+                old.ack_dropped();
             }
         }
     }
@@ -365,10 +371,10 @@ impl Delivery {
                 }
                 self.backoff = self.backoff_settings.first;
                 match source {
-                    Source::Memory(batch) => {
+                    Source::Memory(mut batch) => {
                         log::debug!("sent {sent} points in {:.1?}", started.elapsed());
-                        let refused = batch.rejected_some || !rejected.is_empty();
-                        batch.ack_all(if refused { ACK_REJECTED } else { ACK_DELIVERED });
+                        settle(&mut batch, &fates);
+                        batch.ack_settled();
                     }
                     Source::Spool { seq, .. } => {
                         if let Some(s) = self.spool.as_mut() {
@@ -407,8 +413,7 @@ impl Delivery {
                 // Only the points still pending wait for the next attempt.
                 match source {
                     Source::Memory(mut batch) => {
-                        batch.rejected_some |= !rejected.is_empty();
-                        batch.points = pending(std::mem::take(&mut batch.points), &fates);
+                        settle(&mut batch, &fates);
                         self.store(batch);
                         // Everything else waiting in memory goes to the spool too.
                         let waiting: Vec<Batch> = self.memory.drain(..).collect();
@@ -505,7 +510,7 @@ mod tests {
     use crate::ack::{AckHandle, AckTo};
     use crate::fake_transport::{is_bad, Answer, FakeBackend, Refusal};
     use crate::spool::DropPolicy;
-    use puypuy_common::frame::Ack;
+    use puypuy_common::frame::{Ack, ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
     use std::path::Path;
 
     const FAST: Backoff = Backoff { first: Duration::from_millis(1), max: Duration::from_millis(5) };
@@ -546,7 +551,9 @@ mod tests {
 
     /// A batch of one frame whose ack arrives on `acks`.
     fn batch(points: Vec<Point>, seq: u64, acks: &crossbeam_channel::Sender<Ack>) -> Batch {
-        Batch { points, acks: vec![AckHandle { to: AckTo::Channel(acks.clone()), seq }], ..Batch::default() }
+        let mut b = Batch::default();
+        b.add_frame(points, Some(AckHandle { to: AckTo::Channel(acks.clone()), seq }));
+        b
     }
 
     fn ids(points: &[Point]) -> Vec<u64> {
@@ -712,6 +719,42 @@ mod tests {
             assert_eq!(rejected_lines(dir.path()).len(), case.rejected, "case {i}");
             assert_eq!(stats.points_sent.load(Ordering::Relaxed), case.sent, "case {i}");
         }
+    }
+
+    /// Regression: one refused point made every frame of its batch acknowledged as refused, and a
+    /// relay client whose points were all delivered was answered 400 for another client's point.
+    #[test]
+    fn each_frame_is_acknowledged_by_the_fate_of_its_own_points() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, _stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        // Frames 1 (good), 2 (one bad point of two), 3 (all bad), points without an ack, 4 (good).
+        let mut b = Batch::default();
+        for (seq, ids, bad) in [
+            (Some(1), 0..3, &[][..]),
+            (Some(2), 3..5, &[4]),
+            (Some(3), 5..6, &[5]),
+            (None, 6..7, &[]),
+            (Some(4), 7..9, &[]),
+        ] {
+            b.add_frame(points(ids, bad), seq.map(|seq| AckHandle { to: AckTo::Channel(tx.clone()), seq }));
+        }
+        d.accept(b);
+        d.attempt();
+        assert_eq!(ids(&backend.state().kept), vec![0, 1, 2, 3, 6, 7, 8]);
+        // Some of its points refused: the frame protocol has no "partly" status; see batch.rs.
+        assert_eq!(acks(&rx), vec![(1, ACK_DELIVERED), (2, ACK_REJECTED), (3, ACK_REJECTED), (4, ACK_DELIVERED)]);
+        // The same when a failure cuts the split short: frame 1's bad point was refused, frame 2's
+        // points are spooled.
+        // Refused whole, [10, 11] refused, [10] refused, [11] taken, then [12, 13] fails.
+        backend.script([Answer::Accept, Answer::Accept, Answer::Accept, Answer::Accept, Answer::Fail]);
+        let mut b = Batch::default();
+        b.add_frame(points(10..12, &[10]), Some(AckHandle { to: AckTo::Channel(tx.clone()), seq: 5 }));
+        b.add_frame(points(12..14, &[]), Some(AckHandle { to: AckTo::Channel(tx.clone()), seq: 6 }));
+        d.accept(b);
+        d.attempt();
+        assert_eq!(acks(&rx), vec![(5, ACK_REJECTED), (6, ACK_DELIVERED)]);
     }
 
     #[test]

@@ -77,7 +77,8 @@ fn read_body(request: &mut tiny_http::Request) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// Hands the points over and waits until they are delivered or spooled.
+/// Hands the points over and waits until they are delivered or spooled. The answer is about this
+/// request's points only, whatever the other requests and frames of their batch met.
 fn deliver(tx: &Sender<Input>, points: Vec<Point>) -> Result<(), (u16, String)> {
     let (ack_tx, ack_rx) = crossbeam_channel::bounded(1);
     tx.send(Input::Points { points, ack: Some(AckHandle { to: AckTo::Channel(ack_tx), seq: 0 }) })
@@ -85,7 +86,9 @@ fn deliver(tx: &Sender<Input>, points: Vec<Point>) -> Result<(), (u16, String)> 
     match ack_rx.recv_timeout(ACK_WAIT) {
         Ok(ack) if ack.status == ACK_DELIVERED => Ok(()),
         Ok(ack) if ack.status == ACK_DROPPED => Err((503, "dropped: the relay's buffers are full".into())),
-        Ok(_) => Err((400, "the backend refused the points".into())),
+        Ok(_) => {
+            Err((400, "the backend refused some or all of the points (set aside in the shipper's rejected/)".into()))
+        }
         Err(_) => Err((503, format!("not delivered nor spooled within {ACK_WAIT:?}"))),
     }
 }
@@ -220,6 +223,57 @@ fn has_flag(url: &str, flag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::batch::{run_batcher, BatcherSettings};
+    use crate::delivery::{Backoff, Delivery, DeliverySettings};
+    use crate::fake_transport::{FakeBackend, Refusal};
+    use crate::rejected::RejectedDir;
+    use crate::stats::Stats;
+
+    /// Regression: a client whose points were all delivered was answered 400 "the backend refused
+    /// the points" because another client's point in the same batch was refused.
+    #[test]
+    fn each_request_is_answered_for_its_own_points_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let settings = DeliverySettings {
+            max_batches: 10,
+            shutdown_grace: Duration::from_secs(5),
+            spool: None,
+            rejected: RejectedDir::new(dir.path().join("rejected"), 10),
+            new_transport: Arc::default(),
+            backoff: Backoff::default(),
+        };
+        let stats = Arc::new(Stats::default());
+        let delivery = Delivery::new(backend.transport(Refusal::WholeRequest, Duration::ZERO), settings, stats.clone());
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (batches_tx, batches) = crossbeam_channel::unbounded();
+        // Both requests' four points make one batch: it closes at four points, long before batch_wait.
+        let batcher_settings =
+            BatcherSettings { batch_points: 4, batch_wait: Duration::from_secs(20), rate_file: None };
+        let batcher = std::thread::spawn(move || run_batcher(rx, batches_tx, batcher_settings, stats));
+        let delivering = std::thread::spawn(move || delivery.run(batches));
+        let point = |id: u32, bad: bool| {
+            let p = Point::int("m", 1_700_000_000, 1, "relay").with_tag("id", id.to_string());
+            if bad {
+                p.with_tag("bad", "1")
+            } else {
+                p
+            }
+        };
+        let good = std::thread::spawn({
+            let tx = tx.clone();
+            move || deliver(&tx, vec![point(1, false), point(2, false)])
+        });
+        let bad = deliver(&tx, vec![point(3, false), point(4, true)]);
+        let good = good.join().expect("good client");
+        assert_eq!(backend.state().requests[0], 4, "both requests in one batch");
+        assert_eq!(good, Ok(()));
+        assert!(matches!(&bad, Err((400, m)) if m.contains("refused")), "{bad:?}");
+        drop(tx);
+        batcher.join().expect("batcher");
+        delivering.join().expect("delivery");
+    }
 
     #[test]
     fn query_params() {
