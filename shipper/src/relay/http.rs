@@ -1,6 +1,10 @@
 //! The relay's HTTP input: InfluxDB `/write` (with `/ping` and an accepted, ignored `/query`) and
 //! OpenTSDB `/api/put`. A request is answered only once its points are delivered or spooled, so a
 //! 204 means the relay has taken responsibility for them.
+//!
+//! Its good lines count in `accepted` only then; when they could not be handed over (503) or the
+//! backend refused them (400), they count in `rejected`, like its bad lines, so that `accepted`
+//! counts what the relay answered for.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -147,7 +151,7 @@ fn write_influx(
     // (which is also how InfluxDB's JSON answers show them) instead of losing the body.
     let text = String::from_utf8_lossy(&body);
     let parsed = line_protocol::parse_body(&text, precision, now());
-    stats.accepted.fetch_add(parsed.lines - parsed.refused.len() as u64, Ordering::Relaxed);
+    let good = parsed.lines - parsed.refused.len() as u64;
     if parsed.strings_skipped > 0 {
         stats.strings_skipped.fetch_add(parsed.strings_skipped, Ordering::Relaxed);
         stats.note_strings(peer, parsed.strings_skipped);
@@ -156,8 +160,11 @@ fn write_influx(
         stats.reject(peer, line, &format!("line {n}: {why}"));
     }
     if !parsed.points.is_empty() {
-        deliver(tx, parsed.points)?;
+        deliver(tx, parsed.points).inspect_err(|_| {
+            stats.rejected.fetch_add(good, Ordering::Relaxed);
+        })?;
     }
+    stats.accepted.fetch_add(good, Ordering::Relaxed);
     if parsed.refused.is_empty() {
         return Ok(());
     }
@@ -180,14 +187,16 @@ fn put_opentsdb(
         stats.reject(peer, "", &e);
         (400, e)
     })?;
-    stats.accepted.fetch_add(parsed.points.len() as u64, Ordering::Relaxed);
     for (i, _, why) in &parsed.refused {
         stats.reject(peer, "", &format!("datapoint {i}: {why}"));
     }
     let (success, failed) = (parsed.points.len(), parsed.refused.len());
     if success > 0 {
-        deliver(tx, parsed.points)?;
+        deliver(tx, parsed.points).inspect_err(|_| {
+            stats.rejected.fetch_add(success as u64, Ordering::Relaxed);
+        })?;
     }
+    stats.accepted.fetch_add(success as u64, Ordering::Relaxed);
     // OpenTSDB's answers: 204, or with ?summary / ?details the counts (and the refused points);
     // 400 when a point was refused.
     let details = has_flag(url, "details");
@@ -273,6 +282,48 @@ mod tests {
         drop(tx);
         batcher.join().expect("batcher");
         delivering.join().expect("delivery");
+    }
+
+    /// Regression: `accepted` counted a request's lines before they were handed over, so a request
+    /// answered 503 still counted as accepted.
+    #[test]
+    fn only_lines_handed_over_count_as_accepted() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+        let config = puypuy_common::config::RelayConfig {
+            opentsdb_listen: None,
+            graphite_listen: None,
+            graphite_udp: false,
+            http_listen: Some(addr),
+            max_line_bytes: 1 << 16,
+            max_connections: 10,
+            idle_timeout: Duration::from_secs(10),
+            socket_group: None,
+            statsd: None,
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let stats = super::super::inputs::start(&config, &tx).expect("relay").remove(0);
+        // The shipper's side: the first two requests dropped (queue full), then delivered.
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while let Ok(Input::Points { ack: Some(ack), .. }) = rx.recv() {
+                ack.ack(if n < 2 { ACK_DROPPED } else { ACK_DELIVERED });
+                n += 1;
+            }
+        });
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let post = |path: &str, body: &str| {
+            agent.post(&format!("http://{addr}{path}")).send(body).expect("relay answers").status().as_u16()
+        };
+        let lines = "m v=1 1700000000000000000\nm v=2 1700000000000000000\nm v=3 1700000000000000000\n";
+        let json = r#"[{"metric":"m","timestamp":1700000000,"value":1,"tags":{"h":"a"}},
+                       {"metric":"m","timestamp":1700000001,"value":2,"tags":{"h":"a"}}]"#;
+        let count = || (stats.accepted.load(Ordering::Relaxed), stats.rejected.load(Ordering::Relaxed));
+        assert_eq!(post("/write?db=x", lines), 503);
+        assert_eq!(post("/api/put", json), 503);
+        assert_eq!(count(), (0, 5));
+        assert_eq!(post("/write?db=x", lines), 204);
+        assert_eq!(post("/api/put", json), 204);
+        assert_eq!(count(), (5, 5));
     }
 
     #[test]
