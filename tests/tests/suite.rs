@@ -16,6 +16,8 @@ mod jmx;
 mod ops;
 #[path = "suite/package.rs"]
 mod package;
+#[path = "suite/prometheus.rs"]
+mod prometheus;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/relay.rs"]

@@ -13,8 +13,11 @@
 //! two that clean to the same name the first is kept.
 //!
 //! Every family is a `gauge`: PuyPuy sends the latest value of each series, and a counter the
-//! agent turned into a rate (style `rate`) is a per-second figure, not a counter any more. The page
-//! carries no timestamps, so Prometheus stamps each scrape itself and its staleness handling works.
+//! agent turned into a rate (style `rate`) is a per-second figure, not a counter any more. The one
+//! exception is a name ending in `_total` (`mem_total`): Prometheus reserves that suffix for
+//! counters and `promtool check metrics` refuses a gauge named so, so the family is declared
+//! `untyped`, keeping its name. The page carries no timestamps, so Prometheus stamps each scrape
+//! itself and its staleness handling works.
 
 use std::io::Write;
 
@@ -134,7 +137,10 @@ pub fn encode_page<'a>(series: impl IntoIterator<Item = (&'a Series, Value)>, ou
     for (s, value) in series {
         if family != Some(s.name.as_str()) {
             family = Some(s.name.as_str());
-            let _ = write!(out, "# HELP {0} PuyPuy metric {0}\n# TYPE {0} gauge\n", s.name);
+            // `_total` is the counters' suffix by Prometheus' conventions (promtool flags a gauge
+            // named so); a name like `mem_total` is kept and declared untyped instead.
+            let kind = if s.name.ends_with("_total") { "untyped" } else { "gauge" };
+            let _ = write!(out, "# HELP {0} PuyPuy metric {0}\n# TYPE {0} {kind}\n", s.name);
         }
         out.extend_from_slice(s.name.as_bytes());
         if !s.labels.is_empty() {
@@ -210,12 +216,15 @@ mod tests {
         let a1 = Series { name: "a".into(), labels: vec![("k".into(), "x\"y\\z\nw".into())] };
         let a2 = Series { name: "a".into(), labels: vec![("k".into(), "2".into())] };
         let b = Series { name: "b".into(), labels: vec![] };
+        let t = Series { name: "mem_total".into(), labels: vec![] };
         let mut out = Vec::new();
-        encode_page([(&a1, Value::Int(1)), (&a2, Value::Float(0.5)), (&b, Value::Float(1e21))], &mut out);
+        let page = [(&a1, Value::Int(1)), (&a2, Value::Float(0.5)), (&b, Value::Float(1e21)), (&t, Value::Int(8))];
+        encode_page(page, &mut out);
         assert_eq!(
             String::from_utf8(out).expect("utf-8"),
             "# HELP a PuyPuy metric a\n# TYPE a gauge\na{k=\"x\\\"y\\\\z\\nw\"} 1\na{k=\"2\"} 0.5\n\
-             # HELP b PuyPuy metric b\n# TYPE b gauge\nb 1000000000000000000000\n"
+             # HELP b PuyPuy metric b\n# TYPE b gauge\nb 1000000000000000000000\n\
+             # HELP mem_total PuyPuy metric mem_total\n# TYPE mem_total untyped\nmem_total 8\n"
         );
     }
 
