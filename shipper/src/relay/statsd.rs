@@ -19,6 +19,10 @@
 //! (surrounding whitespace, `0x` hexadecimal). Where the reference would store a value no
 //! backend accepts (an infinite value, a sample rate of 0) or a series without a name, the
 //! sample is refused instead. Parsing is pure; [`super::statsd_aggregate`] adds samples up.
+//!
+//! Every received line goes through here, so the separators are found byte by byte (they are
+//! ASCII; `str::split(':')` calls `memcmp` per match) and a line that needs no change is borrowed,
+//! never copied.
 
 use std::borrow::Cow;
 
@@ -64,24 +68,61 @@ impl<'a> Line<'a> {
     /// The values of the line, each read on its own: a bad one does not spoil the others (as in
     /// the reference daemon).
     pub fn samples(&self) -> impl Iterator<Item = Result<Sample<'a>, StatsdError>> + 'a {
-        self.values.split(':').map(parse_sample)
+        fields(self.values, b':').map(parse_sample)
     }
+}
+
+/// `text` split at every `separator` as `str::split` splits it; the separator is an ASCII byte,
+/// so every piece is whole characters.
+fn fields(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.bytes().position(|b| b == separator) {
+            Some(at) => {
+                rest = Some(&t[at + 1..]);
+                Some(&t[..at])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
+}
+
+/// Where the first `|#` of `text` starts (a `#` is rare: `memchr` skips to each one).
+fn find_tags(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    memchr::memchr_iter(b'#', bytes).find(|&i| i > 0 && bytes[i - 1] == b'|').map(|i| i - 1)
 }
 
 /// Reads the name and tags of one line (without its newline).
 pub fn parse_line(line: &str) -> Result<Line<'_>, StatsdError> {
-    let (body, tags) = match line.find("|#") {
+    let (body, tags) = match find_tags(line) {
         Some(at) => {
             let rest = &line[at + 2..];
             // Only what lies between the first `|#` and a second one is read, as in the reference.
-            let tags = rest.find("|#").map_or(rest, |end| &rest[..end]);
+            let tags = find_tags(rest).map_or(rest, |end| &rest[..end]);
             (&line[..at], tags)
         }
         None => (line, ""),
     };
-    let (name, values) = body.split_once(':').ok_or(StatsdError::NoValue)?;
+    // One pass over the name finds its end and whether it needs cleaning.
+    let mut kept_as_is = true;
+    let end = body.bytes().position(|b| {
+        let colon = b == b':';
+        kept_as_is &= colon || KEY_BYTES[usize::from(b)];
+        colon
+    });
+    let end = end.ok_or(StatsdError::NoValue)?;
+    let (name, values) = (&body[..end], &body[end + 1..]);
     let key = if tags.is_empty() {
-        clean_key(name)
+        if kept_as_is {
+            Cow::Borrowed(name)
+        } else {
+            clean_key(name)
+        }
     } else {
         let mut raw = String::with_capacity(name.len() + tags.len() + 1);
         raw.push_str(name);
@@ -123,14 +164,26 @@ fn replace_first(s: &mut String, from: usize, what: char, with: char) {
     }
 }
 
+/// The bytes a key keeps as they are: `A-Z a-z 0-9 _ - . ; =` (all ASCII).
+static KEY_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        allowed[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b';' | b'=');
+        b += 1;
+    }
+    allowed
+};
+
 fn allowed_in_key(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ';' | '=')
+    c.is_ascii() && KEY_BYTES[c as usize]
 }
 
 /// The reference's `sanitizeKeyName`: whitespace runs to `_`, `/` to `-`, other disallowed
 /// characters removed. Borrowed when nothing changes (the common case).
 pub fn clean_key(raw: &str) -> Cow<'_, str> {
-    if raw.chars().all(allowed_in_key) {
+    if raw.bytes().all(|b| KEY_BYTES[usize::from(b)]) {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
@@ -154,7 +207,7 @@ pub fn clean_key(raw: &str) -> Cow<'_, str> {
 }
 
 fn parse_sample(text: &str) -> Result<Sample<'_>, StatsdError> {
-    let mut fields = text.split('|');
+    let mut fields = fields(text, b'|');
     let value = fields.next().unwrap_or_default();
     let kind = fields.next().ok_or_else(|| StatsdError::NoType(text.to_string()))?;
     let sample_rate = match fields.next() {
@@ -197,12 +250,33 @@ fn parse_sample_rate(field: &str) -> Result<f64, StatsdError> {
 /// fraction and exponent, `0x`/`0o`/`0b` integers, `Infinity`, surrounding whitespace; blank is 0.
 /// `None` where JavaScript gives NaN.
 pub fn js_number(text: &str) -> Option<f64> {
-    let t = text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    let plain = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    let t = match plain(text.as_bytes().first()) && plain(text.as_bytes().last()) {
+        true => text,
+        false => text.trim_matches(|c: char| c.is_whitespace() || c == '\u{feff}'),
+    };
     if t.is_empty() {
         return Some(0.0);
     }
-    for (prefix, radix) in [("0x", 16), ("0X", 16), ("0o", 8), ("0O", 8), ("0b", 2), ("0B", 2)] {
-        if let Some(digits) = t.strip_prefix(prefix) {
+    // Most values are small integers: read exactly (below 2^53) without the float parser.
+    let (negative, digits) = match t.as_bytes()[0] {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let n = digits.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')) as f64;
+        return Some(if negative { -n } else { n });
+    }
+    if let [b'0', kind, ..] = t.as_bytes() {
+        let radix = match kind {
+            b'x' | b'X' => 16,
+            b'o' | b'O' => 8,
+            b'b' | b'B' => 2,
+            _ => 0,
+        };
+        if radix != 0 {
+            let digits = &t[2..];
             if digits.is_empty() {
                 return None;
             }
@@ -271,6 +345,9 @@ mod tests {
     #[test]
     fn keys_are_cleaned_like_the_reference() {
         assert_eq!(clean_key("my app/req  count!"), "my_app-req_count");
+        // The name is checked while its end is looked for: only a name that needs it is cleaned.
+        assert_eq!(samples("my app/req  count!:1|c").0, "my_app-req_count");
+        assert!(matches!(parse_line("plain.name-1_x:1|c").map(|l| l.key), Ok(Cow::Borrowed("plain.name-1_x"))));
         assert!(matches!(clean_key("plain.name-1_x"), Cow::Borrowed(_)));
     }
 
@@ -301,6 +378,14 @@ mod tests {
         assert_eq!(js_number(".5"), Some(0.5));
         assert_eq!(js_number("5."), Some(5.0));
         assert_eq!(js_number(""), Some(0.0));
+        // Integers take a path of their own; it must agree with the float parser.
+        assert_eq!(js_number("-12"), Some(-12.0));
+        assert_eq!(js_number("+7"), Some(7.0));
+        assert_eq!(js_number("007"), Some(7.0));
+        assert!(js_number("-0").is_some_and(|z| z == 0.0 && z.is_sign_negative()));
+        assert_eq!(js_number("999999999999999"), Some(999_999_999_999_999.0));
+        assert_eq!(js_number("12345678901234567890"), Some(12_345_678_901_234_567_890.0));
+        assert_eq!(js_number("-"), None);
         for nan in ["inf", "NaN", "1,5", "0x", "12abc", "1_000"] {
             assert_eq!(js_number(nan), None, "{nan}");
         }
@@ -325,6 +410,17 @@ mod tests {
                 prop_assert!(!l.key.is_empty());
                 let _ = l.samples().count();
             }
+        }
+
+        #[test]
+        fn fields_split_like_str_split(s in "[a:|]{0,12}") {
+            prop_assert_eq!(fields(&s, b':').collect::<Vec<_>>(), s.split(':').collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn integers_read_like_the_float_parser(sign in "[+-]?", digits in "[0-9]{1,20}") {
+            let text = format!("{sign}{digits}");
+            prop_assert_eq!(js_number(&text).map(f64::to_bits), text.parse::<f64>().ok().map(f64::to_bits));
         }
 
         #[test]

@@ -23,8 +23,17 @@
 //! The state is bounded: at most `max_series` series (beyond, samples of new series are dropped
 //! and counted), and at most `max_samples` timer samples and set members kept per flush (beyond,
 //! dropped and counted; a timer's `count` still counts them). Pure: no clock and no I/O.
+//!
+//! A flush is taken from the aggregation quickly (the keys are shared, not copied) and then turned
+//! into points a chunk at a time ([`Flushed::stream`]): 10^5 series flush as about 450 000
+//! points, which never exist all at once.
 
-use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+// foldhash instead of SipHash: every received line looks its key up once, and SipHash was 6% of
+// the receiving thread's time (perf). Its seed is random per process, and `max_series` bounds
+// what colliding keys could cost.
+use foldhash::{HashMap, HashSet};
 
 use puypuy_common::{Point, Value};
 
@@ -49,13 +58,16 @@ struct Timer {
     count: f64,
 }
 
+/// A series key, shared by the aggregation and the flush that is being turned into points.
+type Key = Arc<str>;
+
 /// The series held between flushes, one map per type as in the reference (a name may be a
 /// counter and a timer at once).
 pub struct Aggregator {
-    counters: HashMap<Box<str>, f64>,
-    timers: HashMap<Box<str>, Timer>,
-    gauges: HashMap<Box<str>, f64>,
-    sets: HashMap<Box<str>, HashSet<Box<str>>>,
+    counters: HashMap<Key, f64>,
+    timers: HashMap<Key, Timer>,
+    gauges: HashMap<Key, f64>,
+    sets: HashMap<Key, HashSet<Box<str>>>,
     max_series: usize,
     max_samples: usize,
     /// Timer samples and set members held now.
@@ -66,21 +78,21 @@ pub struct Aggregator {
 /// aggregation is free to take the next samples.
 #[derive(Debug, Default, PartialEq)]
 pub struct Flushed {
-    pub counters: Vec<(Box<str>, f64)>,
+    pub counters: Vec<(Key, f64)>,
     /// Key, samples (unsorted), count.
-    pub timers: Vec<(Box<str>, Vec<f64>, f64)>,
-    pub gauges: Vec<(Box<str>, f64)>,
+    pub timers: Vec<(Key, Vec<f64>, f64)>,
+    pub gauges: Vec<(Key, f64)>,
     /// Key, number of distinct members.
-    pub sets: Vec<(Box<str>, usize)>,
+    pub sets: Vec<(Key, usize)>,
 }
 
 impl Aggregator {
     pub fn new(max_series: usize, max_samples: usize) -> Aggregator {
         Aggregator {
-            counters: HashMap::new(),
-            timers: HashMap::new(),
-            gauges: HashMap::new(),
-            sets: HashMap::new(),
+            counters: HashMap::default(),
+            timers: HashMap::default(),
+            gauges: HashMap::default(),
+            sets: HashMap::default(),
             max_series,
             max_samples,
             samples: 0,
@@ -150,20 +162,20 @@ impl Aggregator {
     pub fn flush(&mut self) -> Flushed {
         self.samples = 0;
         Flushed {
-            counters: self.counters.iter_mut().map(|(k, v)| (k.clone(), std::mem::take(v))).collect(),
+            counters: self.counters.iter_mut().map(|(k, v)| (Arc::clone(k), std::mem::take(v))).collect(),
             timers: self
                 .timers
                 .iter_mut()
-                .map(|(k, t)| (k.clone(), std::mem::take(&mut t.samples), std::mem::take(&mut t.count)))
+                .map(|(k, t)| (Arc::clone(k), std::mem::take(&mut t.samples), std::mem::take(&mut t.count)))
                 .collect(),
-            gauges: self.gauges.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            gauges: self.gauges.iter().map(|(k, v)| (Arc::clone(k), *v)).collect(),
             sets: self
                 .sets
                 .iter_mut()
                 .map(|(k, s)| {
                     let n = s.len();
-                    *s = HashSet::new();
-                    (k.clone(), n)
+                    *s = HashSet::default();
+                    (Arc::clone(k), n)
                 })
                 .collect(),
         }
@@ -178,17 +190,24 @@ pub struct FlushSettings {
     pub naming: Naming,
 }
 
-/// One output series before naming: the key, the Graphite prefix and the suffix after the key.
+/// Where the points of a flush go: gathered into chunks of `chunk` points, each handed to `emit`.
 struct Out<'a> {
     points: Vec<Point>,
     settings: &'a FlushSettings,
     timestamp: u64,
+    chunk: usize,
+    emit: &'a mut dyn FnMut(Vec<Point>) -> bool,
+    /// `emit` asked for no more points.
+    stopped: bool,
 }
 
 impl Out<'_> {
     /// `prefix.NAME.suffix;tags` (Graphite) or `NAME.suffix` with tags (tagged); the tagged name
     /// drops the prefix, and `stats_counts` becomes the suffix `count`.
     fn push(&mut self, graphite_prefix: &str, key: &str, suffix: &str, value: f64) {
+        if self.stopped {
+            return;
+        }
         let (name, tags) = key.split_once(';').map_or((key, ""), |(n, t)| (n, t));
         let mut full = String::with_capacity(graphite_prefix.len() + key.len() + suffix.len() + 2);
         let point = match self.settings.naming {
@@ -220,6 +239,41 @@ impl Out<'_> {
             }
         };
         self.points.push(point);
+        if self.points.len() >= self.chunk {
+            self.hand_over();
+        }
+    }
+
+    fn hand_over(&mut self) {
+        let next = Vec::with_capacity(self.points.len());
+        if !(self.emit)(std::mem::replace(&mut self.points, next)) {
+            self.stopped = true;
+        }
+    }
+}
+
+/// The suffixes of one percentile: `count_90`, `mean_90`, `upper_90` (`lower_top10` for -10),
+/// `sum_90`, `sum_squares_90`; made once per flush, not once per timer.
+struct PercentileNames {
+    pct: f64,
+    count: String,
+    mean: String,
+    boundary: String,
+    sum: String,
+    sum_squares: String,
+}
+
+impl PercentileNames {
+    fn new(pct: f64) -> PercentileNames {
+        let name = percentile_name(pct);
+        PercentileNames {
+            pct,
+            count: format!("count_{name}"),
+            mean: format!("mean_{name}"),
+            boundary: format!("{}_{name}", if pct > 0.0 { "upper" } else { "lower" }),
+            sum: format!("sum_{name}"),
+            sum_squares: format!("sum_squares_{name}"),
+        }
     }
 }
 
@@ -233,29 +287,59 @@ impl Flushed {
         self.counters.is_empty() && self.timers.is_empty() && self.gauges.is_empty() && self.sets.is_empty()
     }
 
-    /// The points of this flush, stamped `timestamp`.
+    /// The points of this flush, stamped `timestamp`, all at once (for tests and small flushes).
     pub fn points(self, settings: &FlushSettings, timestamp: u64) -> Vec<Point> {
-        let mut out = Out { points: Vec::new(), settings, timestamp };
-        for (key, count) in &self.counters {
-            out.push("stats", key, "", count / settings.interval_seconds);
-            out.push("stats_counts", key, "", *count);
+        let mut all = Vec::new();
+        self.stream(settings, timestamp, usize::MAX, |points| {
+            all.extend(points);
+            true
+        });
+        all
+    }
+
+    /// The points of this flush, stamped `timestamp`, handed to `emit` in chunks of `chunk` points
+    /// (the last one shorter), so that a large flush never exists whole. Each series' key and
+    /// samples are freed as soon as its points are made. Stops when `emit` returns false.
+    pub fn stream(
+        self,
+        settings: &FlushSettings,
+        timestamp: u64,
+        chunk: usize,
+        mut emit: impl FnMut(Vec<Point>) -> bool,
+    ) {
+        let chunk = chunk.max(1);
+        let mut out = Out {
+            points: Vec::with_capacity(chunk.min(4096)),
+            settings,
+            timestamp,
+            chunk,
+            emit: &mut emit,
+            stopped: false,
+        };
+        let percentiles: Vec<PercentileNames> = settings.percentiles.iter().map(|p| PercentileNames::new(*p)).collect();
+        for (key, count) in self.counters {
+            out.push("stats", &key, "", count / settings.interval_seconds);
+            out.push("stats_counts", &key, "", count);
         }
         for (key, samples, count) in self.timers {
-            timer_points(&mut out, &key, samples, count);
+            timer_points(&mut out, &percentiles, &key, samples, count);
         }
-        for (key, value) in &self.gauges {
-            out.push("stats.gauges", key, "", *value);
+        for (key, value) in self.gauges {
+            out.push("stats.gauges", &key, "", value);
         }
-        for (key, members) in &self.sets {
-            out.push("stats.sets", key, "count", *members as f64);
+        for (key, members) in self.sets {
+            out.push("stats.sets", &key, "count", members as f64);
         }
-        out.points
+        if !out.points.is_empty() && !out.stopped {
+            let last = std::mem::take(&mut out.points);
+            (out.emit)(last);
+        }
     }
 }
 
 /// `process_metrics.js` for one timer, step for step (the order of additions decides the last
 /// bits of sums and means).
-fn timer_points(out: &mut Out<'_>, key: &str, mut values: Vec<f64>, timer_count: f64) {
+fn timer_points(out: &mut Out<'_>, percentiles: &[PercentileNames], key: &str, mut values: Vec<f64>, timer_count: f64) {
     const PREFIX: &str = "stats.timers";
     let interval = out.settings.interval_seconds;
     if values.is_empty() {
@@ -276,8 +360,8 @@ fn timer_points(out: &mut Out<'_>, key: &str, mut values: Vec<f64>, timer_count:
         cumulative_squares.push(running_squares);
     }
     let (mut sum, mut sum_squares, mut mean, mut boundary) = (min, min * min, min, max);
-    let percentiles = out.settings.percentiles.clone();
-    for pct in percentiles {
+    for names in percentiles {
+        let pct = names.pct;
         let mut in_threshold = count;
         if count > 1 {
             in_threshold = (pct.abs() / 100.0 * count as f64).round() as usize;
@@ -298,12 +382,11 @@ fn timer_points(out: &mut Out<'_>, key: &str, mut values: Vec<f64>, timer_count:
             }
             mean = sum / n as f64;
         }
-        let name = percentile_name(pct);
-        out.push(PREFIX, key, &format!("count_{name}"), in_threshold as f64);
-        out.push(PREFIX, key, &format!("mean_{name}"), mean);
-        out.push(PREFIX, key, &format!("{}_{name}", if pct > 0.0 { "upper" } else { "lower" }), boundary);
-        out.push(PREFIX, key, &format!("sum_{name}"), sum);
-        out.push(PREFIX, key, &format!("sum_squares_{name}"), sum_squares);
+        out.push(PREFIX, key, &names.count, in_threshold as f64);
+        out.push(PREFIX, key, &names.mean, mean);
+        out.push(PREFIX, key, &names.boundary, boundary);
+        out.push(PREFIX, key, &names.sum, sum);
+        out.push(PREFIX, key, &names.sum_squares, sum_squares);
     }
     let sum = cumulative[count - 1];
     let sum_squares = cumulative_squares[count - 1];
@@ -482,6 +565,43 @@ mod tests {
         assert_eq!((get(&p, "stats.timers.t.count"), get(&p, "stats.timers.t.upper")), (3.0, 2.0));
         // A new flush has room again.
         assert_eq!(feed(&mut agg, "t:9|ms"), [Added::Kept]);
+    }
+
+    #[test]
+    fn a_flush_streams_in_chunks_that_add_up_to_the_whole_and_stops_when_told() {
+        let lines: String = (0..40).map(|i| format!("c{i}:1|c\nt{i}:{i}|ms\ng{i}:{i}|g\ns{i}:x|s\n")).collect();
+        let mut agg = Aggregator::new(1000, 1000);
+        feed(&mut agg, &lines);
+        let mut copy = Aggregator::new(1000, 1000);
+        feed(&mut copy, &lines);
+        let s = settings(&[90.0, 99.0], Naming::Graphite);
+        let whole = copy.flush().points(&s, 7);
+        // 40 × (2 counter + 19 timer + 1 gauge + 1 set) points.
+        assert_eq!(whole.len(), 40 * 23);
+        let mut chunks = Vec::new();
+        agg.flush().stream(&s, 7, 100, |points| {
+            chunks.push(points);
+            true
+        });
+        assert!(
+            chunks.iter().all(|c| c.len() <= 100 && !c.is_empty()),
+            "{:?}",
+            chunks.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        // Two aggregations iterate their series in different orders (random hash seeds).
+        let sorted = |mut points: Vec<Point>| {
+            points.sort_by(|a, b| a.name.cmp(&b.name));
+            points
+        };
+        assert!(sorted(chunks.concat()) == sorted(whole), "the chunks differ from the whole flush");
+
+        let mut handed = 0;
+        agg.flush().stream(&s, 7, 100, |points| {
+            handed += 1;
+            assert_eq!(points.len(), 100);
+            false
+        });
+        assert_eq!(handed, 1, "nothing is made after emit said stop");
     }
 
     proptest! {

@@ -3,20 +3,29 @@
 //! and a flush thread that wakes on wall-clock multiples of `statsd_flush_seconds` and hands the
 //! flush's points, stamped with the flush time, to the pipeline (rates, tags, batching, spool).
 //!
-//! Lines are parsed and added up in the receiving thread under one short lock per datagram (or
-//! per TCP read), so a packet costs no allocation and no hand-off. The flush takes the values
-//! under the lock and computes the points after releasing it. What is aggregated but not yet
-//! flushed lives only in memory: a restart loses at most one flush interval of it (UDP has no
-//! acknowledgement to hold it back); points already handed to the pipeline are not lost.
+//! The UDP thread reads up to [`DATAGRAMS_PER_READ`] datagrams per `recvmmsg` call and parses and
+//! adds up their lines under one short lock (a TCP connection: per read), so a packet costs no
+//! allocation, no hand-off and, under load, a fraction of a system call. The flush takes the
+//! values under the lock (the keys are shared, not copied) and computes the points after
+//! releasing it, [`POINTS_PER_MESSAGE`] at a time: each chunk waits for room in the pipeline's
+//! bounded queue before the next is made, so memory stays flat however many series flush.
+//!
+//! What is aggregated but not yet flushed lives only in memory: a restart loses at most one flush
+//! interval of it (UDP has no acknowledgement to hold it back); points already handed to the
+//! pipeline are not lost.
 
-use std::io::Read;
+use std::borrow::Cow;
+use std::io::{IoSliceMut, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
+use nix::errno::Errno;
+use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
 use puypuy_common::config::relay::StatsdConfig;
 use puypuy_common::config::RelayConfig;
 use puypuy_common::schedule;
@@ -29,8 +38,25 @@ use crate::batch::Input;
 /// Receive buffer asked for the UDP socket (the kernel caps it at `net.core.rmem_max`): bursts
 /// wait there while a flush holds the lock.
 const UDP_RECEIVE_BUFFER: usize = 8 << 20;
-/// Points per message to the pipeline, so a large flush does not arrive as one giant batch.
-const POINTS_PER_MESSAGE: usize = 1000;
+/// Points per message to the pipeline: a flush is made and handed over this many at a time.
+const POINTS_PER_MESSAGE: usize = 2000;
+/// Datagrams read per `recvmmsg` call at most.
+const DATAGRAMS_PER_READ: usize = 32;
+/// Room for the largest UDP payload, so that no datagram is cut. Only the pages that datagrams
+/// are written to become resident (a 1 KiB datagram touches one page of its slot).
+const DATAGRAM_ROOM: usize = 65_536;
+/// How long datagrams may wait in the socket's buffer when they come quickly (see
+/// [`receive_udp`]): far below a flush interval; at 10^6 datagrams/s it is 500 datagrams, a
+/// small part of the receive buffer asked for ([`UDP_RECEIVE_BUFFER`]).
+const GATHER: Duration = Duration::from_micros(500);
+
+/// What one lock's worth of lines came to, added to the input's counters once.
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    over_series: u64,
+    over_samples: u64,
+}
 
 struct Shared {
     aggregator: Mutex<Aggregator>,
@@ -44,19 +70,25 @@ impl Shared {
 
     /// Parses and adds up every line of `data`; `peer` is formatted only to log a bad line.
     fn take_lines(&self, data: &[u8], peer: impl Fn() -> String) {
-        let stats = &self.stats;
-        let Some(statsd) = &stats.statsd else { return };
-        let (mut accepted, mut over_series, mut over_samples) = (0, 0, 0);
-        let mut aggregator = self.lock();
-        for raw in data.split(|b| *b == b'\n') {
+        let mut tally = Tally::default();
+        self.add_lines(&mut self.lock(), data, &peer, &mut tally);
+        self.count(&tally);
+    }
+
+    fn add_lines(&self, aggregator: &mut Aggregator, data: &[u8], peer: &dyn Fn() -> String, tally: &mut Tally) {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', data).chain([data.len()]) {
+            let raw = &data[start..end];
+            start = end + 1;
             if raw.is_empty() {
                 continue;
             }
-            let text = String::from_utf8_lossy(raw);
+            // Checked first without `from_utf8_lossy`'s slower walk: valid UTF-8 is the rule.
+            let text = std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
             let line = match parse_line(&text) {
                 Ok(line) => line,
                 Err(e) => {
-                    stats.reject(&peer(), &text, &e.to_string());
+                    self.stats.reject(&peer(), &text, &e.to_string());
                     continue;
                 }
             };
@@ -65,24 +97,28 @@ impl Shared {
                 match sample {
                     Ok(sample) => match aggregator.add(&line.key, sample) {
                         Added::Kept => {}
-                        Added::OverMaxSeries => over_series += 1,
-                        Added::OverMaxSamples => over_samples += 1,
+                        Added::OverMaxSeries => tally.over_series += 1,
+                        Added::OverMaxSamples => tally.over_samples += 1,
                     },
                     Err(e) => bad = Some(e),
                 }
             }
             match bad {
-                None => accepted += 1,
-                Some(e) => stats.reject(&peer(), &text, &e.to_string()),
+                None => tally.accepted += 1,
+                Some(e) => self.stats.reject(&peer(), &text, &e.to_string()),
             }
         }
-        drop(aggregator);
-        stats.accepted.fetch_add(accepted, Ordering::Relaxed);
-        if over_series > 0 {
-            statsd.dropped_max_series.fetch_add(over_series, Ordering::Relaxed);
+    }
+
+    fn count(&self, tally: &Tally) {
+        let stats = &self.stats;
+        let Some(statsd) = &stats.statsd else { return };
+        stats.accepted.fetch_add(tally.accepted, Ordering::Relaxed);
+        if tally.over_series > 0 {
+            statsd.dropped_max_series.fetch_add(tally.over_series, Ordering::Relaxed);
         }
-        if over_samples > 0 {
-            statsd.dropped_max_samples.fetch_add(over_samples, Ordering::Relaxed);
+        if tally.over_samples > 0 {
+            statsd.dropped_max_samples.fetch_add(tally.over_samples, Ordering::Relaxed);
         }
     }
 }
@@ -127,21 +163,49 @@ pub(crate) fn start(
     Ok(())
 }
 
+/// Reads datagrams until the socket fails: each `recvmmsg` waits for one datagram and takes up to
+/// [`DATAGRAMS_PER_READ`] of those already queued, and all their lines are added up under one lock.
+///
+/// When a read empties the queue only moments after the previous one, datagrams come faster than
+/// [`GATHER`] apart: the thread then sleeps that long before reading again and takes the lot in a
+/// few calls. Waking for every few datagrams cost more than the datagrams themselves (one wake-up
+/// per 3.6 datagrams at 170 000/s, each paid by this thread and by the sender's kernel path).
 fn receive_udp(socket: &UdpSocket, shared: &Shared) {
-    let mut buf = vec![0u8; 65_536];
+    let mut room = vec![0u8; DATAGRAMS_PER_READ * DATAGRAM_ROOM];
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(DATAGRAMS_PER_READ, None);
+    let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(DATAGRAMS_PER_READ);
+    let mut last_read = Instant::now();
     loop {
-        let (n, from) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                log::error!("statsd input: UDP receive failed: {e}; the input stops");
-                return;
+        received.clear();
+        {
+            let mut slots: Vec<[IoSliceMut<'_>; 1]> =
+                room.chunks_exact_mut(DATAGRAM_ROOM).map(|slot| [IoSliceMut::new(slot)]).collect();
+            match recvmmsg(socket.as_raw_fd(), &mut headers, slots.iter_mut(), MsgFlags::MSG_WAITFORONE, None) {
+                Ok(datagrams) => received.extend(datagrams.map(|d| (d.bytes, d.address))),
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("statsd input: UDP receive failed: {e}; the input stops");
+                    return;
+                }
             }
-        };
-        if let Some(statsd) = &shared.stats.statsd {
-            statsd.packets.fetch_add(1, Ordering::Relaxed);
         }
-        shared.take_lines(&buf[..n], || from.to_string());
+        let now = Instant::now();
+        let gather = received.len() < DATAGRAMS_PER_READ && now.duration_since(last_read) < GATHER;
+        last_read = now;
+        if let Some(statsd) = &shared.stats.statsd {
+            statsd.packets.fetch_add(received.len() as u64, Ordering::Relaxed);
+        }
+        let mut tally = Tally::default();
+        let mut aggregator = shared.lock();
+        for (slot, (len, from)) in room.chunks_exact(DATAGRAM_ROOM).zip(&received) {
+            let peer = || from.map_or_else(|| "-".to_string(), |a| a.to_string());
+            shared.add_lines(&mut aggregator, &slot[..*len], &peer, &mut tally);
+        }
+        drop(aggregator);
+        shared.count(&tally);
+        if gather {
+            thread::sleep(GATHER);
+        }
     }
 }
 
@@ -248,14 +312,17 @@ fn flush_every(period: Duration, settings: &FlushSettings, shared: &Shared, tx: 
         if flushed.is_empty() {
             continue;
         }
-        let mut points = flushed.points(settings, tick);
-        log::debug!("statsd input: flushing {} points of {series} series at {tick}", points.len());
-        while !points.is_empty() {
-            let rest = points.split_off(points.len().min(POINTS_PER_MESSAGE));
-            if tx.send(Input::Points { points, ack: None }).is_err() {
-                return;
-            }
-            points = rest;
+        // Each chunk waits for room in the bounded queue: the flush is made as fast as it is
+        // delivered, never whole.
+        let (mut sent, mut open) = (0, true);
+        flushed.stream(settings, tick, POINTS_PER_MESSAGE, |points| {
+            sent += points.len();
+            open = tx.send(Input::Points { points, ack: None }).is_ok();
+            open
+        });
+        log::debug!("statsd input: flushed {sent} points of {series} series at {tick}");
+        if !open {
+            return;
         }
     }
 }
