@@ -64,7 +64,21 @@ struct Outage {
 /// Where the batch being sent came from.
 enum Source {
     Memory(Batch),
-    Spool { seq: u64, points: Vec<Point> },
+    Spool {
+        seq: u64,
+        /// How many points the file holds, and whether they are the shipper's own.
+        in_file: u64,
+        own: bool,
+        points: Vec<Point>,
+    },
+}
+
+/// What is left to send of the oldest spool file after an attempt that failed.
+struct Remainder {
+    seq: u64,
+    in_file: u64,
+    own: bool,
+    points: Vec<Point>,
 }
 
 impl Source {
@@ -115,9 +129,10 @@ pub struct Delivery {
     spool_failing: bool,
     last_drop_log: Option<Instant>,
     last_backend_note: String,
-    /// What is left to send of the oldest spool file after an attempt that failed (its sequence
-    /// number and points), so that a retry does not resend what the backend already took.
-    replay_remainder: Option<(u64, Vec<Point>)>,
+    /// What is left to send of the oldest spool file after an attempt that failed, so that a retry
+    /// does not resend what the backend already took, and so that only that is counted as dropped
+    /// when the spool deletes the file to make room.
+    replay_remainder: Option<Remainder>,
 }
 
 pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) {
@@ -249,8 +264,18 @@ impl Delivery {
             self.bound_memory();
             return;
         };
+        let files_before = spool.len();
         match spool.push(&batch.points, batch.own) {
-            Ok(Pushed::Stored { dropped_points, dropped_own }) => {
+            Ok(Pushed::Stored { mut dropped_points, mut dropped_own }) => {
+                // Room is made by deleting the oldest file first, which is the one partly replayed
+                // if any: of it, only the points not yet sent are lost.
+                if spool.len() <= files_before {
+                    if let Some(r) = self.replay_remainder.take() {
+                        let sent = r.in_file.saturating_sub(r.points.len() as u64);
+                        let dropped = if r.own { &mut dropped_own } else { &mut dropped_points };
+                        *dropped = dropped.saturating_sub(sent);
+                    }
+                }
                 if self.spool_failing {
                     log::info!("the spool is writable again");
                     self.spool_failing = false;
@@ -324,11 +349,11 @@ impl Delivery {
                 );
                 self.last_backend_note = sp.backend.clone();
             }
-            let points = match self.replay_remainder.take() {
-                Some((seq, rest)) if seq == sp.seq => rest,
-                _ => sp.points,
+            let (in_file, points) = match self.replay_remainder.take() {
+                Some(r) if r.seq == sp.seq => (r.in_file, r.points),
+                _ => (sp.points.len() as u64, sp.points),
             };
-            return Some(Source::Spool { seq: sp.seq, points });
+            return Some(Source::Spool { seq: sp.seq, in_file, own: sp.own, points });
         }
         self.update_spool_stats();
         self.memory.pop_front().map(Source::Memory)
@@ -423,7 +448,9 @@ impl Delivery {
                     }
                     // The file stays as it is (a crash replays it whole); until it is replayed
                     // again in this run, what is left of it is remembered.
-                    Source::Spool { seq, points } => self.replay_remainder = Some((seq, pending(points, &fates))),
+                    Source::Spool { seq, in_file, own, points } => {
+                        self.replay_remainder = Some(Remainder { seq, in_file, own, points: pending(points, &fates) });
+                    }
                 }
             }
         }
@@ -755,6 +782,36 @@ mod tests {
         d.accept(b);
         d.attempt();
         assert_eq!(acks(&rx), vec![(5, ACK_REJECTED), (6, ACK_DELIVERED)]);
+    }
+
+    /// Regression: when the spool made room by deleting the oldest file while the rest of it waited
+    /// to be replayed, the whole file counted as dropped, the points already sent from it included.
+    #[test]
+    fn evicting_a_partly_replayed_spool_file_counts_only_its_unsent_points_as_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let stats = Arc::new(Stats::default());
+        let mut settings = settings(dir.path(), 10);
+        settings.spool =
+            Some(Spool::open(&dir.path().join("spool"), "Fake", 2, 1 << 30, DropPolicy::Oldest).expect("spool"));
+        let mut d = Delivery::new(backend.transport(Refusal::WholeRequest, Duration::ZERO), settings, stats.clone());
+        // A file of [0, 1, 2 (bad), 3]: refused whole, [0, 1] taken, then a failure: [2, 3] wait.
+        if let Some(s) = d.spool.as_mut() {
+            s.push(&points(0..4, &[2]), false).expect("push");
+        }
+        backend.script([Answer::Accept, Answer::Accept, Answer::Fail]);
+        d.attempt();
+        assert!(d.outage.is_some());
+        // During the outage, the second new batch makes room by deleting that file.
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        d.accept(batch(points(10..12, &[]), 1, &tx));
+        d.accept(batch(points(12..14, &[]), 2, &tx));
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(2));
+        assert_eq!(stats.points_dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.points_spool_evicted.load(Ordering::Relaxed), 2);
+        d.attempt();
+        d.attempt();
+        assert_eq!(ids(&backend.state().kept), vec![0, 1, 10, 11, 12, 13]);
     }
 
     #[test]
