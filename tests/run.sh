@@ -27,6 +27,7 @@ command -v collectd >/dev/null 2>&1 || missing+=(collectd-core)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 /usr/bin/python3 -c 'import statsd' >/dev/null 2>&1 || missing+=(python3-statsd)
+/usr/bin/python3 -c 'import pymysql' >/dev/null 2>&1 || missing+=(python3-pymysql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test servers: ${missing[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

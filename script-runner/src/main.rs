@@ -1,7 +1,9 @@
 //! `puypuy-script-runner`: runs every executable `check_*` of the scripts folder every
 //! `check_period_seconds`, concurrently (at most `script_concurrency` at a time) and each with a
 //! timeout, and hands each script's points to the shipper as soon as that script is done — a slow
-//! or hanging script never delays the others.
+//! or hanging script never delays the others. The old agent's Python check modules of
+//! `checks_dir` run in a thread of their own, through one supervised Python host
+//! (puypuy_script_runner::python), on the same ticks.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -10,10 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use puypuy_common::config::Config;
 use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
 use puypuy_common::{hostname, Point};
 use puypuy_script_runner::discover::Discovery;
 use puypuy_script_runner::parse::parse_output;
+use puypuy_script_runner::python::{self, HostSettings, Supervisor};
 use puypuy_script_runner::run::{run_script, Groups, RunSettings};
 use puypuy_script_runner::throttle::{Problem, Warnings};
 
@@ -22,6 +26,12 @@ struct Job {
     path: PathBuf,
     tick: u64,
     settings: Arc<RunSettings>,
+}
+
+/// What the Python thread is told.
+enum PythonMessage {
+    Tick(u64),
+    Reload(Box<HostSettings>),
 }
 
 /// The names of the scripts running now: a script still running at the next tick is not started
@@ -77,6 +87,24 @@ fn main() -> ExitCode {
         }
     }
 
+    // The Python modules: one thread that owns the supervised host; a tick it is still busy
+    // with is not queued twice.
+    let (python_tx, python_rx) = crossbeam_channel::bounded::<PythonMessage>(1);
+    let python_thread = match host_settings(&producer.config, &groups) {
+        Ok(first) => {
+            let (producer, once) = (Arc::clone(&producer), producer.cli.once);
+            thread::Builder::new()
+                .name("python".into())
+                .spawn(move || python_loop(*first, python_rx, &producer, once))
+                .map_err(|e| log::error!("cannot start the Python modules' thread: {e}"))
+                .ok()
+        }
+        Err(e) => {
+            log::error!("python modules not run: {e}");
+            None
+        }
+    };
+
     let mut discovery = Discovery::default();
     loop {
         if let Some(config) = producer.reloaded_config() {
@@ -86,6 +114,12 @@ fn main() -> ExitCode {
                     s = config.self_config.clone();
                 }
                 Err(e) => log::error!("SIGHUP: {e}; the running settings stay"),
+            }
+            match host_settings(&config, &groups) {
+                Ok(new) => {
+                    let _ = python_tx.send(PythonMessage::Reload(new));
+                }
+                Err(e) => log::error!("SIGHUP: python modules: {e}; the running settings stay"),
             }
         }
         let tick = match producer.next_cycle(Duration::from_secs(s.check_period_seconds)) {
@@ -104,16 +138,24 @@ fn main() -> ExitCode {
             }
             let _ = job_tx.send(Job { name, path, tick, settings: Arc::clone(&settings) });
         }
+        if let Err(crossbeam_channel::TrySendError::Full(_)) = python_tx.try_send(PythonMessage::Tick(tick)) {
+            log::warn!("python modules still busy with an earlier cycle; the cycle of {tick} is skipped for them");
+        }
         if producer.cli.once {
             drop(job_tx);
+            drop(python_tx);
             for w in workers {
                 let _ = w.join();
+            }
+            if let Some(t) = python_thread {
+                let _ = t.join();
             }
             warnings.finish();
             return producer.finish(ONCE_TIMEOUT);
         }
     }
     log::info!("stopping; killing the scripts still running");
+    drop(python_tx);
     groups.kill_all();
     warnings.finish();
     let _ = producer.finish(Duration::from_secs(2));
@@ -144,6 +186,83 @@ fn settings_of(
             ("PUYPUY_CONFIG".into(), config_file.display().to_string()),
         ],
         user,
+        groups: groups.clone(),
+    }))
+}
+
+/// The Python thread: runs the modules at each tick, restarts the host on SIGHUP.
+fn python_loop(first: HostSettings, rx: crossbeam_channel::Receiver<PythonMessage>, producer: &Producer, once: bool) {
+    let mut supervisor = Supervisor::new(first);
+    supervisor.ensure_started();
+    while let Ok(message) = rx.recv() {
+        match message {
+            PythonMessage::Tick(tick) => supervisor.cycle(tick, !once, &mut |points| producer.emit(points)),
+            PythonMessage::Reload(settings) => {
+                supervisor.reload(*settings);
+                supervisor.ensure_started();
+            }
+        }
+    }
+}
+
+/// The Python host's settings from the config: the interpreter, the modules' folder, and what the
+/// host's first line carries (every section for `lib.getconfig`, the host name, the state file).
+fn host_settings(config: &Config, groups: &Groups) -> Result<Box<HostSettings>, String> {
+    let s = &config.self_config;
+    let timeout = Duration::from_secs(s.script_timeout_seconds.unwrap_or(s.check_period_seconds));
+    let mut sections = serde_json::Map::new();
+    for (name, keys) in &config.sections {
+        let entry = sections.entry(name.clone()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if let serde_json::Value::Object(map) = entry {
+            for (k, v) in keys {
+                map.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+        }
+    }
+    // The [SelfConfig] values old modules read, resolved as the agent uses them.
+    let resolved = [
+        ("cluster_name", s.cluster_name.clone()),
+        ("host_group", s.host_group.clone()),
+        ("location", s.location.clone()),
+        ("tmpdir", s.tmpdir.display().to_string()),
+        ("log_file", s.log_file.display().to_string()),
+        ("check_period_seconds", s.check_period_seconds.to_string()),
+        ("max_cache", s.max_cache.to_string()),
+        ("shorthostname", if s.shorthostname { "yes".into() } else { "no".into() }),
+    ];
+    let self_section =
+        sections.entry("SelfConfig".to_string()).or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if let serde_json::Value::Object(map) = self_section {
+        for (k, v) in resolved {
+            map.entry(k.to_string()).or_insert(serde_json::Value::String(v));
+        }
+    }
+    let configured: Vec<&str> = config.services.iter().map(|c| c.kind.section()).collect();
+    let replaced = python::replaced_by_builtin(&configured);
+    let mut skip = Vec::new();
+    for module in python::modules_in(&s.checks_dir) {
+        if let Some(section) = replaced.get(&module) {
+            log::info!("python module {module} not loaded: [{section}] is configured, and the built-in check ships the same series (remove [{section}] to run the module instead)");
+            skip.push(module);
+        }
+    }
+    let init = serde_json::json!({
+        "cmd": "init",
+        "config": sections,
+        "hostname": hostname::host_name(s.shorthostname),
+        "checks_dir": s.checks_dir.display().to_string(),
+        "state_file": s.tmpdir.join("python-state.json").display().to_string(),
+        "import_timeout": timeout.as_secs(),
+        "skip": skip,
+        "debug": s.debug_log,
+    });
+    Ok(Box::new(HostSettings {
+        python: s.python.clone(),
+        python_dir: python::python_dir(),
+        checks_dir: s.checks_dir.clone(),
+        init,
+        timeout,
+        user: run_as(s.run_user.as_deref())?,
         groups: groups.clone(),
     }))
 }

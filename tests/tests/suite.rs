@@ -18,6 +18,8 @@ mod ops;
 mod package;
 #[path = "suite/prometheus.rs"]
 mod prometheus;
+#[path = "suite/python_checks.rs"]
+mod python_checks;
 #[path = "suite/rates.rs"]
 mod rates;
 #[path = "suite/relay.rs"]

@@ -33,6 +33,9 @@ pub struct Config {
     pub open_files: Vec<(String, PathBuf)>,
     /// Lines worth a warning at start (unknown sections and keys, deprecated ones); not errors.
     pub warnings: Vec<String>,
+    /// Every section with its keys (lower-cased) and values as written, config.ini and conf.d
+    /// together: what the old Python modules read through `lib.getconfig`.
+    pub sections: Vec<(String, Vec<(String, String)>)>,
 }
 
 /// The sections with a fixed name (service and JMX sections also take `:NAME`).
@@ -46,6 +49,7 @@ impl Config {
     /// Loads and validates the whole file. Creates `tmpdir` when it is missing.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         let (file, base, text) = read_file(file).map_err(|e| ConfigErrors(vec![e]))?;
+        let text = with_conf_d(&file, &base, text).map_err(ConfigErrors)?;
         Config::from_text(&file, &base, &text)
     }
 
@@ -60,6 +64,10 @@ impl Config {
         let (file, base, text) = match read_file(file) {
             Ok(read) => read,
             Err(e) => return (vec![e], Vec::new()),
+        };
+        let text = match with_conf_d(&file, &base, text) {
+            Ok(text) => text,
+            Err(errors) => return (errors, Vec::new()),
         };
         let (config, warnings) = Config::assemble(&file, &base, &text, false);
         (config.err().map(|e| e.0).unwrap_or_default(), warnings)
@@ -79,8 +87,14 @@ impl Config {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         check_duplicates(file, &ini, &mut errors);
-        warn_unknown_sections(&ini, &mut warnings);
-        let self_config = read_self_config(file, base, &ini, &mut errors, &mut warnings);
+        let mut self_warnings = Vec::new();
+        let self_config = read_self_config(file, base, &ini, &mut errors, &mut self_warnings);
+        // The old Python modules read sections of their own: with modules present, a section
+        // nothing built-in reads is theirs, not a typo.
+        if !has_python_modules(&self_config.checks_dir) {
+            warn_unknown_sections(&ini, &mut warnings);
+        }
+        warnings.extend(self_warnings);
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
         let tags = read_tags(file, &ini, &mut errors);
         let relay = read_relay(file, &ini, &mut errors, &mut warnings, self_config.check_period_seconds);
@@ -103,6 +117,13 @@ impl Config {
                 jmx,
                 open_files,
                 warnings: warnings.clone(),
+                sections: ini
+                    .iter()
+                    .filter_map(|(name, props)| {
+                        let keys = props.iter().map(|(k, v)| (k.to_string(), v.trim().to_string())).collect();
+                        name.map(|n| (n.to_string(), keys))
+                    })
+                    .collect(),
             }),
             _ => Err(ConfigErrors(errors)),
         };
@@ -138,6 +159,70 @@ fn read_file(file: &Path) -> Result<(PathBuf, PathBuf, String), ConfigError> {
     let base = absolute.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
     Ok((absolute, base, text))
+}
+
+/// The folder of extra config files beside the config file, as the old agent read `conf/*.ini`.
+pub const CONF_D: &str = "conf.d";
+
+/// `text` followed by every `conf.d/*.ini` beside the config file, in name order, as if appended.
+/// Each file's syntax is checked on its own (errors name that file and line), and a section
+/// defined in two files is an error naming both: which one should win is the operator's call.
+fn with_conf_d(file: &Path, base: &Path, text: String) -> Result<String, Vec<ConfigError>> {
+    let folder = base.join(CONF_D);
+    let mut extra: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ini") && p.is_file())
+            .collect(),
+        Err(_) => return Ok(text),
+    };
+    if extra.is_empty() {
+        return Ok(text);
+    }
+    extra.sort();
+    let mut errors = Vec::new();
+    let mut owner: Vec<(String, PathBuf)> = Vec::new();
+    let mut claim = |path: &Path, text: &str, errors: &mut Vec<ConfigError>| {
+        let names: Vec<String> = match parse_ini(text) {
+            Ok(ini) => ini.sections().flatten().map(str::to_string).collect(),
+            Err(problems) => {
+                errors.extend(syntax_errors(path, problems));
+                return;
+            }
+        };
+        let mut seen = std::collections::HashSet::new();
+        for name in names.into_iter().filter(|n| seen.insert(n.clone())) {
+            match owner.iter().find(|(n, _)| *n == name) {
+                Some((_, first)) => errors.push(ConfigError::whole_file(
+                    path,
+                    format!(
+                        "[{name}]: section defined in both {} and {} (keep it in one file)",
+                        first.display(),
+                        path.display()
+                    ),
+                )),
+                None => owner.push((name, path.to_path_buf())),
+            }
+        }
+    };
+    claim(file, &text, &mut errors);
+    let mut all = text;
+    for path in extra {
+        match std::fs::read_to_string(&path) {
+            Ok(more) => {
+                claim(&path, &more, &mut errors);
+                all.push('\n');
+                all.push_str(&more);
+            }
+            Err(e) => errors.push(ConfigError::whole_file(&path, format!("cannot read it: {e}"))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(all)
+    } else {
+        Err(errors)
+    }
 }
 
 fn syntax_errors(file: &Path, problems: Vec<(usize, String)>) -> Vec<ConfigError> {
@@ -215,6 +300,12 @@ fn warn_unknown_sections(ini: &Ini, warnings: &mut Vec<String>) {
         };
         warnings.push(format!("[{name}]: unknown section, ignored{hint}"));
     }
+}
+
+fn has_python_modules(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries.flatten().any(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("check_") && n.ends_with(".py")))
+    })
 }
 
 /// A password in a file others can read is worth a warning.
@@ -506,5 +597,35 @@ mod tests {
         assert_eq!(print_values(&file, &keys).unwrap(), [dir.path().join("t").display().to_string(), "1".to_string()]);
         std::fs::write(&file, "[SelfConfig]\ntmpdir t\n").unwrap();
         assert!(print_values(&file, &keys).unwrap_err().to_string().contains(":2: "));
+    }
+
+    #[test]
+    fn conf_d_files_are_read_in_name_order_and_a_section_in_two_files_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.ini");
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: t\n[TSDB]\ntsdtype: File\npath: x\n").unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        std::fs::write(dir.path().join("conf.d/b.ini"), "[PyB]\nkey: b\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/a.ini"), "[Redis]\nport: 7000\n[PyA]\nkey: a\n").unwrap();
+        std::fs::write(dir.path().join("conf.d/notes.txt"), "[Ignored]\n").unwrap();
+        let c = Config::load(&file).unwrap();
+        let names: Vec<&str> = c.sections.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["SelfConfig", "TSDB", "Redis", "PyA", "PyB"]);
+        assert_eq!(c.services[0].port, 7000);
+        std::fs::write(dir.path().join("conf.d/c.ini"), "[PyA]\nkey: again\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        let (a, c_ini) = (dir.path().join("conf.d/a.ini"), dir.path().join("conf.d/c.ini"));
+        assert_eq!(
+            e,
+            format!(
+                "{}: [PyA]: section defined in both {} and {} (keep it in one file)",
+                c_ini.display(),
+                a.display(),
+                c_ini.display()
+            )
+        );
+        std::fs::write(dir.path().join("conf.d/c.ini"), "[PyC]\nno separator\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}:2: ", c_ini.display())), "{e}");
     }
 }

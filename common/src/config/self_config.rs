@@ -85,6 +85,12 @@ pub struct SelfConfig {
     pub cache_drop_newest: bool,
     pub rejected_max_files: usize,
     pub self_metrics: bool,
+    /// The interpreter of the old Python check modules (`python`, default `python3`).
+    pub python: String,
+    /// The folder of the old Python check modules (`checks_dir`, default `checks_enabled`).
+    pub checks_dir: PathBuf,
+    /// `python_tls_insecure`: the modules' `lib.commonclient` skips certificate checks (unsafe).
+    pub python_tls_insecure: bool,
 }
 
 pub const SELF_KEYS: &[&str] = &[
@@ -115,6 +121,9 @@ pub const SELF_KEYS: &[&str] = &[
     "cache_drop",
     "rejected_max_files",
     "self_metrics",
+    "python",
+    "checks_dir",
+    "python_tls_insecure",
 ];
 
 pub fn read_self_config(
@@ -170,6 +179,12 @@ pub fn read_self_config(
     let batch_ms = r.number("batch_ms", 20u64, 0);
     let producer_queue = r.number("producer_queue", 10_000usize, 1);
     let scripts_dir = path_or(&r, "scripts_dir", base.join("scripts_enabled"));
+    let checks_dir = path_or(&r, "checks_dir", base.join("checks_enabled"));
+    let python = r.string("python", "python3");
+    if python.is_empty() {
+        r.error(Some("python"), "is empty (expected an interpreter such as python3 or /usr/bin/python3)".into());
+    }
+    let python_tls_insecure = r.boolean("python_tls_insecure", false);
     let script_timeout_seconds = r.get("script_timeout_seconds").map(|_| r.number("script_timeout_seconds", 5u64, 1));
     let script_concurrency = r.number("script_concurrency", 16usize, 1);
     let script_max_output_bytes = r.number("script_max_output_bytes", 1024 * 1024usize, 1);
@@ -213,6 +228,9 @@ pub fn read_self_config(
         cache_drop_newest,
         rejected_max_files,
         self_metrics,
+        python,
+        checks_dir,
+        python_tls_insecure,
     }
 }
 

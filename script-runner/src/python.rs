@@ -1,0 +1,493 @@
+//! The old agent's Python check modules (`checks_enabled/check_*.py`), run by one Python host
+//! process (`python/puypuy_host.py`) that this module starts, feeds and watches.
+//!
+//! One host for all modules, not one process per module: a Python interpreter costs about 10 MiB
+//! and 20 ms of CPU to start, and modules keep state between cycles (sharedvars, connections);
+//! BENCHMARKS.md has the numbers. The host imports every module at start (and again on SIGHUP,
+//! since the host is restarted then) and runs each module's cycle in a thread of its own, sending
+//! each module's result as soon as it is done, so a slow module never delays the others' points.
+//!
+//! What the host cannot do for itself, this side does: a module still running at the cycle's
+//! deadline (`script_timeout_seconds`) is reported and the host is killed (its whole process group)
+//! and started again — Python threads cannot be stopped; a host that dies or stops answering is
+//! restarted too. The host writes the protocol on a descriptor of its own; what modules print goes
+//! to the log (see [`crate::host_protocol`]). Rate state lives in the shipper (rate-style points)
+//! and in a state file in `tmpdir`, so a restart loses none.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use puypuy_common::Point;
+
+use crate::guard::Groups;
+use crate::host_protocol::{parse_event, HostEvent, ModuleResult};
+
+/// The host script, found beside the binary or in the source tree.
+pub const HOST_SCRIPT: &str = "puypuy_host.py";
+
+/// Where the compatibility package lives: `$PUYPUY_PYTHON_DIR`, then `../share/puypuy/python`
+/// from the binary (the .deb: /usr/bin and /usr/share/puypuy/python), then the source tree this
+/// binary was built from (a checkout running from target/release).
+pub fn python_dir() -> Option<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(dir) = std::env::var_os("PUYPUY_PYTHON_DIR") {
+        candidates.push(PathBuf::from(dir));
+    }
+    if let Some(bin) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        candidates.push(bin.join("../share/puypuy/python"));
+        candidates.push(bin.join("../../script-runner/python"));
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"));
+    candidates.into_iter().find(|d| d.join(HOST_SCRIPT).is_file())
+}
+
+/// The Python modules of a folder: `check_*.py`, sorted.
+pub fn modules_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| n.starts_with("check_") && n.ends_with(".py"))
+                .map(|n| n.trim_end_matches(".py").to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// What a host is started with; replaced as a whole on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    pub python: String,
+    pub python_dir: Option<PathBuf>,
+    pub checks_dir: PathBuf,
+    /// The first line the host reads: config, host name, state file, import timeout, skip list.
+    pub init: serde_json::Value,
+    pub timeout: Duration,
+    pub user: Option<(u32, u32)>,
+    pub groups: Groups,
+}
+
+struct Host {
+    child: Child,
+    stdin: ChildStdin,
+    pgid: i32,
+    events: Receiver<Option<HostEvent>>,
+}
+
+impl Host {
+    fn spawn(s: &HostSettings) -> Result<(Host, Receiver<String>), String> {
+        let dir = s.python_dir.as_ref().ok_or(format!(
+            "the Python compatibility package ({HOST_SCRIPT}) is not installed: reinstall the puypuy package, or set PUYPUY_PYTHON_DIR"
+        ))?;
+        let mut command = Command::new(&s.python);
+        command
+            .arg("-X")
+            .arg("utf8")
+            .arg(dir.join(HOST_SCRIPT))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .process_group(0);
+        if s.checks_dir.is_dir() {
+            command.current_dir(&s.checks_dir);
+        }
+        if let Some((uid, gid)) = s.user {
+            command.uid(uid).gid(gid);
+        }
+        let mut child = command.spawn().map_err(|e| {
+            format!("cannot start {:?}: {e} (install python3, or set [SelfConfig] python to the interpreter)", s.python)
+        })?;
+        let pgid = child.id() as i32;
+        s.groups.insert(pgid);
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            let _ = child.wait();
+            s.groups.remove(pgid);
+            return Err("no pipes to the Python host".into());
+        };
+        let (tx, events) = crossbeam_channel::unbounded();
+        let spawned = std::thread::Builder::new().name("python-events".into()).spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match parse_event(&line) {
+                    Ok(ev) => {
+                        if tx.send(Some(ev)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => log::warn!("{e}"),
+                }
+            }
+            let _ = tx.send(None);
+        });
+        let (err_tx, err_rx) = crossbeam_channel::unbounded();
+        let spawned_err = std::thread::Builder::new().name("python-stderr".into()).spawn(move || {
+            // What reaches the host's descriptors 1 and 2 outside Python's own print: a C
+            // extension's output, the interpreter's fatal errors.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !line.trim().is_empty() {
+                    log::warn!("python host: {line}");
+                    let _ = err_tx.send(line);
+                }
+            }
+        });
+        let mut host = Host { child, stdin, pgid, events };
+        if let Err(e) = spawned.and(spawned_err) {
+            host.kill(&s.groups);
+            return Err(format!("cannot start a thread to read the Python host: {e}"));
+        }
+        let mut line = s.init.to_string();
+        line.push('\n');
+        if let Err(e) = host.stdin.write_all(line.as_bytes()) {
+            host.kill(&s.groups);
+            return Err(format!("cannot write to the Python host: {e}"));
+        }
+        Ok((host, err_rx))
+    }
+
+    fn kill(&mut self, groups: &Groups) {
+        let _ = killpg(Pid::from_raw(self.pgid), Signal::SIGKILL);
+        let _ = self.child.wait();
+        groups.remove(self.pgid);
+    }
+}
+
+/// What a cycle or a start-up sends the log and the shipper.
+pub struct Supervisor {
+    settings: HostSettings,
+    host: Option<Host>,
+    /// Modules the running host loaded.
+    loaded: Vec<String>,
+    /// Import errors already logged (again only after a SIGHUP).
+    import_errors: HashSet<(String, String)>,
+    /// Modules whose last cycle raised: logged at the first, then once when they recover.
+    failing: HashSet<String>,
+    /// (module, metric) whose unsendable values were logged already.
+    dropped_logged: HashSet<(String, String)>,
+    /// Why the host could not start, logged once until it starts.
+    start_failure: Option<String>,
+    last_stderr: Option<Receiver<String>>,
+    pub restarts: u64,
+}
+
+/// How long the host gets per module to import, and for the whole start beyond that.
+const START_GRACE: Duration = Duration::from_secs(5);
+
+impl Supervisor {
+    pub fn new(settings: HostSettings) -> Supervisor {
+        Supervisor {
+            settings,
+            host: None,
+            loaded: Vec::new(),
+            import_errors: HashSet::new(),
+            failing: HashSet::new(),
+            dropped_logged: HashSet::new(),
+            start_failure: None,
+            last_stderr: None,
+            restarts: 0,
+        }
+    }
+
+    /// SIGHUP: the host is started again with the new settings, so modules are imported afresh.
+    pub fn reload(&mut self, settings: HostSettings) {
+        self.stop();
+        self.settings = settings;
+        self.import_errors.clear();
+        self.start_failure = None;
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut host) = self.host.take() {
+            host.kill(&self.settings.groups);
+        }
+        self.loaded.clear();
+    }
+
+    /// Starts the host when it is not running; `false` when there is nothing to run.
+    pub fn ensure_started(&mut self) -> bool {
+        if self.host.is_some() {
+            return true;
+        }
+        if modules_in(&self.settings.checks_dir).is_empty() {
+            return false;
+        }
+        match self.start() {
+            Ok(()) => {
+                self.start_failure = None;
+                true
+            }
+            Err(e) => {
+                if self.start_failure.as_deref() != Some(e.as_str()) {
+                    log::error!("python modules not run: {e}");
+                    self.start_failure = Some(e);
+                }
+                false
+            }
+        }
+    }
+
+    fn start(&mut self) -> Result<(), String> {
+        let (mut host, stderr) = Host::spawn(&self.settings)?;
+        self.last_stderr = Some(stderr);
+        let mut loaded = Vec::new();
+        let per_module = self.settings.timeout + START_GRACE;
+        let mut deadline = Instant::now() + per_module;
+        loop {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match host.events.recv_timeout(wait) {
+                Ok(Some(HostEvent::Ready)) => break,
+                Ok(Some(HostEvent::Loaded { module, style })) => {
+                    log::info!("python module {module} loaded ({style} style)");
+                    loaded.push(module);
+                    deadline = Instant::now() + per_module;
+                }
+                Ok(Some(HostEvent::ImportError { module, file, reason })) => {
+                    if self.import_errors.insert((module.clone(), reason.clone())) {
+                        log::error!("python module {file} not loaded: {reason}; the other modules run");
+                    }
+                    deadline = Instant::now() + per_module;
+                }
+                Ok(Some(HostEvent::Log { level, module, text })) => log_line(&level, &module, &text),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                    host.kill(&self.settings.groups);
+                    return Err(format!("the Python host ended while loading the modules{}", self.stderr_tail()));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    host.kill(&self.settings.groups);
+                    return Err(format!("the Python host did not finish loading the modules within {per_module:?}"));
+                }
+            }
+        }
+        self.loaded = loaded;
+        self.host = Some(host);
+        Ok(())
+    }
+
+    fn stderr_tail(&self) -> String {
+        let lines: Vec<String> = self.last_stderr.as_ref().map(|r| r.try_iter().collect()).unwrap_or_default();
+        match lines.last() {
+            Some(last) => format!(": {last}"),
+            None => String::new(),
+        }
+    }
+
+    /// One cycle: every loaded module's points, handed to `emit` module by module as they come.
+    /// With `restart`, a host that had to be killed is started again at once, so that the next
+    /// cycle finds the modules imported.
+    pub fn cycle(&mut self, tick: u64, restart: bool, emit: &mut dyn FnMut(Vec<Point>)) {
+        if !self.ensure_started() {
+            return;
+        }
+        let Some(host) = self.host.as_mut() else { return };
+        let command = format!("{{\"cmd\":\"cycle\",\"tick\":{tick}}}\n");
+        let deadline = Instant::now() + self.settings.timeout;
+        let mut waiting: HashSet<String> = self.loaded.iter().cloned().collect();
+        let mut broken = host.stdin.write_all(command.as_bytes()).err().map(|e| format!("cannot write to it: {e}"));
+        let events = host.events.clone();
+        let mut results = Vec::new();
+        let mut logs = Vec::new();
+        while broken.is_none() {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match events.recv_timeout(wait) {
+                Ok(Some(HostEvent::Result(r))) if r.tick == tick => {
+                    waiting.remove(&r.module);
+                    results.push(r);
+                }
+                Ok(Some(HostEvent::CycleDone { tick: done })) if done == tick => break,
+                Ok(Some(HostEvent::Log { level, module, text })) => logs.push((level, module, text)),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => broken = Some("it ended".to_string()),
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+            // Log and ship as results arrive: a slow module does not hold the others' points.
+            for (level, module, text) in logs.drain(..) {
+                log_line(&level, &module, &text);
+            }
+            for r in results.drain(..) {
+                let points = self.points_of(r);
+                emit(points);
+            }
+        }
+        let mut kill = false;
+        if let Some(why) = broken {
+            log::error!(
+                "the Python host crashed ({why}){}; restarting it ({} modules lost this cycle)",
+                self.stderr_tail(),
+                waiting.len()
+            );
+            kill = true;
+        } else if !waiting.is_empty() {
+            let mut names: Vec<&String> = waiting.iter().collect();
+            names.sort();
+            for name in &names {
+                log::warn!(
+                    "python module {name}: still running after {:?} (script_timeout_seconds); stopped by restarting the Python host",
+                    self.settings.timeout
+                );
+                emit(self_metrics(name, tick, self.settings.timeout.as_secs_f64(), 1, 0, -1));
+            }
+            kill = true;
+        }
+        if kill {
+            self.stop();
+            self.restarts += 1;
+            if restart {
+                self.ensure_started();
+            }
+        }
+    }
+
+    fn points_of(&mut self, r: ModuleResult) -> Vec<Point> {
+        let ModuleResult { module, tick, points: wire, dropped, error, still_running, seconds } = r;
+        if still_running {
+            log::warn!("python module {module}: still running from an earlier cycle; not started at {tick}");
+            return Vec::new();
+        }
+        let mut points = Vec::with_capacity(wire.len() + 4);
+        let mut bad = dropped.len() as i64;
+        let mut reasons: Vec<(String, String)> = dropped;
+        for p in wire {
+            match p.into_point() {
+                Ok(p) => points.push(p),
+                Err(e) => {
+                    bad += 1;
+                    reasons.push((String::new(), e));
+                }
+            }
+        }
+        for (metric, why) in reasons {
+            if self.dropped_logged.insert((module.clone(), metric.clone())) {
+                log::warn!("python module {module}: {metric}: value not sent: {why} (logged once per metric, counted in puypuy_script_bad_lines)");
+            }
+        }
+        let status = match error {
+            Some(e) => {
+                if self.failing.insert(module.clone()) {
+                    log::error!("python module {module}: {e}; its points of this cycle up to the error are sent");
+                }
+                1
+            }
+            None => {
+                if self.failing.remove(&module) {
+                    log::info!("python module {module}: runs without error again");
+                }
+                0
+            }
+        };
+        points.extend(self_metrics(&module, tick, seconds, 0, bad, status));
+        points
+    }
+
+    pub fn loaded(&self) -> &[String] {
+        &self.loaded
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn log_line(level: &str, module: &str, text: &str) {
+    let who = if module.is_empty() { "python".to_string() } else { format!("python module {module}") };
+    match level {
+        "error" => log::error!("{who}: {text}"),
+        "warn" => log::warn!("{who}: {text}"),
+        "debug" => log::debug!("{who}: {text}"),
+        _ => log::info!("{who}: {text}"),
+    }
+}
+
+/// The runner's own metrics for one module's cycle, as for a script (tag `script` = the file).
+fn self_metrics(module: &str, tick: u64, seconds: f64, timeout: i64, bad: i64, status: i64) -> Vec<Point> {
+    let file = format!("{module}.py");
+    vec![
+        Point::float("puypuy_script_duration", tick, (seconds * 1000.0).round() / 1000.0, "puypuy"),
+        Point::int("puypuy_script_exit_status", tick, status, "puypuy"),
+        Point::int("puypuy_script_timeout", tick, timeout, "puypuy"),
+        Point::int("puypuy_script_bad_lines", tick, bad, "puypuy"),
+    ]
+    .into_iter()
+    .map(|p| p.with_tag("script", file.clone()))
+    .collect()
+}
+
+/// The modules a built-in service check replaces: `check_redis` when `[Redis]` is configured, and
+/// so on (the built-in ships the same series; running both would ship them twice).
+pub fn replaced_by_builtin(sections: &[&str]) -> HashMap<String, String> {
+    sections.iter().map(|s| (format!("check_{}", s.to_lowercase()), s.to_string())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn python3() -> &'static str {
+        // Debian's interpreter, the one the .deb runs, when a pyenv shim shadows it on PATH.
+        if Path::new("/usr/bin/python3").exists() {
+            "/usr/bin/python3"
+        } else {
+            "python3"
+        }
+    }
+
+    /// The compatibility package compiles and its own unit tests pass (python/tests/).
+    #[test]
+    fn python_package_unit_tests() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+        let mut files = vec![dir.join(HOST_SCRIPT)];
+        for sub in ["lib", "tests"] {
+            for entry in std::fs::read_dir(dir.join(sub)).expect("python folder").flatten() {
+                if entry.path().extension().is_some_and(|x| x == "py") {
+                    files.push(entry.path());
+                }
+            }
+        }
+        let compile = Command::new(python3())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-c")
+            .arg("import sys, ast\nfor f in sys.argv[1:]:\n    ast.parse(open(f).read(), f)\n")
+            .args(&files)
+            .output()
+            .expect("python3 (apt-get install python3)");
+        assert!(compile.status.success(), "{}", String::from_utf8_lossy(&compile.stderr));
+        let out = Command::new(python3())
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(&dir)
+            .args(["-m", "unittest", "discover", "-s", "tests", "-t", "."])
+            .output()
+            .expect("python3 (apt-get install python3)");
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("OK"), "{text}");
+    }
+
+    #[test]
+    fn only_check_py_files_are_modules_and_builtins_replace_their_namesakes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["check_b.py", "check_a.py", "check_c.sh", "other.py", "check_d.pyc"] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        assert_eq!(modules_in(dir.path()), ["check_a", "check_b"]);
+        assert!(modules_in(&dir.path().join("missing")).is_empty());
+        let replaced = replaced_by_builtin(&["Redis", "MySQL", "NginX"]);
+        assert_eq!(replaced.get("check_redis").map(String::as_str), Some("Redis"));
+        assert_eq!(replaced.get("check_mysql").map(String::as_str), Some("MySQL"));
+        assert_eq!(replaced.get("check_nginx").map(String::as_str), Some("NginX"));
+        assert!(!replaced.contains_key("check_pyredis"));
+    }
+}
