@@ -148,7 +148,10 @@ fn parse_value(s: &str) -> Option<f64> {
     s.parse::<f64>().ok()
 }
 
-fn parse_sample(line: &str) -> Option<(String, Vec<(String, String)>, f64, Option<i64>)> {
+/// A sample line's name, labels, value and timestamp (ms).
+type SampleLine = (String, Vec<(String, String)>, f64, Option<i64>);
+
+fn parse_sample(line: &str) -> Option<SampleLine> {
     let (name, rest) = take_name(line)?;
     let (labels, rest) = match rest.strip_prefix('{') {
         Some(after) => take_labels(after)?,
