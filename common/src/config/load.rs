@@ -15,13 +15,16 @@ use super::relay::{read_relay, RelayConfig};
 use super::self_config::{check_tmpdir, read_self_config, SelfConfig};
 use super::services::{read_services, ServiceConfig, ServiceKind};
 use super::tags::{read_open_files, read_tags};
-use super::tsdb::{read_tsdb, Tsdb};
+use super::outputs::output_sections;
+use super::tsdb::{read_tsdb, read_tsdb_section, Tsdb};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub file: PathBuf,
     pub self_config: SelfConfig,
     pub tsdb: Tsdb,
+    /// `[TSDB:NAME]`: more outputs, each a full backend; every point goes to `tsdb` and to each.
+    pub outputs: Vec<Tsdb>,
     /// `[Tags]`: extra tags for every point, in file order.
     pub tags: Vec<(String, String)>,
     pub relay: RelayConfig,
@@ -90,12 +93,15 @@ impl Config {
         let mut self_warnings = Vec::new();
         let self_config = read_self_config(file, base, &ini, &mut errors, &mut self_warnings);
         // The old Python modules read sections of their own: with modules present, a section
-        // nothing built-in reads is theirs, not a typo.
-        if !has_python_modules(&self_config.checks_dir) {
-            warn_unknown_sections(&ini, &mut warnings);
-        }
+        // nothing built-in reads may be theirs; only one close to a known name is warned about.
+        let only_close = has_python_modules(&self_config.checks_dir);
+        warn_unknown_sections(&ini, only_close, &mut warnings);
         warnings.extend(self_warnings);
         let tsdb = read_tsdb(file, base, &ini, &mut errors, &mut warnings);
+        let outputs: Vec<Tsdb> = output_sections(file, &ini, &mut errors)
+            .iter()
+            .filter_map(|name| read_tsdb_section(file, base, &ini, &format!("TSDB:{name}"), &mut errors, &mut warnings))
+            .collect();
         let tags = read_tags(file, &ini, &mut errors);
         let relay = read_relay(file, &ini, &mut errors, &mut warnings, self_config.check_period_seconds);
         let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
@@ -111,6 +117,7 @@ impl Config {
                 file: file.to_path_buf(),
                 self_config,
                 tsdb,
+                outputs,
                 tags,
                 relay,
                 services,
@@ -282,14 +289,15 @@ pub fn print_values(file: &Path, keys: &[String]) -> Result<Vec<String>, ConfigE
 }
 
 /// A section no part of PuyPuy reads is warned about, with the known name it is closest to
-/// (`[Mysql]` → `[MySQL]`), since a typo there silently disables a check.
-fn warn_unknown_sections(ini: &Ini, warnings: &mut Vec<String>) {
+/// (`[Mysql]` → `[MySQL]`), since a typo there silently disables a check. With `only_close`
+/// (Python modules present, which read sections of their own), only one close to a known name.
+fn warn_unknown_sections(ini: &Ini, only_close: bool, warnings: &mut Vec<String>) {
     let mut known: Vec<&str> = FIXED_SECTIONS.to_vec();
     known.extend(ServiceKind::ALL.iter().map(|k| k.section()));
     known.push("JMX");
     for name in ini.sections().flatten() {
         let (base, instance) = split_instance(name);
-        let takes_instance = base == "JMX" || ServiceKind::ALL.iter().any(|k| k.section() == base);
+        let takes_instance = base == "JMX" || base == "TSDB" || ServiceKind::ALL.iter().any(|k| k.section() == base);
         if FIXED_SECTIONS.contains(&name) || (takes_instance && instance.is_none_or(|i| !i.is_empty())) {
             continue;
         }
@@ -298,6 +306,9 @@ fn warn_unknown_sections(ini: &Ini, warnings: &mut Vec<String>) {
         } else {
             did_you_mean(base, &known).replace("mean ", "mean [").replace("?)", "]?)")
         };
+        if only_close && hint.is_empty() {
+            continue;
+        }
         warnings.push(format!("[{name}]: unknown section, ignored{hint}"));
     }
 }
@@ -627,5 +638,31 @@ mod tests {
         std::fs::write(dir.path().join("conf.d/c.ini"), "[PyC]\nno separator\n").unwrap();
         let e = Config::load(&file).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}:2: ", c_ini.display())), "{e}");
+    }
+
+    /// Old configs give the Redis password as `[Redis] auth`, which the old module read.
+    #[test]
+    fn redis_auth_is_the_password_as_the_old_module_read_it() {
+        let c = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Redis]\nauth: s3cret\n[Redis:b]\nauth: False\n").unwrap();
+        assert_eq!((c.services[0].pass.as_str(), c.services[1].pass.as_str()), ("s3cret", ""));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let c = load("[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n[Redis]\nauth: old\npass: new\n")
+            .unwrap();
+        assert_eq!(c.services[0].pass, "new");
+    }
+
+    /// With Python modules present, a section nothing built-in reads may be a module's: only one
+    /// close to a known name (a typo) is still warned about.
+    #[test]
+    fn with_python_modules_only_close_unknown_sections_are_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("checks_enabled")).unwrap();
+        std::fs::write(dir.path().join("checks_enabled/check_es.py"), "").unwrap();
+        let text = format!(
+            "[SelfConfig]\ntmpdir: {}\n[TSDB]\ntsdtype: File\npath: x\n[Elasticsearch]\nhost: e\n[Mysql]\nhost: m\n",
+            dir.path().join("t").display()
+        );
+        let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).unwrap();
+        assert_eq!(c.warnings, ["[Mysql]: unknown section, ignored (did you mean [MySQL]?)"]);
     }
 }

@@ -70,7 +70,7 @@ impl ServiceKind {
                 &["address", "stats", "auth", "user", "pass", "pass_file", "pass_env", "timeout"]
             }
             ServiceKind::Apache => &["url", "auth", "user", "pass", "pass_file", "pass_env", "timeout"],
-            ServiceKind::Redis => &["host", "port", "pass", "pass_file", "pass_env", "timeout"],
+            ServiceKind::Redis => &["host", "port", "pass", "pass_file", "pass_env", "auth", "timeout"],
             ServiceKind::Memcached => &["host", "port", "timeout"],
             ServiceKind::HaProxy => &["url", "auth", "user", "pass", "pass_file", "pass_env", "upstream", "timeout"],
             ServiceKind::Prometheus => &[
@@ -157,11 +157,17 @@ pub fn read_services(
         }
         warn_unknown_keys(ini, section, kind.keys(), warnings);
         let mut r = SectionReader::new(file, ini, section, errors);
-        let auth = r.boolean("auth", false);
+        // The old check_redis module read its password from `[Redis] auth`; elsewhere `auth` is
+        // a boolean (send user and pass).
+        let redis_auth = (kind == ServiceKind::Redis).then(|| r.get("auth")).flatten();
+        let auth = if kind == ServiceKind::Redis { false } else { r.boolean("auth", false) };
         let port = r.number("port", default_port(kind), 1);
         let timeout = Duration::from_secs(r.number("timeout", default_timeout.as_secs().max(1), 1));
         let user = r.string("user", if kind == ServiceKind::MySql { "root" } else { "" });
-        let pass = r.secret("pass", base).unwrap_or_default();
+        let pass = match r.secret("pass", base) {
+            Some(p) => p,
+            None => redis_auth.filter(|a| !matches!(*a, "" | "True" | "False")).unwrap_or_default().to_string(),
+        };
         if auth && user.is_empty() {
             r.error(Some("user"), "missing (needed because auth is true)".into());
         }
