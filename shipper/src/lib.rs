@@ -18,6 +18,7 @@ pub mod receive;
 pub mod rejected;
 pub mod relay;
 pub mod remote_write;
+pub mod ring;
 pub mod self_metrics;
 pub mod send;
 pub mod spool;

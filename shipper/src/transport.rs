@@ -538,6 +538,7 @@ mod tests {
 
     fn https_tsdb(ca_file: PathBuf) -> Tsdb {
         Tsdb {
+            name: String::new(),
             backend: Backend::InfluxDb,
             address: "https://127.0.0.1:1".into(),
             datapoints: "/write".into(),
@@ -555,6 +556,7 @@ mod tests {
             bucket: None,
             token: None,
             web: Default::default(),
+            routing: Default::default(),
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use ini::Ini;
 
 use super::jmx::{read_jmx, JmxConfig};
+use super::outputs::output_sections;
 use super::reader::{
     check_duplicates, did_you_mean, header_name, only_section, parse_ini, split_instance, ConfigError, ConfigErrors,
 };
@@ -15,7 +16,6 @@ use super::relay::{read_relay, RelayConfig};
 use super::self_config::{check_tmpdir, read_self_config, SelfConfig};
 use super::services::{read_services, ServiceConfig, ServiceKind};
 use super::tags::{read_open_files, read_tags};
-use super::outputs::output_sections;
 use super::tsdb::{read_tsdb, read_tsdb_section, Tsdb};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -10,6 +10,7 @@
 
 pub mod jmx;
 pub mod load;
+pub mod outputs;
 pub mod reader;
 pub mod relay;
 pub mod self_config;
@@ -18,6 +19,7 @@ pub mod tags;
 pub mod tsdb;
 
 pub use load::{print_values, Config, PRINTABLE_KEYS};
+pub use outputs::{Balance, CarbonDestination, Hashing, Routing};
 pub use reader::{parse_bool, parse_ini, resolve, split_instance, ConfigError, ConfigErrors, SectionReader};
 pub use relay::{parse_listen, RelayConfig};
 pub use self_config::{SelfConfig, SystemCheck};

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ini::Ini;
 
+use super::outputs::{read_routing, split_addresses, Routing, ROUTING_KEYS};
 use super::reader::{resolve, warn_unknown_keys, ConfigError, SectionReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +59,11 @@ impl Backend {
 
 #[derive(Clone, PartialEq)]
 pub struct Tsdb {
+    /// `NAME` of `[TSDB:NAME]`; empty for `[TSDB]`.
+    pub name: String,
     pub backend: Backend,
-    /// `http://host:port` for the REST backends, `host:port` for Carbon; empty for File.
+    /// `http://host:port` for the REST backends, `host:port` for Carbon; empty for File. The first
+    /// of the list when `address` lists several (all are in `routing.addresses`).
     pub address: String,
     pub datapoints: String,
     pub auth: bool,
@@ -82,6 +86,8 @@ pub struct Tsdb {
     pub token: Option<String>,
     /// `[WebServer]`, read for `tsdtype: Prometheus`.
     pub web: WebServer,
+    /// The destinations listed in `address` and how they are used (ring, balance).
+    pub routing: Routing,
 }
 
 /// `[WebServer]`: the `/metrics` page of `tsdtype: Prometheus`.
@@ -158,6 +164,7 @@ impl fmt::Debug for Tsdb {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never print the password.
         f.debug_struct("Tsdb")
+            .field("name", &self.name)
             .field("backend", &self.backend)
             .field("address", &self.address)
             .field("datapoints", &self.datapoints)
@@ -168,6 +175,7 @@ impl fmt::Debug for Tsdb {
             .field("organization", &self.organization)
             .field("bucket", &self.bucket)
             .field("web", &self.web)
+            .field("routing", &self.routing)
             .finish_non_exhaustive()
     }
 }
@@ -207,13 +215,32 @@ pub fn read_tsdb(
     errors: &mut Vec<ConfigError>,
     warnings: &mut Vec<String>,
 ) -> Option<Tsdb> {
-    let web = read_web_server(file, base, ini, errors, warnings);
-    let mut r = SectionReader::new(file, ini, "TSDB", errors);
+    read_tsdb_section(file, base, ini, "TSDB", errors, warnings)
+}
+
+/// `[TSDB]` or an output `[TSDB:NAME]`: the same keys, each a full backend.
+pub fn read_tsdb_section(
+    file: &Path,
+    base: &Path,
+    ini: &Ini,
+    section: &str,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Option<Tsdb> {
+    // [WebServer] is reported once, with [TSDB].
+    let (mut web_errors, mut web_warnings) = (Vec::new(), Vec::new());
+    let web = read_web_server(file, base, ini, &mut web_errors, &mut web_warnings);
+    if section == "TSDB" {
+        errors.extend(web_errors);
+        warnings.extend(web_warnings);
+    }
+    let mut r = SectionReader::new(file, ini, section, errors);
     if r.props.is_none() {
         r.error(None, "section missing (it names the backend: tsdtype and address)".into());
         return None;
     }
-    warn_unknown_keys(ini, "TSDB", TSDB_KEYS, warnings);
+    let known: Vec<&str> = TSDB_KEYS.iter().chain(ROUTING_KEYS).copied().collect();
+    warn_unknown_keys(ini, section, &known, warnings);
     let backend = match r.get("tsdtype") {
         None | Some("") => {
             r.error(Some("tsdtype"), format!("missing (expected {BACKENDS})"));
@@ -251,7 +278,8 @@ pub fn read_tsdb(
     let timeout = r.number("timeout_seconds", 10u64, 1);
     let user = r.get("user").map(str::to_string);
     let pass = r.secret("pass", base);
-    let address = r.string("address", "").trim_end_matches('/').to_string();
+    let addresses = split_addresses(&r.string("address", ""));
+    let address = addresses.first().cloned().unwrap_or_default();
     let token = r.secret("token", base).filter(|t| !t.is_empty());
     let organization = r.get("organization").filter(|v| !v.is_empty()).map(str::to_string);
     let bucket = r.get("bucket").filter(|v| !v.is_empty()).map(str::to_string);
@@ -278,12 +306,8 @@ pub fn read_tsdb(
                     Some("address"),
                     "missing (expected host:port of carbon's pickle receiver, e.g. localhost:2004)".into(),
                 );
-            } else if !valid_host_port(&address) {
-                r.error(
-                    Some("address"),
-                    format!("{address:?} is not host:port (expected e.g. localhost:2004, no scheme)"),
-                );
             }
+            // Each destination is checked by read_routing (host:port[:instance]).
         }
         Backend::OpenTsdb
         | Backend::KairosDb
@@ -292,22 +316,28 @@ pub fn read_tsdb(
         | Backend::PrometheusRemoteWrite => {
             if address.is_empty() {
                 r.error(Some("address"), "missing (expected a URL such as http://localhost:4242)".into());
-            } else if let Some(rest) = address.strip_prefix("http://") {
-                if rest.is_empty() || rest.contains('@') {
+            }
+            for address in &addresses {
+                if let Some(rest) = address.strip_prefix("http://") {
+                    if rest.is_empty() || rest.contains('@') {
+                        r.error(
+                            Some("address"),
+                            format!("{address:?} is not a usable URL (expected http://host:port; put credentials in user and pass)"),
+                        );
+                    }
+                } else if let Some(rest) = address.strip_prefix("https://") {
+                    if rest.is_empty() || rest.contains('@') {
+                        r.error(
+                            Some("address"),
+                            format!("{address:?} is not a usable URL (expected https://host:port)"),
+                        );
+                    }
+                } else {
                     r.error(
                         Some("address"),
-                        format!("{address:?} is not a usable URL (expected http://host:port; put credentials in user and pass)"),
+                        format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086 or https://…)"),
                     );
                 }
-            } else if let Some(rest) = address.strip_prefix("https://") {
-                if rest.is_empty() || rest.contains('@') {
-                    r.error(Some("address"), format!("{address:?} is not a usable URL (expected https://host:port)"));
-                }
-            } else {
-                r.error(
-                    Some("address"),
-                    format!("{address:?} is not an http:// URL (expected e.g. http://localhost:8086 or https://…)"),
-                );
             }
             if backend == Backend::InfluxDb {
                 match r.get("database") {
@@ -348,7 +378,9 @@ pub fn read_tsdb(
         (_, Backend::PrometheusRemoteWrite) => "/api/v1/write".to_string(),
         _ => String::new(),
     };
+    let routing = read_routing(&mut r, addresses, backend == Backend::Carbon);
     Some(Tsdb {
+        name: section.strip_prefix("TSDB:").unwrap_or_default().to_string(),
         backend,
         address,
         datapoints,
@@ -366,6 +398,7 @@ pub fn read_tsdb(
         bucket,
         token,
         web,
+        routing,
     })
 }
 
