@@ -7,6 +7,7 @@
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -19,6 +20,45 @@ pub enum AckTo {
     Channel(Sender<Ack>),
     /// The producer connection the frame came on.
     Socket(Arc<AckSocket>),
+    /// One part of a frame whose points went to several destinations: see [`JointAck`].
+    Joint(Arc<JointAck>),
+}
+
+/// The ack of a frame whose points were split between destinations (the servers of a Carbon ring,
+/// several outputs). Each destination acknowledges its part; the frame's own ack goes out once
+/// every part was, with the worst status of the parts (dropped, else refused, else delivered:
+/// the statuses' order). A part never acknowledged (its destination stopped holding it) leaves the
+/// frame unacknowledged, and the producer resends it.
+pub struct JointAck {
+    frame: std::sync::Mutex<Option<AckHandle>>,
+    remaining: AtomicUsize,
+    worst: AtomicU8,
+}
+
+impl JointAck {
+    /// `parts` handles (at least one) that together acknowledge `frame`.
+    pub fn split(frame: AckHandle, parts: usize) -> Vec<AckHandle> {
+        if parts <= 1 {
+            return vec![frame];
+        }
+        let seq = frame.seq;
+        let joint = Arc::new(JointAck {
+            frame: std::sync::Mutex::new(Some(frame)),
+            remaining: AtomicUsize::new(parts),
+            worst: AtomicU8::new(0),
+        });
+        (0..parts).map(|_| AckHandle { to: AckTo::Joint(Arc::clone(&joint)), seq }).collect()
+    }
+
+    fn part_done(&self, status: u8) {
+        self.worst.fetch_max(status, Ordering::AcqRel);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let frame = self.frame.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(frame) = frame {
+                frame.ack(self.worst.load(Ordering::Acquire));
+            }
+        }
+    }
 }
 
 pub struct AckHandle {
@@ -35,6 +75,7 @@ impl AckHandle {
                 let _ = tx.send(ack);
             }
             AckTo::Socket(socket) => socket.send(ack),
+            AckTo::Joint(joint) => joint.part_done(status),
         }
     }
 }
@@ -129,6 +170,29 @@ fn write_backlog(socket: std::sync::Weak<AckSocket>, mut writer: UnixStream, rx:
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn a_split_frame_is_acknowledged_once_every_part_was_with_the_worst_status() {
+        use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
+        for (parts, expected) in [
+            (vec![ACK_DELIVERED, ACK_DELIVERED, ACK_DELIVERED], ACK_DELIVERED),
+            (vec![ACK_DELIVERED, ACK_REJECTED, ACK_DELIVERED], ACK_REJECTED),
+            (vec![ACK_REJECTED, ACK_DROPPED], ACK_DROPPED),
+        ] {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            let handles = JointAck::split(AckHandle { to: AckTo::Channel(tx), seq: 9 }, parts.len());
+            let last = parts.len() - 1;
+            for (i, (h, status)) in handles.into_iter().zip(parts).enumerate() {
+                h.ack(status);
+                let got: Vec<(u64, u8)> = rx.try_iter().map(|a| (a.seq, a.status)).collect();
+                if i < last {
+                    assert!(got.is_empty(), "acknowledged before its last part");
+                } else {
+                    assert_eq!(got, vec![(9, expected)]);
+                }
+            }
+        }
+    }
 
     #[test]
     fn acks_to_a_producer_that_does_not_read_never_block_and_arrive_in_order() {

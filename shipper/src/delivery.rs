@@ -133,6 +133,9 @@ pub struct Delivery {
     /// does not resend what the backend already took, and so that only that is counted as dropped
     /// when the spool deletes the file to make room.
     replay_remainder: Option<Remainder>,
+    /// One of several destinations: never push back on the batches coming in (that would hold
+    /// the others back); what it cannot send at once goes to its spool. See [`Delivery::with_spill`].
+    spill: bool,
 }
 
 pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) {
@@ -159,6 +162,7 @@ impl Delivery {
             last_drop_log: None,
             last_backend_note: String::new(),
             replay_remainder: None,
+            spill: false,
         };
         if let Some(s) = &d.spool {
             if !s.is_empty() {
@@ -167,6 +171,15 @@ impl Delivery {
         }
         d.update_spool_stats();
         d
+    }
+
+    /// For one of several destinations: batches are always taken in, and beyond two waiting in
+    /// memory they are spooled (and acknowledged) as during an outage, so that a slow destination
+    /// never makes the router, and with it every other destination, wait. Without it (one
+    /// destination), a slow backend slows the producers instead (backpressure).
+    pub fn with_spill(mut self, spill: bool) -> Delivery {
+        self.spill = spill;
+        self
     }
 
     /// Delivers what comes from `rx` until the batcher closes it, then what is held, within
@@ -182,7 +195,7 @@ impl Delivery {
             // While the backend keeps up, take a new batch only when the one in hand is sent, so that
             // a slow backend slows the producers (backpressure) instead of filling memory. During an
             // outage every batch goes to the spool at once.
-            let can_take = self.outage.is_some() || self.memory.len() < 2;
+            let can_take = self.spill || self.outage.is_some() || self.memory.len() < 2;
             if shutdown_deadline.is_none() && can_take {
                 let received = if has_work {
                     match rx.recv_deadline(self.next_attempt.max(Instant::now())) {
@@ -205,7 +218,7 @@ impl Delivery {
                 if let Some(b) = received {
                     self.accept(b);
                 }
-                while self.outage.is_some() || self.memory.len() < 2 {
+                while self.spill || self.outage.is_some() || self.memory.len() < 2 {
                     match rx.try_recv() {
                         Ok(b) => self.accept(b),
                         Err(_) => break,
@@ -249,7 +262,9 @@ impl Delivery {
     }
 
     fn accept(&mut self, batch: Batch) {
-        if self.outage.is_some() {
+        if self.outage.is_some()
+            || (self.spill && self.memory.len() >= 2 && self.spool.is_some() && !self.spool_failing)
+        {
             self.store(batch);
         } else {
             self.memory.push_back(batch);
@@ -386,6 +401,7 @@ impl Delivery {
         }
         match result {
             Ok(()) => {
+                self.stats.backend_down.store(0, Ordering::Relaxed);
                 if let Some(o) = self.outage.take() {
                     log::info!(
                         "{} accepts data again after {:.0?}; replaying {} spooled batches",
@@ -411,6 +427,7 @@ impl Delivery {
             }
             Err((kind, message)) => {
                 self.stats.error(kind).fetch_add(1, Ordering::Relaxed);
+                self.stats.backend_down.store(1, Ordering::Relaxed);
                 let spooled = self.spool.as_ref().map(Spool::len).unwrap_or(0);
                 match &mut self.outage {
                     None => {

@@ -1,5 +1,5 @@
 //! `puypuy-shipper`: receives producers' frames on the Unix socket and delivers them to the
-//! backend named in `[TSDB]`.
+//! backend named in `[TSDB]` and to each output `[TSDB:NAME]`.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,11 +10,10 @@ use anyhow::Context;
 use puypuy_common::cli::{Cli, Supports};
 use puypuy_common::{hostname, logging, Config};
 use puypuy_shipper::batch::{self, BatcherSettings, Input};
-use puypuy_shipper::delivery::{self, Backoff, DeliverySettings};
-use puypuy_shipper::rejected::RejectedDir;
-use puypuy_shipper::spool::{DropPolicy, Spool};
-use puypuy_shipper::stats::Stats;
-use puypuy_shipper::{receive, relay, self_metrics, send, tags::HostTags, transport};
+use puypuy_shipper::route::{DeliveryEnv, Plan, Router};
+use puypuy_shipper::spool::DropPolicy;
+use puypuy_shipper::stats::{DestinationList, Stats};
+use puypuy_shipper::{receive, relay, self_metrics, send, tags::HostTags};
 
 /// Every point received is a handful of small strings allocated on a connection thread and freed
 /// on the delivery thread; glibc's malloc spent 40% of the shipper's time on that
@@ -62,20 +61,33 @@ fn main() -> ExitCode {
     }
 }
 
-/// Applies what a reload can change while running: tags, batching, the backend. The rest is
-/// logged as needing a restart.
+/// What each destination's delivery loop is given, from `[SelfConfig]` and the host's tags.
+fn delivery_env(config: &Config, host: &HostTags) -> DeliveryEnv {
+    let s = &config.self_config;
+    DeliveryEnv {
+        tmpdir: s.tmpdir.clone(),
+        max_cache: s.max_cache,
+        max_cache_bytes: s.max_cache_bytes,
+        policy: if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest },
+        rejected_max_files: s.rejected_max_files,
+        batch_points: s.batch_points,
+        host: host.clone(),
+    }
+}
+
+/// Applies what a reload can change while running: tags, batching, the outputs and their
+/// destinations. The rest is logged as needing a restart.
 fn apply_reload(
     old: &Config,
     new: &Config,
     input: &crossbeam_channel::Sender<Input>,
-    new_transport: &std::sync::Mutex<Option<Box<dyn transport::Transport>>>,
+    routes: &crossbeam_channel::Sender<(Plan, DeliveryEnv)>,
 ) {
     let s = &new.self_config;
-    let host = hostname::host_name(s.shorthostname);
+    let host = HostTags::from_config(new, &hostname::host_name(s.shorthostname));
     let _ = input.send(Input::Reload { batch_points: s.batch_points, batch_wait: Duration::from_millis(s.batch_ms) });
-    // A new transport carries the new backend settings and the new host tags.
-    *new_transport.lock().unwrap_or_else(|e| e.into_inner()) =
-        Some(transport::from_config(&new.tsdb, s.batch_points, HostTags::from_config(new, &host)));
+    // New transports carry the new backend settings and the new host tags.
+    let _ = routes.send((Plan::new(&new.tsdb, &new.outputs, &host), delivery_env(new, &host)));
     let o = &old.self_config;
     let mut restart = Vec::new();
     if o.socket != s.socket {
@@ -113,13 +125,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let socket = s.socket.clone();
     let bound = receive::bind(&socket, config.relay.socket_group.as_deref()).map_err(anyhow::Error::msg)?;
     let host = hostname::host_name(s.shorthostname);
-    let transport = transport::from_config(&config.tsdb, s.batch_points, HostTags::from_config(&config, &host));
-    log::info!(
-        "started (pid {}), listening on {}, host {host}, delivering to {}",
-        std::process::id(),
-        socket.display(),
-        transport.describe()
-    );
+    let host_tags = HostTags::from_config(&config, &host);
 
     let stats = Arc::new(Stats::default());
     // Both queues are short: when delivery is behind, the batcher waits, the readers wait, and the
@@ -132,35 +138,30 @@ fn run(config: Config) -> anyhow::Result<()> {
         batch_wait: Duration::from_millis(s.batch_ms),
         rate_file: Some(s.tmpdir.join("rates.state")),
     };
-    let grace = (config.tsdb.timeout + config.tsdb.connect_timeout).max(Duration::from_secs(5));
-    let policy = if s.cache_drop_newest { DropPolicy::Newest } else { DropPolicy::Oldest };
-    let spool = match Spool::open(
-        &s.tmpdir.join("spool"),
-        config.tsdb.backend.name(),
-        s.max_cache,
-        s.max_cache_bytes,
-        policy,
-    ) {
-        Ok(spool) => Some(spool),
-        Err(e) => {
-            log::error!("cannot open the spool in {}: {e}; buffering in memory only", s.tmpdir.join("spool").display());
-            None
-        }
-    };
-    let new_transport = Arc::new(std::sync::Mutex::new(None));
-    let delivery_settings = DeliverySettings {
-        new_transport: Arc::clone(&new_transport),
-        max_batches: s.max_cache,
-        shutdown_grace: grace,
-        spool,
-        rejected: RejectedDir::new(s.tmpdir.join("rejected"), s.rejected_max_files),
-        backoff: Backoff::default(),
-    };
-    let delivery_stats = Arc::clone(&stats);
+    let grace = std::iter::once(&config.tsdb)
+        .chain(&config.outputs)
+        .map(|t| (t.timeout + t.connect_timeout).max(Duration::from_secs(5)))
+        .max()
+        .unwrap_or(Duration::from_secs(5));
+    let destinations = DestinationList::default();
+    let router = Router::start(
+        Plan::new(&config.tsdb, &config.outputs, &host_tags),
+        delivery_env(&config, &host_tags),
+        Arc::clone(&stats),
+        Arc::clone(&destinations),
+        grace,
+    );
+    log::info!(
+        "started (pid {}), listening on {}, host {host}, delivering to {}",
+        std::process::id(),
+        socket.display(),
+        router.describe()
+    );
+    let (routes_tx, routes_rx) = crossbeam_channel::unbounded();
     let delivery = thread::Builder::new()
-        .name("delivery".into())
-        .spawn(move || delivery::run_delivery(batch_rx, transport, delivery_settings, delivery_stats))
-        .context("cannot start the delivery thread")?;
+        .name("router".into())
+        .spawn(move || router.run(batch_rx, routes_rx))
+        .context("cannot start the routing thread")?;
     let accept_tx = input_tx.clone();
     let listener = bound.listener.try_clone().context("cannot clone the listener")?;
     let accept_stats = Arc::clone(&stats);
@@ -180,7 +181,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         config.period(),
         s.tmpdir.join("shipper-status.json"),
         s.self_metrics,
-    );
+    )
+    .with_destinations(Arc::clone(&destinations));
     let self_metrics_tx = input_tx.clone();
     thread::Builder::new()
         .name("self-metrics".into())
@@ -193,7 +195,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             break;
         }
         if let Some(new) = puypuy_common::producer::reload(&running.file) {
-            apply_reload(&running, &new, &input_tx, &new_transport);
+            apply_reload(&running, &new, &input_tx, &routes_tx);
             running = new;
         }
     }
@@ -208,6 +210,9 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
     // Each point received in this run, by its first fate; it adds up once delivery has stopped.
     let balance = stats.balance();
+    for d in destinations.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        log::info!("{} {}: points {}", d.output, d.destination, d.stats.balance());
+    }
     if delivery.is_finished() {
         log::info!("stopped: points {balance}");
     } else {

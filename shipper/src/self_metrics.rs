@@ -18,6 +18,7 @@
 //! | `puypuy_shipper_backend_errors` (tag `kind`: unreachable, timeout, status, io) | failed sends |
 //! | `puypuy_shipper_connections` | producer connections accepted |
 //! | `puypuy_shipper_last_send_seconds` | duration of the last send (float) |
+//! | `puypuy_shipper_destination_points_received`, `_points_sent`, `_points_spooled`, `_points_replayed`, `_points_dropped`, `_points_rejected`, `_spool_files`, `_up` (tags `output`, `destination`) | with several destinations, each one's (received: the points routed to it; up: 1, or 0 while its sends fail); the `puypuy_shipper_points_*` totals above then add up every destination's |
 //! | `puypuy_relay_lines_accepted`, `puypuy_relay_lines_rejected`, `puypuy_relay_connections` (tag `input`: opentsdb, graphite, http, statsd) | per relay input |
 //! | `puypuy_relay_strings_skipped` (tag `input=http`) | string fields of InfluxDB lines, skipped |
 //! | `puypuy_relay_packets` (tag `input`: statsd) | UDP datagrams received |
@@ -34,8 +35,47 @@ use puypuy_common::{schedule, Point};
 
 use crate::batch::Input;
 use crate::relay::InputStats;
-use crate::stats::Stats;
+use crate::stats::{DestinationList, Stats};
 use crate::transport::ErrorKind;
+
+/// Each destination's counters, when there are several, and their sums added into the shipper's
+/// totals of the same name in `out`.
+pub fn destination_points(list: &DestinationList, timestamp: u64, out: &mut Vec<Point>) {
+    let list = list.lock().unwrap_or_else(|e| e.into_inner());
+    for d in list.iter() {
+        let s = &d.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        for (name, a) in [
+            ("points_received", &s.points_received),
+            ("points_sent", &s.points_sent),
+            ("points_spooled", &s.points_spooled),
+            ("points_replayed", &s.points_replayed),
+            ("points_dropped", &s.points_dropped),
+            ("points_rejected", &s.points_rejected),
+            ("spool_files", &s.spool_files),
+            ("spool_bytes", &s.spool_bytes),
+        ] {
+            if name != "points_received" {
+                let total = format!("puypuy_shipper_{name}");
+                if let Some(p) = out.iter_mut().find(|p| p.name == total && p.tags.is_empty()) {
+                    if let puypuy_common::Value::Int(v) = &mut p.value {
+                        *v += get(a);
+                    }
+                }
+            }
+            out.push(
+                Point::int(format!("puypuy_shipper_destination_{name}"), timestamp, get(a), "puypuy")
+                    .with_tag("output", &d.output)
+                    .with_tag("destination", &d.destination),
+            );
+        }
+        out.push(
+            Point::int("puypuy_shipper_destination_up", timestamp, 1 - get(&s.backend_down).min(1), "puypuy")
+                .with_tag("output", &d.output)
+                .with_tag("destination", &d.destination),
+        );
+    }
+}
 
 pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<Point> {
     let get = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
@@ -189,6 +229,7 @@ pub struct SelfMetrics {
     status: StatusFile,
     send: bool,
     next: u64,
+    destinations: Option<DestinationList>,
 }
 
 impl SelfMetrics {
@@ -200,7 +241,13 @@ impl SelfMetrics {
         send: bool,
     ) -> SelfMetrics {
         let next = schedule::next_tick(SystemTime::now(), period);
-        SelfMetrics { stats, relay, period, status: StatusFile::new(status_file), send, next }
+        SelfMetrics { stats, relay, period, status: StatusFile::new(status_file), send, next, destinations: None }
+    }
+
+    /// Reports each destination's counters too (several destinations, see `route`).
+    pub fn with_destinations(mut self, list: DestinationList) -> SelfMetrics {
+        self.destinations = Some(list);
+        self
     }
 
     /// Sleeps to each tick, one sleep per period (no polling); the process exits without waiting
@@ -235,7 +282,10 @@ impl SelfMetrics {
         }
         let tick = self.next;
         self.next = schedule::next_tick(now, self.period);
-        let points = points(&self.stats, &self.relay, tick);
+        let mut points = points(&self.stats, &self.relay, tick);
+        if let Some(list) = &self.destinations {
+            destination_points(list, tick, &mut points);
+        }
         if let Err(e) = self.status.write(&status_json(&points, tick)) {
             log::debug!("cannot write {}: {e}", self.status.path.display());
         }

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::transport::ErrorKind;
 
@@ -48,7 +49,22 @@ pub struct Stats {
     pub errors: [AtomicU64; 4],
     pub connections: AtomicU64,
     pub last_send_micros: AtomicU64,
+    /// 1 while the backend (destination) fails sends, 0 once it accepts them.
+    pub backend_down: AtomicU64,
 }
+
+/// The counters of one destination when there are several (each carbon-cache of a ring, each
+/// output): its delivery loop counts in `stats` (`points_received` being the points routed to it).
+pub struct DestinationStats {
+    /// `TSDB` for `[TSDB]`, `NAME` for `[TSDB:NAME]`.
+    pub output: String,
+    /// The carbon-cache (`host:port[:instance]`), or the output's address list.
+    pub destination: String,
+    pub stats: Arc<Stats>,
+}
+
+/// The destinations in use now (replaced on reload), for the self-metrics.
+pub type DestinationList = Arc<std::sync::Mutex<Vec<DestinationStats>>>;
 
 impl Stats {
     pub(crate) fn error(&self, kind: ErrorKind) -> &AtomicU64 {

@@ -364,6 +364,16 @@ impl ureq::unversioned::resolver::Resolver for LiteralFirst {
     }
 }
 
+/// How long, and how much of, what was written to carbon is kept to be written again after the
+/// connection broke: see [`CarbonTransport`].
+const CARBON_RESEND_WINDOW: Duration = Duration::from_secs(5);
+const CARBON_RESEND_BYTES: usize = 16 << 20;
+
+/// Carbon never acknowledges: bytes written just before carbon-cache died sit unread in its socket
+/// buffer and are lost with it, although the write succeeded. So what was written in the last
+/// [`CARBON_RESEND_WINDOW`] (at most [`CARBON_RESEND_BYTES`]) is kept, and when the connection is
+/// found broken it is written again first on the next one. Carbon keeps one value per metric and
+/// timestamp, so the points it did read are overwritten with the same values.
 pub struct CarbonTransport {
     address: String,
     connect_timeout: Duration,
@@ -371,17 +381,58 @@ pub struct CarbonTransport {
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     host: HostTags,
+    relay_prefix: bool,
+    /// What was written on the current connection lately, with when.
+    recent: std::collections::VecDeque<(std::time::Instant, Vec<u8>)>,
+    recent_bytes: usize,
+    /// What to write again first on the next connection.
+    resend: Vec<u8>,
 }
 
 impl CarbonTransport {
     fn new(tsdb: &Tsdb, host: HostTags) -> CarbonTransport {
+        CarbonTransport::to_address(&tsdb.address, tsdb, host)
+    }
+
+    /// One carbon-cache of a ring (`address` is its `host:port`), with `tsdb`'s other settings.
+    pub fn to_address(address: &str, tsdb: &Tsdb, host: HostTags) -> CarbonTransport {
         CarbonTransport {
-            address: tsdb.address.clone(),
+            address: address.to_string(),
             connect_timeout: tsdb.connect_timeout,
             timeout: tsdb.timeout,
             stream: None,
             buf: Vec::new(),
             host,
+            relay_prefix: tsdb.routing.relay_prefix,
+            recent: Default::default(),
+            recent_bytes: 0,
+            resend: Vec::new(),
+        }
+    }
+
+    /// The connection broke: what was written on it lately is to be written again.
+    fn broken(&mut self) {
+        self.stream = None;
+        for (_, bytes) in self.recent.drain(..) {
+            self.resend.extend_from_slice(&bytes);
+        }
+        self.recent_bytes = 0;
+        if self.resend.len() > CARBON_RESEND_BYTES {
+            // Whole messages only: a resend cut in the middle of a pickle would be garbage.
+            self.resend.clear();
+        }
+    }
+
+    fn remember(&mut self) {
+        let now = std::time::Instant::now();
+        self.recent.push_back((now, self.buf.clone()));
+        self.recent_bytes += self.buf.len();
+        while let Some((at, bytes)) = self.recent.front() {
+            if now.duration_since(*at) <= CARBON_RESEND_WINDOW && self.recent_bytes <= CARBON_RESEND_BYTES {
+                break;
+            }
+            self.recent_bytes -= bytes.len();
+            self.recent.pop_front();
         }
     }
 
@@ -408,7 +459,11 @@ impl CarbonTransport {
             return true;
         }
         let mut probe = [0u8; 1];
-        let closed = matches!((&*stream).read(&mut probe), Ok(0));
+        let closed = match (&*stream).read(&mut probe) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted,
+        };
         stream.set_nonblocking(false).is_err() || closed
     }
 }
@@ -416,12 +471,12 @@ impl CarbonTransport {
 impl Transport for CarbonTransport {
     fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
         self.buf.clear();
-        backends::carbon::encode(points, &self.host, &mut self.buf);
+        backends::carbon::encode_paths(points, &self.host, self.relay_prefix, &mut self.buf);
         if self.buf.is_empty() {
             return Ok(());
         }
         if self.stream.as_ref().is_some_and(Self::peer_closed) {
-            self.stream = None;
+            self.broken();
         }
         if self.stream.is_none() {
             let stream = self.connect().map_err(|e| {
@@ -432,13 +487,27 @@ impl Transport for CarbonTransport {
         let Some(stream) = self.stream.as_mut() else {
             return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into()));
         };
-        if let Err(e) = stream.write_all(&self.buf) {
-            self.stream = None;
+        let written = if self.resend.is_empty() {
+            stream.write_all(&self.buf)
+        } else {
+            stream.write_all(&self.resend).and_then(|()| stream.write_all(&self.buf))
+        };
+        if let Err(e) = written {
+            self.broken();
             return Err(SendError::Retryable(
                 ErrorKind::Unreachable,
                 format!("Carbon at {}: write failed: {e}", self.address),
             ));
         }
+        if !self.resend.is_empty() {
+            log::info!(
+                "Carbon at {}: wrote again the {} bytes sent just before the connection broke",
+                self.address,
+                self.resend.len()
+            );
+            self.resend.clear();
+        }
+        self.remember();
         Ok(())
     }
 

@@ -5,6 +5,10 @@
 //! The path is `cluster.group.HOST.name` as the old agent built it, HOST being the host tag with
 //! `.` turned into `_`; empty components are left out. Characters that would break a path (space,
 //! `/`, control characters, and the others outside `A-Z a-z 0-9 - _ . : # @ % + =`) become `_`.
+//! A Graphite path received by the relay (check type [`RELAYED_GRAPHITE`]) passes through
+//! unchanged, as carbon-relay forwards it: no prefix, no character replaced, its Graphite 1.1 tags
+//! put back as `;key=value` in the order they came. `[TSDB] graphite_relay_prefix = True` gives it
+//! the prefix and the cleaning of every other point instead.
 //! Carbon refuses pickles over 1 MiB (`PICKLE_RECEIVER_MAX_LENGTH`), so [`encode`] splits a batch
 //! into several messages that each stay under [`MAX_PICKLE_BYTES`].
 //!
@@ -19,6 +23,9 @@ use crate::tags::HostTags;
 
 pub const MAX_PICKLE_BYTES: usize = 1_000_000;
 
+/// The check type of points parsed from the relay's Graphite input (also their `type` tag).
+pub const RELAYED_GRAPHITE: &str = "graphite";
+
 fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
     out.extend(s.chars().map(|c| {
         if c.is_ascii_alphanumeric()
@@ -30,6 +37,24 @@ fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
             '_'
         }
     }));
+}
+
+/// The path a point is sent under: a relayed Graphite path as it came (unless `relay_prefix`),
+/// any other point's as [`path`] builds it. The ring hashes this.
+pub fn path_of(p: &Point, tags: &HostTags, relay_prefix: bool) -> String {
+    if p.check_type != RELAYED_GRAPHITE || relay_prefix {
+        return path(p, tags);
+    }
+    let mut out =
+        String::with_capacity(p.name.len() + p.tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>());
+    out.push_str(&p.name);
+    for (k, v) in &p.tags {
+        out.push(';');
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+    }
+    out
 }
 
 /// `cluster.group.HOST.name`, built in one allocation.
@@ -57,13 +82,18 @@ fn pickle(items: &[(String, (u64, f64))], out: &mut Vec<u8>) {
 
 /// Appends one or more length-prefixed pickles to `out`, each under [`MAX_PICKLE_BYTES`].
 pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
+    encode_paths(points, host, false, out);
+}
+
+/// [`encode`], with `relay_prefix` as `[TSDB] graphite_relay_prefix` (see [`path_of`]).
+pub fn encode_paths(points: &[Point], host: &HostTags, relay_prefix: bool, out: &mut Vec<u8>) {
     let mut items: Vec<(String, (u64, f64))> = Vec::new();
     let mut estimate = 0usize;
     for p in points {
         if !p.value.is_finite() {
             continue;
         }
-        let path = path(p, host);
+        let path = path_of(p, host, relay_prefix);
         // A tuple costs its path plus ~30 bytes of opcodes and numbers.
         let cost = path.len() + 32;
         if estimate + cost > MAX_PICKLE_BYTES && !items.is_empty() {
@@ -101,6 +131,16 @@ mod tests {
         assert_eq!(path(&bare, &HostTags::empty()), "h.x_y");
         let host_wide = HostTags::new(vec![("host".into(), "a.b".into()), ("cluster".into(), "c".into())]);
         assert_eq!(path(&Point::int("m", 1, 1, "t"), &host_wide), "c.a_b.m");
+    }
+
+    #[test]
+    fn a_relayed_graphite_path_passes_through_unless_the_prefix_is_asked_for() {
+        let host = HostTags::new(vec![("host".into(), "web01".into()), ("cluster".into(), "prod".into())]);
+        let p = Point::float("servers.a b/c", 1, 1.0, RELAYED_GRAPHITE).with_tag("dc", "eu").with_tag("rack", "1");
+        assert_eq!(path_of(&p, &host, false), "servers.a b/c;dc=eu;rack=1");
+        assert_eq!(path_of(&p, &host, true), "prod.web01.servers.a_b_c");
+        let own = Point::float("sys.load", 1, 1.0, "system");
+        assert_eq!(path_of(&own, &host, false), "prod.web01.sys.load");
     }
 
     #[test]

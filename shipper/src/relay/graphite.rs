@@ -8,10 +8,14 @@
 //! The path is kept whole as the metric name (tags after `;`, Graphite 1.1 style, become tags). A
 //! missing timestamp or `-1` means now. Numbers are read as carbon-cache reads them (Python's
 //! `float`), except that infinities are refused; `tests/tests/suite/differential.rs` compares what
-//! reaches whisper through the relay and through carbon-cache's own line receiver. For the Carbon backend the usual `cluster.group.HOST.`
-//! prefix is added like for every point; for the others the dotted path is the name.
+//! reaches whisper through the relay and through carbon-cache's own line receiver. The points
+//! carry the check type [`RELAYED_GRAPHITE`] (`type=graphite`), by which the Carbon backend sends
+//! their path unchanged, as carbon-relay forwards it (`graphite_relay_prefix` adds the usual
+//! `cluster.group.HOST.` prefix instead); for the other backends the dotted path is the name.
 
 use puypuy_common::{Point, Value};
+
+use crate::backends::carbon::RELAYED_GRAPHITE;
 
 pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
     let mut fields = line.split_ascii_whitespace();
@@ -37,7 +41,7 @@ pub fn parse_plain(line: &str, now: u64) -> Result<Point, String> {
     }
     let mut parts = path.split(';');
     let name = parts.next().filter(|n| !n.is_empty()).ok_or("empty metric path")?;
-    let mut point = Point::new(name, timestamp, Value::Float(value), "relay");
+    let mut point = Point::new(name, timestamp, Value::Float(value), RELAYED_GRAPHITE);
     for tag in parts {
         point.tags.push(super::telnet::parse_tag(tag)?);
     }
