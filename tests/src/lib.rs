@@ -407,18 +407,25 @@ impl Carbon {
 
     /// Starts carbon-cache with its pickle receiver on a given port.
     pub fn start_on(dir: tempfile::TempDir, pickle: u16) -> Carbon {
+        Self::start_with(dir, "127.0.0.1", pickle, "1s:1d,60s:30d")
+    }
+
+    /// Starts carbon-cache with its pickle receiver on `interface:pickle` (a loopback address, so
+    /// that several caches can be told apart by server as in a real cluster) and the given
+    /// whisper retentions (short ones keep thousands of files small).
+    pub fn start_with(dir: tempfile::TempDir, interface: &str, pickle: u16, retentions: &str) -> Carbon {
         let carbon = require("carbon-cache");
         require("whisper-fetch");
         let d = dir.path().display();
         let (line, query) = (free_port(), free_port());
         std::fs::create_dir_all(dir.path().join("conf")).expect("conf dir");
         let conf = format!(
-            "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\nWHITELISTS_DIR = {d}/storage/lists/\nLOG_DIR = {d}/storage/log/\nPID_DIR = {d}/storage/\nDATABASE = whisper\nUSER =\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = 127.0.0.1\nPICKLE_RECEIVER_PORT = {pickle}\nPICKLE_RECEIVER_MAX_LENGTH = 1048576\nUSE_INSECURE_UNPICKLER = False\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\nLOG_CREATES = True\nLOG_UPDATES = False\nENABLE_TAGS = False\nCARBON_METRIC_INTERVAL = 0\n"
+            "[cache]\nSTORAGE_DIR = {d}/storage/\nLOCAL_DATA_DIR = {d}/storage/whisper/\nWHITELISTS_DIR = {d}/storage/lists/\nLOG_DIR = {d}/storage/log/\nPID_DIR = {d}/storage/\nDATABASE = whisper\nUSER =\nENABLE_LOGROTATION = False\nMAX_CACHE_SIZE = inf\nMAX_UPDATES_PER_SECOND = inf\nMAX_CREATES_PER_MINUTE = inf\nLINE_RECEIVER_INTERFACE = 127.0.0.1\nLINE_RECEIVER_PORT = {line}\nENABLE_UDP_LISTENER = False\nPICKLE_RECEIVER_INTERFACE = {interface}\nPICKLE_RECEIVER_PORT = {pickle}\nPICKLE_RECEIVER_MAX_LENGTH = 1048576\nUSE_INSECURE_UNPICKLER = False\nCACHE_QUERY_INTERFACE = 127.0.0.1\nCACHE_QUERY_PORT = {query}\nUSE_FLOW_CONTROL = True\nCACHE_WRITE_STRATEGY = sorted\nWHISPER_AUTOFLUSH = True\nLOG_CREATES = True\nLOG_UPDATES = False\nENABLE_TAGS = False\nCARBON_METRIC_INTERVAL = 0\n"
         );
         std::fs::write(dir.path().join("conf/carbon.conf"), conf).expect("carbon.conf");
         std::fs::write(
             dir.path().join("conf/storage-schemas.conf"),
-            "[default]\npattern = .*\nretentions = 1s:1d,60s:30d\n",
+            format!("[default]\npattern = .*\nretentions = {retentions}\n"),
         )
         .expect("schemas");
         let log = std::fs::File::create(dir.path().join("carbon.log")).expect("log");
@@ -431,9 +438,57 @@ impl Carbon {
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log),
         );
-        wait_for(Duration::from_secs(30), "carbon-cache pickle port", || tcp_ready(pickle).then_some(()));
+        wait_for(Duration::from_secs(30), "carbon-cache pickle port", || {
+            TcpStream::connect((interface, pickle)).is_ok().then_some(())
+        });
         wait_for(Duration::from_secs(30), "carbon-cache line port", || tcp_ready(line).then_some(()));
         Carbon { dir, pickle_port: pickle, line_port: line, proc }
+    }
+
+    /// Every metric path with a whisper file, as `a.b.c`.
+    pub fn paths(&self) -> Vec<String> {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, root, out);
+                } else if let Some(rel) = p.strip_prefix(root).ok().and_then(|r| r.to_str()) {
+                    if let Some(m) = rel.strip_suffix(".wsp") {
+                        out.push(m.replace('/', "."));
+                    }
+                }
+            }
+        }
+        let root = self.dir.path().join("storage/whisper");
+        let mut out = Vec::new();
+        walk(&root, &root, &mut out);
+        out.sort();
+        out
+    }
+
+    /// The timestamps of the non-empty slots of every whisper file under `prefix` (a path prefix
+    /// such as `a.b`), read in one python process: `(path, timestamps)`.
+    pub fn timestamps_under(&self, prefix: &str) -> Vec<(String, Vec<u64>)> {
+        let root = self.dir.path().join("storage/whisper");
+        let script = "import sys, os, time, whisper\nroot = sys.argv[1]\nfor d, _, files in os.walk(os.path.join(root, *sys.argv[2].split('.'))):\n    for f in files:\n        if f.endswith('.wsp'):\n            p = os.path.join(d, f)\n            (start, end, step), values = whisper.fetch(p, 0, None)\n            ts = [str(start + i * step) for i, v in enumerate(values) if v is not None]\n            print(os.path.relpath(p, root)[:-4].replace('/', '.'), ' '.join(ts))\n";
+        let out = Command::new("/usr/bin/python3").args(["-c", script]).arg(&root).arg(prefix).output();
+        let Ok(out) = out else { return Vec::new() };
+        let mut all: Vec<(String, Vec<u64>)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let path = f.next()?.to_string();
+                Some((path, f.filter_map(|t| t.parse().ok()).collect()))
+            })
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Kills this carbon-cache (SIGKILL: it dies as in a crash, with what it had not read).
+    pub fn kill(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        self.proc.wait_exit(Duration::from_secs(10));
     }
 
     /// `(timestamp, value)` of the non-empty slots of a whisper file in the last `seconds`.

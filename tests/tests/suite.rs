@@ -6,6 +6,8 @@ mod backends;
 mod bench;
 #[path = "suite/config_errors.rs"]
 mod config_errors;
+#[path = "suite/destinations.rs"]
+mod destinations;
 #[path = "suite/differential.rs"]
 mod differential;
 #[path = "suite/faults.rs"]
