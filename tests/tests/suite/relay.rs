@@ -172,20 +172,29 @@ fn every_input_delivers_into_influxdb() {
     assert!(agent.log().contains("opentsdb input: bad line"), "{}", agent.log());
 }
 
+/// Relayed paths pass through unchanged, as carbon-relay forwards them (issue 16);
+/// `graphite_relay_prefix = True` puts the usual `cluster.group.HOST.` in front.
 #[test]
 fn graphite_plaintext_in_carbon_pickle_out() {
-    let carbon = Carbon::start();
-    let (agent, mut ports) =
-        relay_agent(&format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n", carbon.pickle_port), "");
-    let _shipper = start_relay(&agent, &mut ports);
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
-    tcp_send(ports.graphite, &format!("app.requests 17 {}\napp.requests 19 {}\n", now - 5, now - 4));
     let host = Agent::host().replace('.', "_");
-    let values = wait_for(Duration::from_secs(20), "app.requests in whisper", || {
-        let v = carbon.fetch(&format!("testcluster.testgroup.{host}.app.requests"), 60);
-        (v.len() == 2).then_some(v)
-    });
-    assert_eq!(values, vec![(now - 5, 17.0), (now - 4, 19.0)]);
+    for (prefix_key, path) in [
+        ("", "app.requests".to_string()),
+        ("graphite_relay_prefix: True\n", format!("testcluster.testgroup.{host}.app.requests")),
+    ] {
+        let carbon = Carbon::start();
+        let (agent, mut ports) = relay_agent(
+            &format!("[TSDB]\ntsdtype: Carbon\naddress: 127.0.0.1:{}\n{prefix_key}", carbon.pickle_port),
+            "",
+        );
+        let _shipper = start_relay(&agent, &mut ports);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+        tcp_send(ports.graphite, &format!("app.requests 17 {}\napp.requests 19 {}\n", now - 5, now - 4));
+        let values = wait_for(Duration::from_secs(20), &format!("{path} in whisper"), || {
+            let v = carbon.fetch(&path, 60);
+            (v.len() == 2).then_some(v)
+        });
+        assert_eq!(values, vec![(now - 5, 17.0), (now - 4, 19.0)]);
+    }
 }
 
 #[test]
