@@ -27,4 +27,5 @@ pub mod send;
 pub mod spool;
 pub mod stats;
 pub mod tags;
+pub mod tls;
 pub mod transport;

@@ -20,6 +20,7 @@
 //! | `puypuy_shipper_last_send_seconds` | duration of the last send (float) |
 //! | `puypuy_shipper_destination_points_received`, `_points_sent`, `_points_spooled`, `_points_replayed`, `_points_dropped`, `_points_rejected`, `_spool_files`, `_up` (tags `output`, `destination`) | with several destinations, each one's (received: the points routed to it; up: 1, or 0 while its sends fail); the `puypuy_shipper_points_*` totals above then add up every destination's |
 //! | `puypuy_relay_lines_accepted`, `puypuy_relay_lines_rejected`, `puypuy_relay_connections` (tag `input`: opentsdb, graphite, http, statsd) | per relay input |
+//! | `puypuy_relay_refused` (tag `input`) | peers and requests refused at the door: outside `allow`, failed TLS handshake, missing or wrong credentials |
 //! | `puypuy_relay_strings_skipped` (tag `input=http`) | string fields of InfluxDB lines, skipped |
 //! | `puypuy_relay_packets` (tag `input`: statsd) | UDP datagrams received |
 //! | `puypuy_statsd_series` | StatsD series held after the last flush (now) |
@@ -106,6 +107,7 @@ pub fn points(stats: &Stats, relay: &[Arc<InputStats>], timestamp: u64) -> Vec<P
             ("puypuy_relay_lines_accepted", &input.accepted),
             ("puypuy_relay_lines_rejected", &input.rejected),
             ("puypuy_relay_connections", &input.connections),
+            ("puypuy_relay_refused", &input.refused),
         ] {
             out.push(Point::int(name, timestamp, get(a), "puypuy").with_tag("input", input.name));
         }

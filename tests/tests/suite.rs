@@ -10,6 +10,8 @@ mod config_errors;
 mod destinations;
 #[path = "suite/differential.rs"]
 mod differential;
+#[path = "suite/doors.rs"]
+mod doors;
 #[path = "suite/faults.rs"]
 mod faults;
 #[path = "suite/jmx.rs"]

@@ -103,7 +103,7 @@ impl Config {
             .filter_map(|name| read_tsdb_section(file, base, &ini, &format!("TSDB:{name}"), &mut errors, &mut warnings))
             .collect();
         let tags = read_tags(file, &ini, &mut errors);
-        let relay = read_relay(file, &ini, &mut errors, &mut warnings, self_config.check_period_seconds);
+        let relay = read_relay(file, base, &ini, &mut errors, &mut warnings, self_config.check_period_seconds);
         let default_timeout = Duration::from_secs(self_config.check_period_seconds.min(5));
         let services = read_services(file, base, &ini, default_timeout, &mut errors, &mut warnings);
         let jmx = read_jmx(file, base, &ini, default_timeout, &mut errors, &mut warnings);

@@ -5,18 +5,30 @@
 //! Its good lines count in `accepted` only then; when they could not be handed over (503) or the
 //! backend refused them (400), they count in `rejected`, like its bad lines, so that `accepted`
 //! counts what the relay answered for.
+//!
+//! The door: a client outside `http_allow` (or `allow`) is answered 403; with `http_users` or
+//! `http_tokens` set, a request to `/write`, `/api/put` or `/query` without valid credentials is
+//! answered 401 as InfluxDB 1.x answers it (`WWW-Authenticate: Basic realm="InfluxDB"`, `{"error":
+//! "unable to parse authentication credentials"}` or `{"error":"authorization failed"}`), or as
+//! OpenTSDB formats its errors for `/api/put`; `/ping` stays open, as InfluxDB's. Both count in
+//! `refused`, and the body is not read. With TLS, tiny_http serves a private Unix socket behind a
+//! TLS front ([`crate::tls::front`]), which checks `allow` before the handshake.
 
 use std::io::Read;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use puypuy_common::config::relay::{Door, HttpAuth};
+use puypuy_common::config::RelayConfig;
 use puypuy_common::frame::{ACK_DELIVERED, ACK_DROPPED};
 use puypuy_common::Point;
 
+use super::auth::{self, Verdict};
 use super::inputs::{now, InputStats};
 use super::line_protocol::{self, Precision};
 use super::opentsdb_json;
@@ -27,21 +39,93 @@ const HTTP_WORKERS: usize = 8;
 const MAX_BODY: u64 = 32 * 1024 * 1024;
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-pub(crate) fn start(addr: SocketAddr, tx: Sender<Input>, stats: Arc<InputStats>) -> Result<(), String> {
-    let server = Arc::new(tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?);
+/// Who may use the HTTP input.
+struct HttpDoor {
+    allow: Door,
+    auth: HttpAuth,
+}
+
+pub(crate) fn start(
+    addr: SocketAddr,
+    config: &RelayConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    tx: Sender<Input>,
+    stats: Arc<InputStats>,
+) -> Result<(), String> {
+    let server = match tls {
+        None => tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?,
+        Some(tls) => {
+            let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
+            let path = crate::tls::private_socket_path("http.sock")?;
+            let inner = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            let server = tiny_http::Server::from_listener(inner, None)
+                .map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+            let (door, front_stats, refuse_stats) = (config.doors.http.clone(), Arc::clone(&stats), Arc::clone(&stats));
+            let admit = Arc::new(move |s: &std::net::TcpStream| front_stats.admits(&door, s));
+            let refused = Arc::new(move |peer: &str, why: &str| refuse_stats.refuse(peer, why));
+            let idle = config.idle_timeout;
+            thread::Builder::new()
+                .name("relay-https".into())
+                .spawn(move || crate::tls::front(listener, tls, path, idle, admit, refused))
+                .map_err(|e| e.to_string())?;
+            server
+        }
+    };
+    let server = Arc::new(server);
+    let door = Arc::new(HttpDoor { allow: config.doors.http.clone(), auth: config.http_auth.clone() });
     for i in 0..HTTP_WORKERS {
-        let (server, tx, stats) = (Arc::clone(&server), tx.clone(), Arc::clone(&stats));
+        let (server, tx, stats, door) = (Arc::clone(&server), tx.clone(), Arc::clone(&stats), Arc::clone(&door));
         thread::Builder::new()
             .name(format!("relay-http-{i}"))
             .spawn(move || {
                 while let Ok(request) = server.recv() {
                     stats.connections.fetch_add(1, Ordering::Relaxed);
-                    handle_http(request, &tx, &stats);
+                    if let Some(request) = through_the_door(request, &door, &stats) {
+                        handle_http(request, &tx, &stats);
+                    }
                 }
             })
             .map_err(|e| e.to_string())?;
     }
     Ok(())
+}
+
+/// The request, if its peer is allowed and it carries valid credentials; else it is answered
+/// (403, 401), counted and logged, and its body is never read.
+fn through_the_door(request: tiny_http::Request, door: &HttpDoor, stats: &InputStats) -> Option<tiny_http::Request> {
+    // Behind the TLS front the peer is the Unix socket (no address): the front checked it.
+    let peer = request.remote_addr().copied();
+    let shown = peer.map(|a| a.to_string()).unwrap_or_else(|| "a TLS client".into());
+    if let Some(peer) = peer {
+        if !door.allow.admits(peer.ip()) {
+            stats.refuse(&shown, "not in the input's allow list (answered 403)");
+            let _ = request.respond(json_response(403, r#"{"error":"forbidden: this address is not allowed"}"#.into()));
+            return None;
+        }
+    }
+    let path = request.url().split('?').next().unwrap_or("");
+    if path == "/ping" {
+        return Some(request);
+    }
+    let authorization =
+        request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
+    let verdict = auth::check(&door.auth, authorization.as_deref(), request.url());
+    let message = match verdict {
+        Verdict::Allowed => return Some(request),
+        Verdict::Missing => "unable to parse authentication credentials",
+        Verdict::Wrong => "authorization failed",
+    };
+    stats.refuse(&shown, &format!("{message} (answered 401)"));
+    let body = match path {
+        "/api/put" => serde_json::json!({ "error": { "code": 401, "message": message } }).to_string(),
+        _ => serde_json::json!({ "error": message }).to_string(),
+    };
+    let mut response = json_response(401, body);
+    if let Ok(h) = tiny_http::Header::from_bytes(&b"WWW-Authenticate"[..], &br#"Basic realm="InfluxDB""#[..]) {
+        response.add_header(h);
+    }
+    let _ = request.respond(response);
+    None
 }
 
 fn json_response(status: u16, body: String) -> tiny_http::Response<std::io::Cursor<Vec<u8>>> {
@@ -290,6 +374,9 @@ mod tests {
     fn only_lines_handed_over_count_as_accepted() {
         let addr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
         let config = puypuy_common::config::RelayConfig {
+            doors: Default::default(),
+            tls: None,
+            http_auth: Default::default(),
             opentsdb_listen: None,
             graphite_listen: None,
             graphite_udp: false,

@@ -3,13 +3,16 @@
 //! each input for the self-metrics, and the handling of one text line that TCP and UDP share.
 //!
 //! A malformed line is counted and logged (at most every 10 s per input) and the connection goes
-//! on.
+//! on. A peer outside the input's `allow` list, a client that fails the TLS handshake and an HTTP
+//! request without valid credentials are refused at once, counted in `refused` and logged (at
+//! most every 10 s per input); nothing they sent is read.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Sender;
+use puypuy_common::config::relay::{Door, InputName};
 use puypuy_common::config::RelayConfig;
 use puypuy_common::Point;
 
@@ -22,10 +25,13 @@ pub struct InputStats {
     pub accepted: AtomicU64,
     pub rejected: AtomicU64,
     pub connections: AtomicU64,
+    /// Peers and requests turned away at the door: outside `allow`, failed TLS, no credentials.
+    pub refused: AtomicU64,
     /// String fields of InfluxDB lines, skipped (PuyPuy carries numbers).
     pub strings_skipped: AtomicU64,
     pub(crate) open: AtomicUsize,
     last_log: Mutex<Option<Instant>>,
+    last_refusal_log: Mutex<Option<Instant>>,
     last_strings_log: Mutex<Option<Instant>>,
     /// The StatsD input's own counters (`None` for the other inputs).
     pub statsd: Option<StatsdStats>,
@@ -51,6 +57,8 @@ impl InputStats {
             accepted: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_refusal_log: Mutex::new(None),
             strings_skipped: AtomicU64::new(0),
             last_strings_log: Mutex::new(None),
             open: AtomicUsize::new(0),
@@ -75,6 +83,31 @@ impl InputStats {
             let shown: String = line.chars().take(200).collect();
             log::warn!("{} input: bad line from {peer}: {why}: {shown:?} ({total} rejected so far)", self.name);
             *last = Some(Instant::now());
+        }
+    }
+}
+
+impl InputStats {
+    /// Counts a refused peer or request; logs why unless this input logged a refusal in the last
+    /// 10 s. `why` never holds what the client sent as credentials.
+    pub(crate) fn refuse(&self, peer: &str, why: &str) {
+        let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.last_refusal_log.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            log::warn!("{} input: refused {peer}: {why} ({total} refused so far)", self.name);
+            *last = Some(Instant::now());
+        }
+    }
+
+    /// Whether the peer of `stream` may use an input behind `door`; counts and logs it if not.
+    pub(crate) fn admits(&self, door: &Door, stream: &std::net::TcpStream) -> bool {
+        match stream.peer_addr() {
+            Ok(peer) if door.admits(peer.ip()) => true,
+            Ok(peer) => {
+                self.refuse(&peer.to_string(), "not in the input's allow list");
+                false
+            }
+            Err(_) => false,
         }
     }
 }
@@ -106,38 +139,76 @@ fn telnet_line(line: &str, _now: u64) -> Result<Point, String> {
     telnet::parse_put(line)
 }
 
+/// The TLS configuration of an input behind `door`, if it speaks TLS.
+pub(crate) fn tls_of(
+    config: &RelayConfig,
+    door: &Door,
+    input: InputName,
+) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    match (&config.tls, door.tls) {
+        (Some(files), true) => crate::tls::server_config(&files.cert, &files.key, None)
+            .map(Some)
+            .map_err(|e| format!("[Relay] {}_tls: {e}", input.key())),
+        _ => Ok(None),
+    }
+}
+
+/// How an input's door reads in its start-up line.
+fn door_note(door: &Door, tls: bool) -> String {
+    let mut note = String::new();
+    if tls {
+        note.push_str(", TLS");
+    }
+    if !door.allow.is_empty() {
+        note.push_str(&format!(", {} allowed networks", door.allow.len()));
+    }
+    note
+}
+
 /// Starts every configured input; returns their counters.
 pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputStats>>, String> {
     let mut all = Vec::new();
+    let doors = &config.doors;
     if let Some(addr) = config.opentsdb_listen {
         let stats = InputStats::new("opentsdb");
-        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), telnet_line, true)?;
-        log::info!("relay: OpenTSDB telnet input on {addr}");
+        let tls = tls_of(config, &doors.opentsdb, InputName::OpenTsdb)?;
+        let note = door_note(&doors.opentsdb, tls.is_some());
+        let door = tcp::TcpDoor { allow: doors.opentsdb.clone(), tls };
+        tcp::start(addr, config, door, tx.clone(), Arc::clone(&stats), telnet_line, true)?;
+        log::info!("relay: OpenTSDB telnet input on {addr}{note}");
         all.push(stats);
     }
     if let Some(addr) = config.graphite_listen {
         let stats = InputStats::new("graphite");
-        tcp::start(addr, config, tx.clone(), Arc::clone(&stats), graphite::parse_plain, false)?;
+        let tls = tls_of(config, &doors.graphite, InputName::Graphite)?;
+        let note = door_note(&doors.graphite, tls.is_some());
+        let door = tcp::TcpDoor { allow: doors.graphite.clone(), tls };
+        tcp::start(addr, config, door, tx.clone(), Arc::clone(&stats), graphite::parse_plain, false)?;
         if config.graphite_udp {
-            udp::start(addr, tx.clone(), Arc::clone(&stats))?;
+            udp::start(addr, doors.graphite.clone(), tx.clone(), Arc::clone(&stats))?;
         }
         log::info!(
-            "relay: Graphite plaintext input on {addr}{}",
+            "relay: Graphite plaintext input on {addr}{}{note}",
             if config.graphite_udp { " (TCP and UDP)" } else { "" }
         );
         all.push(stats);
     }
     if let Some(addr) = config.http_listen {
         let stats = InputStats::new("http");
-        http::start(addr, tx.clone(), Arc::clone(&stats))?;
-        log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}");
+        let tls = tls_of(config, &doors.http, InputName::Http)?;
+        let note = door_note(&doors.http, tls.is_some());
+        let auth = if config.http_auth.is_open() { "" } else { ", credentials required" };
+        http::start(addr, config, tls, tx.clone(), Arc::clone(&stats))?;
+        log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}{note}{auth}");
         all.push(stats);
     }
     if let Some(statsd) = &config.statsd {
         let stats = InputStats::new_statsd();
-        statsd_input::start(statsd, config, tx.clone(), Arc::clone(&stats))?;
+        let tls = tls_of(config, &doors.statsd, InputName::Statsd)?;
+        let note = door_note(&doors.statsd, tls.is_some() && statsd.tcp);
+        statsd_input::start(statsd, config, tls, tx.clone(), Arc::clone(&stats))?;
         log::info!(
-            "relay: StatsD input on {}{}, flushed every {}s",
+            "relay: StatsD input on {}{}, flushed every {}s{note}",
             statsd.listen,
             if statsd.tcp { " (UDP and TCP)" } else { " (UDP)" },
             statsd.flush.as_secs()

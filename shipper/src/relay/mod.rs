@@ -2,8 +2,10 @@
 //! that go through the same pipeline (rates, tags, batching, spool). One pure parser per protocol;
 //! one file per transport ([`tcp`], [`udp`], [`http`]); [`inputs`] starts them and counts. StatsD
 //! is aggregated before it becomes points: parser [`statsd`], aggregation [`statsd_aggregate`]
-//! (both pure), sockets and flushes in `statsd_input`.
+//! (both pure), sockets and flushes in `statsd_input`. Every network input has a door: `allow`
+//! (checked in each transport), TLS ([`crate::tls`]) and, for HTTP, credentials ([`auth`], pure).
 
+pub mod auth;
 pub mod graphite;
 mod http;
 pub mod inputs;

@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 use std::io::{IoSliceMut, Read};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -26,13 +26,14 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::Sender;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
-use puypuy_common::config::relay::StatsdConfig;
+use puypuy_common::config::relay::{Door, StatsdConfig};
 use puypuy_common::config::RelayConfig;
 use puypuy_common::schedule;
 
 use super::inputs::InputStats;
 use super::statsd::parse_line;
 use super::statsd_aggregate::{Added, Aggregator, FlushSettings};
+use super::tcp::{Conn, TcpDoor};
 use crate::batch::Input;
 
 /// Receive buffer asked for the UDP socket (the kernel caps it at `net.core.rmem_max`): bursts
@@ -127,6 +128,7 @@ impl Shared {
 pub(crate) fn start(
     config: &StatsdConfig,
     relay: &RelayConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     tx: Sender<Input>,
     stats: Arc<InputStats>,
 ) -> Result<(), String> {
@@ -147,11 +149,16 @@ pub(crate) fn start(
         thread::Builder::new().name(name.into()).spawn(f).map(drop).map_err(|e| format!("cannot start {name}: {e}"))
     };
     let receiver = Arc::clone(&shared);
-    spawn("statsd-udp", Box::new(move || receive_udp(&udp, &receiver)))?;
+    let udp_door = relay.doors.statsd.clone();
+    spawn("statsd-udp", Box::new(move || receive_udp(&udp, &udp_door, &receiver)))?;
     if let Some(listener) = tcp {
+        let door = TcpDoor { allow: relay.doors.statsd.clone(), tls };
         let (acceptor, max_line, max_connections, idle) =
             (Arc::clone(&shared), relay.max_line_bytes, relay.max_connections, relay.idle_timeout);
-        spawn("statsd-tcp", Box::new(move || accept_tcp(&listener, &acceptor, max_line, max_connections, idle)))?;
+        spawn(
+            "statsd-tcp",
+            Box::new(move || accept_tcp(&listener, &door, &acceptor, max_line, max_connections, idle)),
+        )?;
     }
     let settings = FlushSettings {
         interval_seconds: config.flush.as_secs_f64(),
@@ -170,7 +177,7 @@ pub(crate) fn start(
 /// [`GATHER`] apart: the thread then sleeps that long before reading again and takes the lot in a
 /// few calls. Waking for every few datagrams cost more than the datagrams themselves (one wake-up
 /// per 3.6 datagrams at 170 000/s, each paid by this thread and by the sender's kernel path).
-fn receive_udp(socket: &UdpSocket, shared: &Shared) {
+fn receive_udp(socket: &UdpSocket, door: &Door, shared: &Shared) {
     let mut room = vec![0u8; DATAGRAMS_PER_READ * DATAGRAM_ROOM];
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(DATAGRAMS_PER_READ, None);
     let mut received: Vec<(usize, Option<SockaddrStorage>)> = Vec::with_capacity(DATAGRAMS_PER_READ);
@@ -199,6 +206,10 @@ fn receive_udp(socket: &UdpSocket, shared: &Shared) {
         let mut aggregator = shared.lock();
         for (slot, (len, from)) in room.chunks_exact(DATAGRAM_ROOM).zip(&received) {
             let peer = || from.map_or_else(|| "-".to_string(), |a| a.to_string());
+            if !door.allow.is_empty() && !from.as_ref().and_then(peer_ip).is_some_and(|ip| door.admits(ip)) {
+                shared.stats.refuse(&peer(), "not in the input's allow list (UDP datagram dropped)");
+                continue;
+            }
             shared.add_lines(&mut aggregator, &slot[..*len], &peer, &mut tally);
         }
         drop(aggregator);
@@ -209,20 +220,37 @@ fn receive_udp(socket: &UdpSocket, shared: &Shared) {
     }
 }
 
-fn accept_tcp(listener: &TcpListener, shared: &Arc<Shared>, max_line: usize, max_connections: usize, idle: Duration) {
+/// The address a datagram came from (read only when the input has an allow list).
+fn peer_ip(from: &SockaddrStorage) -> Option<std::net::IpAddr> {
+    from.to_string().parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
+fn accept_tcp(
+    listener: &TcpListener,
+    door: &TcpDoor,
+    shared: &Arc<Shared>,
+    max_line: usize,
+    max_connections: usize,
+    idle: Duration,
+) {
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let stats = &shared.stats;
+        if !stats.admits(&door.allow, &stream) {
+            continue;
+        }
         if stats.open.load(Ordering::Relaxed) >= max_connections {
             stats.reject("-", "", &format!("over max_connections ({max_connections}); connection closed"));
             continue;
         }
         stats.connections.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
-        let shared = Arc::clone(shared);
+        let (shared, door) = (Arc::clone(shared), door.clone());
         let spawned = thread::Builder::new().name("statsd-conn".into()).spawn(move || {
-            let mut stream = stream;
-            serve_tcp(&mut stream, &shared, max_line, idle);
+            let _ = stream.set_read_timeout(Some(idle));
+            if let Some((mut conn, peer)) = door.open(stream, &shared.stats) {
+                serve_tcp(&mut conn, &peer, &shared, max_line);
+            }
             shared.stats.open.fetch_sub(1, Ordering::Relaxed);
         });
         if spawned.is_err() {
@@ -233,18 +261,12 @@ fn accept_tcp(listener: &TcpListener, shared: &Arc<Shared>, max_line: usize, max
 
 /// Reads lines until the peer closes or stays silent for `idle`. The lines completed by one read
 /// are added up together; a line longer than `max_line` is refused and skipped to its end.
-fn serve_tcp(stream: &mut TcpStream, shared: &Shared, max_line: usize, idle: Duration) {
-    let Ok(peer) = stream.peer_addr() else { return };
-    let _ = stream.set_read_timeout(Some(idle));
+fn serve_tcp(stream: &mut Conn, peer: &str, shared: &Shared, max_line: usize) {
     let mut buf = vec![0u8; 64 * 1024];
     let (mut pending, mut complete) = (Vec::new(), Vec::new());
     let mut skipping = false;
     let too_long = |len: usize| {
-        shared.stats.reject(
-            &peer.to_string(),
-            "",
-            &format!("line of {len}+ bytes is over max_line_bytes ({max_line})"),
-        );
+        shared.stats.reject(peer, "", &format!("line of {len}+ bytes is over max_line_bytes ({max_line})"));
     };
     loop {
         let n = match stream.read(&mut buf) {

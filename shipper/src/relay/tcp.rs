@@ -9,6 +9,10 @@
 //! `max_connections` open connections per input, new ones are closed at once. Points of one read
 //! go to the pipeline together; when it is behind, reading waits (TCP backpressure) rather than
 //! dropping.
+//!
+//! Each input has a door ([`TcpDoor`]): a peer outside its `allow` list is closed before anything
+//! is read, and with TLS the handshake is completed first, so a plain-text client or one that
+//! fails the handshake is refused (logged, counted in `refused`) with none of its lines read.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -18,14 +22,72 @@ use std::thread;
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
+use puypuy_common::config::relay::Door;
 use puypuy_common::config::RelayConfig;
 
 use super::inputs::{handle_line, InputStats, LineParser};
 use crate::batch::Input;
 
+/// Who may connect to a TCP input, and its TLS configuration when it speaks TLS.
+#[derive(Clone)]
+pub(crate) struct TcpDoor {
+    pub allow: Door,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A connection through the door: plain, or TLS once the handshake is done.
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
+        }
+    }
+}
+
+impl TcpDoor {
+    /// The connection, once through: the handshake (with TLS) is done on the calling thread, so
+    /// call it on the connection's own. `None` when refused (counted and logged).
+    pub(crate) fn open(&self, stream: TcpStream, stats: &InputStats) -> Option<(Conn, String)> {
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        match &self.tls {
+            None => Some((Conn::Plain(stream), peer)),
+            Some(config) => match crate::tls::accept(config, stream, crate::tls::HANDSHAKE_TIMEOUT) {
+                Ok(tls) => Some((Conn::Tls(Box::new(tls)), peer)),
+                Err(why) => {
+                    stats.refuse(&peer, &why);
+                    None
+                }
+            },
+        }
+    }
+}
+
 pub(crate) fn start(
     addr: SocketAddr,
     config: &RelayConfig,
+    door: TcpDoor,
     tx: Sender<Input>,
     stats: Arc<InputStats>,
     parse: LineParser,
@@ -38,19 +100,26 @@ pub(crate) fn start(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(stream) = conn else { continue };
+                if !stats.admits(&door.allow, &stream) {
+                    continue;
+                }
                 if stats.open.load(Ordering::Relaxed) >= max_conns {
                     stats.reject("-", "", &format!("over max_connections ({max_conns}); connection closed"));
                     continue;
                 }
                 stats.connections.fetch_add(1, Ordering::Relaxed);
                 stats.open.fetch_add(1, Ordering::Relaxed);
-                let (tx, stats) = (tx.clone(), Arc::clone(&stats));
+                let (tx, stats, door) = (tx.clone(), Arc::clone(&stats), door.clone());
                 let spawned = thread::Builder::new().name("relay-conn".into()).spawn(move || {
-                    let mut stream = stream;
-                    serve_lines(&mut stream, &tx, &stats, parse, max_line, idle, telnet);
-                    // The slot is free before the client sees the connection close.
-                    stats.open.fetch_sub(1, Ordering::Relaxed);
-                    drop(stream);
+                    let _ = stream.set_read_timeout(Some(idle));
+                    if let Some((mut conn, peer)) = door.open(stream, &stats) {
+                        serve_lines(&mut conn, &peer, &tx, &stats, parse, max_line, idle, telnet);
+                        // The slot is free before the client sees the connection close.
+                        stats.open.fetch_sub(1, Ordering::Relaxed);
+                        drop(conn);
+                    } else {
+                        stats.open.fetch_sub(1, Ordering::Relaxed);
+                    }
                 });
                 if spawned.is_err() {
                     log::error!("relay: cannot start a connection thread");
@@ -121,8 +190,10 @@ fn telnet_command(line: Result<&[u8], usize>) -> Option<&'static str> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn serve_lines(
-    stream: &mut TcpStream,
+    stream: &mut Conn,
+    peer: &str,
     tx: &Sender<Input>,
     stats: &InputStats,
     parse: LineParser,
@@ -130,8 +201,6 @@ fn serve_lines(
     idle: Duration,
     telnet: bool,
 ) {
-    let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-    let _ = stream.set_read_timeout(Some(idle));
     let mut splitter = LineSplitter::new(max_line);
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit = false;
@@ -169,7 +238,7 @@ fn serve_lines(
                     None => {}
                 }
             }
-            if let Some(why) = handle_line(l, parse, stats, &peer, &mut points, max_line) {
+            if let Some(why) = handle_line(l, parse, stats, peer, &mut points, max_line) {
                 if telnet {
                     answers.extend_from_slice(format!("put: illegal argument: {why}\n").as_bytes());
                 }
@@ -188,7 +257,7 @@ fn serve_lines(
     }
     let mut points = Vec::new();
     splitter.finish(&mut |l| {
-        let _ = handle_line(l, parse, stats, &peer, &mut points, max_line);
+        let _ = handle_line(l, parse, stats, peer, &mut points, max_line);
     });
     if !points.is_empty() {
         let _ = tx.send(Input::Points { points, ack: None });

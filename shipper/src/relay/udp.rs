@@ -1,17 +1,19 @@
 //! The relay's UDP input: Graphite plaintext, one or more lines per datagram. Nothing is
-//! acknowledged over UDP; points of one datagram go to the pipeline together.
+//! acknowledged over UDP; points of one datagram go to the pipeline together. A datagram from a
+//! peer outside the input's `allow` list is dropped unread and counted in `refused`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::thread;
 
 use crossbeam_channel::Sender;
+use puypuy_common::config::relay::Door;
 
 use super::graphite;
 use super::inputs::{handle_line, InputStats};
 use crate::batch::Input;
 
-pub(crate) fn start(addr: SocketAddr, tx: Sender<Input>, stats: Arc<InputStats>) -> Result<(), String> {
+pub(crate) fn start(addr: SocketAddr, door: Door, tx: Sender<Input>, stats: Arc<InputStats>) -> Result<(), String> {
     let socket = UdpSocket::bind(addr).map_err(|e| format!("[Relay] cannot listen on UDP {addr}: {e}"))?;
     thread::Builder::new()
         .name("relay-udp".into())
@@ -20,6 +22,10 @@ pub(crate) fn start(addr: SocketAddr, tx: Sender<Input>, stats: Arc<InputStats>)
             loop {
                 let Ok((n, from)) = socket.recv_from(&mut buf) else { continue };
                 let peer = from.to_string();
+                if !door.admits(from.ip()) {
+                    stats.refuse(&peer, "not in the input's allow list (UDP datagram dropped)");
+                    continue;
+                }
                 let mut points = Vec::new();
                 for line in buf[..n].split(|b| *b == b'\n') {
                     let _ = handle_line(Ok(line), graphite::parse_plain, &stats, &peer, &mut points, 65_536);
