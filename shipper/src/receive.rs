@@ -119,6 +119,13 @@ fn read_frame(
 
 fn handle(stream: UnixStream, tx: Sender<Input>) {
     let who = peer(&stream);
+    handle_as(stream, tx, who)
+}
+
+/// Reads the frames of one connection and acknowledges each once its points are delivered or
+/// spooled; `who` names the peer in the log. The relay's frames input hands its TLS connections
+/// here through a socket pair, so they take the same path, acks included.
+pub fn handle_as(stream: UnixStream, tx: Sender<Input>, who: String) {
     let acks = match AckSocket::start(&stream) {
         Ok(a) => a,
         Err(e) => {

@@ -14,6 +14,8 @@ mod differential;
 mod doors;
 #[path = "suite/faults.rs"]
 mod faults;
+#[path = "suite/fleet.rs"]
+mod fleet;
 #[path = "suite/jmx.rs"]
 mod jmx;
 #[path = "suite/ops.rs"]

@@ -24,6 +24,8 @@ pub struct RelayConfig {
     pub tls: Option<TlsFiles>,
     /// The HTTP input's users and bearer tokens; empty lets every request in.
     pub http_auth: HttpAuth,
+    /// `frames_listen`: the frame protocol from other PuyPuy agents, over TLS with a token.
+    pub frames: Option<FramesInput>,
     pub opentsdb_listen: Option<std::net::SocketAddr>,
     pub graphite_listen: Option<std::net::SocketAddr>,
     pub graphite_udp: bool,
@@ -63,6 +65,27 @@ pub enum StatsdNames {
     Tagged,
 }
 
+/// `frames_listen` and its keys: agents' frames over TCP+TLS, each connection opened with a token
+/// of `tokens` (or `tokens_file`, one a line; several for rotation) and, with `client_ca`, a
+/// client certificate that CA signed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FramesInput {
+    pub listen: SocketAddr,
+    pub tokens: Vec<String>,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl fmt::Debug for FramesInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print a token.
+        f.debug_struct("FramesInput")
+            .field("listen", &self.listen)
+            .field("tokens", &self.tokens.len())
+            .field("client_ca", &self.client_ca)
+            .finish()
+    }
+}
+
 /// The network inputs, each with its own door.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputName {
@@ -70,10 +93,12 @@ pub enum InputName {
     Graphite,
     Http,
     Statsd,
+    Frames,
 }
 
 impl InputName {
-    pub const ALL: [InputName; 4] = [InputName::OpenTsdb, InputName::Graphite, InputName::Http, InputName::Statsd];
+    pub const ALL: [InputName; 5] =
+        [InputName::OpenTsdb, InputName::Graphite, InputName::Http, InputName::Statsd, InputName::Frames];
 
     /// The prefix of its keys (`opentsdb_listen`, `opentsdb_allow`, `opentsdb_tls`).
     pub fn key(self) -> &'static str {
@@ -82,6 +107,7 @@ impl InputName {
             InputName::Graphite => "graphite",
             InputName::Http => "http",
             InputName::Statsd => "statsd",
+            InputName::Frames => "frames",
         }
     }
 }
@@ -109,6 +135,7 @@ pub struct Doors {
     pub graphite: Door,
     pub http: Door,
     pub statsd: Door,
+    pub frames: Door,
 }
 
 impl Doors {
@@ -118,6 +145,7 @@ impl Doors {
             InputName::Graphite => &self.graphite,
             InputName::Http => &self.http,
             InputName::Statsd => &self.statsd,
+            InputName::Frames => &self.frames,
         }
     }
 
@@ -127,6 +155,7 @@ impl Doors {
             InputName::Graphite => &mut self.graphite,
             InputName::Http => &mut self.http,
             InputName::Statsd => &mut self.statsd,
+            InputName::Frames => &mut self.frames,
         }
     }
 }
@@ -202,6 +231,11 @@ pub fn parse_allow(raw: &str) -> Result<Vec<IpRange>, String> {
 }
 
 pub const RELAY_KEYS: &[&str] = &[
+    "frames_listen",
+    "frames_allow",
+    "tokens",
+    "tokens_file",
+    "client_ca",
     "allow",
     "opentsdb_allow",
     "graphite_allow",
@@ -329,12 +363,28 @@ pub fn read_relay(
             ),
         }
     }
+    let frames_listen = listen(&mut r, "frames_listen");
+    let frames = frames_listen.map(|listen| {
+        let tokens = secret_list(&mut r, base, "tokens");
+        if tokens.is_empty() {
+            r.error(
+                Some("tokens"),
+                "missing (frames_listen needs the agents' tokens: tokens = … or tokens_file = PATH, one a line)".into(),
+            );
+        }
+        if tls.is_none() {
+            r.error(Some("frames_listen"), "needs tls_cert and tls_key (agents' frames travel over TLS only)".into());
+        }
+        let client_ca = r.get("client_ca").filter(|v| !v.is_empty()).map(|v| resolve(base, v));
+        FramesInput { listen, tokens, client_ca }
+    });
     let graphite_udp = r.boolean("graphite_udp", false);
     let listens = [
         (InputName::OpenTsdb, opentsdb_listen, false),
         (InputName::Graphite, graphite_listen, graphite_udp),
         (InputName::Http, http_listen, false),
         (InputName::Statsd, statsd_listen, true),
+        (InputName::Frames, frames_listen, false),
     ];
     for (input, addr, udp) in listens {
         if let Some(addr) = addr {
@@ -350,6 +400,7 @@ pub fn read_relay(
         doors,
         tls,
         http_auth,
+        frames,
         opentsdb_listen,
         graphite_listen,
         graphite_udp,
@@ -395,8 +446,9 @@ fn read_doors(r: &mut SectionReader, base: &Path) -> (Doors, Option<TlsFiles>) {
         // HTTP speaks TLS once there is a certificate; the line inputs when asked (their clients
         // are often plain netcat-style senders).
         let tls_default = input == InputName::Http && tls.is_some();
-        let wants_tls = r.boolean(&format!("{key}_tls"), tls_default);
-        if wants_tls && tls.is_none() && input != InputName::Http {
+        // The frames input always speaks TLS.
+        let wants_tls = input == InputName::Frames || r.boolean(&format!("{key}_tls"), tls_default);
+        if wants_tls && tls.is_none() && !matches!(input, InputName::Http | InputName::Frames) {
             r.error(Some(&format!("{key}_tls")), "TLS asked for but tls_cert and tls_key are not set".into());
         }
         let door = doors.of_mut(input);
@@ -497,6 +549,22 @@ mod tests {
         let (_, errors, _) = relay_warnings("[Relay]\nhttp_users = alice-with-no-password-s3cr3t\n");
         assert_eq!(errors.len(), 1);
         assert!(!errors[0].to_string().contains("s3cr3t"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn frames_listen_needs_tls_and_tokens_and_never_prints_them() {
+        let (config, errors, warnings) = relay_warnings(
+            "[Relay]\ntls_cert = c.pem\ntls_key = k.pem\nframes_listen = 0.0.0.0:5999\ntokens = tok-one, tok-two\nclient_ca = ca.pem\n",
+        );
+        assert!(errors.is_empty() && warnings.is_empty(), "{errors:?} {warnings:?}");
+        let frames = config.frames.clone().expect("frames");
+        assert_eq!(frames.tokens, vec!["tok-one".to_string(), "tok-two".to_string()]);
+        assert_eq!(frames.client_ca, Some(PathBuf::from("./ca.pem")));
+        assert!(config.doors.frames.tls);
+        assert!(!format!("{config:?}").contains("tok-"), "{config:?}");
+        let (_, errors, _) = relay_warnings("[Relay]\nframes_listen = 5999\n");
+        let keys: Vec<_> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
+        assert_eq!(keys, vec!["tokens", "frames_listen"]);
     }
 
     #[test]

@@ -377,6 +377,7 @@ mod tests {
             doors: Default::default(),
             tls: None,
             http_auth: Default::default(),
+            frames: None,
             opentsdb_listen: None,
             graphite_listen: None,
             graphite_udp: false,

@@ -1,11 +1,12 @@
 //! The relay's inputs: starts the listeners `[Relay]` configures (TCP in [`super::tcp`], UDP in
-//! [`super::udp`], HTTP in [`super::http`], StatsD in [`super::statsd_input`]), the counters of
+//! [`super::udp`], HTTP in [`super::http`], StatsD in [`super::statsd_input`], other agents'
+//! frames in [`super::frames`]), the counters of
 //! each input for the self-metrics, and the handling of one text line that TCP and UDP share.
 //!
 //! A malformed line is counted and logged (at most every 10 s per input) and the connection goes
 //! on. A peer outside the input's `allow` list, a client that fails the TLS handshake and an HTTP
-//! request without valid credentials are refused at once, counted in `refused` and logged (at
-//! most every 10 s per input); nothing they sent is read.
+//! request without valid credentials are refused at once, counted in `refused` and logged (each,
+//! up to 20 lines per 10 s per input); nothing they sent is read.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use puypuy_common::config::relay::{Door, InputName};
 use puypuy_common::config::RelayConfig;
 use puypuy_common::Point;
 
-use super::{graphite, http, statsd_input, tcp, telnet, udp};
+use super::{frames, graphite, http, statsd_input, tcp, telnet, udp};
 use crate::batch::Input;
 
 /// Counters of one input, for the self-metrics.
@@ -31,10 +32,21 @@ pub struct InputStats {
     pub strings_skipped: AtomicU64,
     pub(crate) open: AtomicUsize,
     last_log: Mutex<Option<Instant>>,
-    last_refusal_log: Mutex<Option<Instant>>,
+    refusal_log: Mutex<RefusalLog>,
     last_strings_log: Mutex<Option<Instant>>,
     /// The StatsD input's own counters (`None` for the other inputs).
     pub statsd: Option<StatsdStats>,
+}
+
+/// Refusals logged per input in a 10 s window at most.
+pub const REFUSALS_LOGGED: u32 = 20;
+
+/// What `refuse` logged in the current window.
+#[derive(Default)]
+struct RefusalLog {
+    window: Option<Instant>,
+    logged: u32,
+    unlogged: u64,
 }
 
 /// Counters of the StatsD input beyond lines and connections.
@@ -58,7 +70,7 @@ impl InputStats {
             rejected: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            last_refusal_log: Mutex::new(None),
+            refusal_log: Mutex::new(RefusalLog::default()),
             strings_skipped: AtomicU64::new(0),
             last_strings_log: Mutex::new(None),
             open: AtomicUsize::new(0),
@@ -88,15 +100,25 @@ impl InputStats {
 }
 
 impl InputStats {
-    /// Counts a refused peer or request; logs why unless this input logged a refusal in the last
-    /// 10 s. `why` never holds what the client sent as credentials.
+    /// Counts a refused peer or request and logs why: every refusal, up to
+    /// [`REFUSALS_LOGGED`] per 10 s per input (a scanner must not flood the log); the first line
+    /// after a quiet spell says how many were not logged. `why` never holds what the client sent
+    /// as credentials.
     pub(crate) fn refuse(&self, peer: &str, why: &str) {
         let total = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut last = self.last_refusal_log.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            log::warn!("{} input: refused {peer}: {why} ({total} refused so far)", self.name);
-            *last = Some(Instant::now());
+        let mut log = self.refusal_log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.window.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            log.window = Some(Instant::now());
+            log.logged = 0;
         }
+        if log.logged >= REFUSALS_LOGGED {
+            log.unlogged += 1;
+            return;
+        }
+        log.logged += 1;
+        let unlogged = std::mem::take(&mut log.unlogged);
+        let note = if unlogged > 0 { format!("; {unlogged} earlier refusals not logged") } else { String::new() };
+        log::warn!("{} input: refused {peer}: {why} ({total} refused so far{note})", self.name);
     }
 
     /// Whether the peer of `stream` may use an input behind `door`; counts and logs it if not.
@@ -200,6 +222,22 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
         let auth = if config.http_auth.is_open() { "" } else { ", credentials required" };
         http::start(addr, config, tls, tx.clone(), Arc::clone(&stats))?;
         log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}{note}{auth}");
+        all.push(stats);
+    }
+    if let (Some(frames), Some(files)) = (&config.frames, &config.tls) {
+        let stats = InputStats::new("frames");
+        let tls = crate::tls::server_config(&files.cert, &files.key, frames.client_ca.as_deref())
+            .map_err(|e| format!("[Relay] frames_listen: {e}"))?;
+        let door = frames::FramesDoor {
+            allow: doors.frames.clone(),
+            tls,
+            tokens: frames.tokens.clone(),
+            idle: config.idle_timeout,
+        };
+        frames::start(frames.listen, door, tx.clone(), Arc::clone(&stats))?;
+        let note = door_note(&doors.frames, true);
+        let ca = if frames.client_ca.is_some() { ", client certificates required" } else { "" };
+        log::info!("relay: frames input (PuyPuy agents) on {}{note}{ca}", frames.listen);
         all.push(stats);
     }
     if let Some(statsd) = &config.statsd {

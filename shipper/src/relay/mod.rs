@@ -6,6 +6,7 @@
 //! (checked in each transport), TLS ([`crate::tls`]) and, for HTTP, credentials ([`auth`], pure).
 
 pub mod auth;
+pub mod frames;
 pub mod graphite;
 mod http;
 pub mod inputs;

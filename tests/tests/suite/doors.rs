@@ -12,11 +12,14 @@ use std::time::Duration;
 
 use puypuy_tests::{free_port, require, wait_for, Agent, Influx};
 
-/// A CA and a server certificate for 127.0.0.1 it signed, made with `openssl` in `dir`.
+/// A CA, a server certificate for 127.0.0.1 and a client certificate it signed, made with
+/// `openssl` in `dir`.
 pub struct Certificates {
     pub ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -46,13 +49,32 @@ pub fn make_certificates(dir: &Path) -> Certificates {
     std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("ext");
     let server_req = ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr"];
     openssl(dir, &[&server_req[..], &["-subj", "/CN=puypuy-server"]].concat());
-    let sign = ["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial"];
-    openssl(dir, &[&sign[..], &["-out", "server.pem", "-days", "2", "-extfile", "server.ext"]].concat());
-    Certificates { ca: dir.join("ca.pem"), server_cert: dir.join("server.pem"), server_key: dir.join("server.key") }
+    let sign = ["x509", "-req", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"];
+    openssl(dir, &[&sign[..], &["-in", "server.csr", "-out", "server.pem", "-extfile", "server.ext"]].concat());
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
+    let client_req = ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr"];
+    openssl(dir, &[&client_req[..], &["-subj", "/CN=puypuy-agent"]].concat());
+    openssl(dir, &[&sign[..], &["-in", "client.csr", "-out", "client.pem", "-extfile", "client.ext"]].concat());
+    Certificates {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    }
 }
 
 /// A TLS client connection to 127.0.0.1:`port` trusting `ca`, the handshake done.
 pub fn tls_connect(port: u16, ca: &Path) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    tls_connect_as(port, ca, None)
+}
+
+/// The same, presenting the client certificate and key `client` when given.
+pub fn tls_connect_as(
+    port: u16,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("ca") {
@@ -62,8 +84,18 @@ pub fn tls_connect(port: u16, ca: &Path) -> Result<rustls::StreamOwned<rustls::C
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => config.with_no_client_auth(),
+        Some((cert, key)) => {
+            let chain = rustls::pki_types::CertificateDer::pem_file_iter(cert)
+                .expect("client cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("client key");
+            config.with_client_auth_cert(chain, key).expect("client auth")
+        }
+    };
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let mut conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;

@@ -1,0 +1,169 @@
+//! Agents → relay (issue 20): the relay's frames input (`frames_listen`) over TLS with tokens and
+//! client certificates. A frame is acknowledged only once its points are delivered by the relay or
+//! fsynced in its spool (InfluxDB stopped behind it), and points keep the agent's host tag. A wrong
+//! token, a missing client certificate, plain TCP on the TLS port and a peer outside
+//! `frames_allow` are each refused at once, logged and counted, and nothing they sent arrives.
+//!
+//! The client here speaks the protocol by hand (hello, frames, acks), as an agent does.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use puypuy_common::frame::{Ack, Frame, ACK_DELIVERED};
+use puypuy_common::Point;
+use puypuy_tests::{free_port, wait_for, Agent, Influx};
+
+use super::doors::{make_certificates, tls_connect_as, Certificates};
+
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn relay_config(influx: &Influx, certs: &Certificates, port: u16, extra: &str) -> String {
+    format!(
+        "[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n\n[Relay]\ntls_cert = {}\ntls_key = {}\nframes_listen = {port}\ntokens = tok-old-111, tok-new-222\n{extra}\n",
+        influx.url(),
+        Influx::DB,
+        certs.server_cert.display(),
+        certs.server_key.display(),
+    )
+}
+
+fn start_relay(agent: &Agent) -> puypuy_tests::Proc {
+    let shipper = agent.start_shipper();
+    wait_for(Duration::from_secs(15), "the frames input", || {
+        agent.log().contains("relay: frames input (PuyPuy agents) on").then_some(())
+    });
+    shipper
+}
+
+/// The hello as `shipper/src/relay/frames.rs` documents it: length, then "TOKEN " and the token.
+fn hello(token: &str) -> Vec<u8> {
+    let mut out = ((6 + token.len()) as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(b"TOKEN ");
+    out.extend_from_slice(token.as_bytes());
+    out
+}
+
+fn read_message(tls: &mut Tls) -> std::io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    tls.read_exact(&mut len)?;
+    let mut payload = vec![0u8; u32::from_be_bytes(len) as usize];
+    tls.read_exact(&mut payload)?;
+    Ok(payload)
+}
+
+/// Connects, says the token and returns the relay's answer with the connection.
+fn open(port: u16, certs: &Certificates, client_cert: bool, token: &str) -> Result<(Tls, String), String> {
+    let client = client_cert.then_some((certs.client_cert.as_path(), certs.client_key.as_path()));
+    let mut tls = tls_connect_as(port, &certs.ca, client)?;
+    tls.write_all(&hello(token)).map_err(|e| e.to_string())?;
+    tls.flush().map_err(|e| e.to_string())?;
+    tls.sock.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let answer = read_message(&mut tls).map_err(|e| e.to_string())?;
+    Ok((tls, String::from_utf8_lossy(&answer).into_owned()))
+}
+
+fn send_frame(tls: &mut Tls, seq: u64, name: &str, value: i64) {
+    let point = Point::int(name, 1_700_000_000 + seq, value, "fleet").with_tag("host", "agent-7");
+    tls.write_all(&Frame::new("agent-7", seq, vec![point]).to_bytes()).expect("frame");
+    tls.flush().expect("flush");
+}
+
+fn read_ack(tls: &mut Tls) -> Ack {
+    let mut payload = Vec::new();
+    tls.sock.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    puypuy_common::frame::read_payload(&mut std::io::BufReader::new(tls), &mut payload).expect("an ack");
+    Ack::decode(&payload).expect("ack decodes")
+}
+
+#[test]
+fn frames_are_acknowledged_once_delivered_or_spooled_and_keep_the_agents_host() {
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let mut influx = Influx::start(false);
+    let port = free_port();
+    let relay = Agent::new("self_metrics: no", &relay_config(&influx, &certs, port, ""));
+    let _shipper = start_relay(&relay);
+
+    // The rotated-in token works as the old one does.
+    let (mut tls, answer) = open(port, &certs, false, "tok-new-222").expect("connect");
+    assert_eq!(answer, "OK");
+    send_frame(&mut tls, 1, "fleet_delivered", 11);
+    let ack = read_ack(&mut tls);
+    assert_eq!((ack.seq, ack.status), (1, ACK_DELIVERED));
+    // Acknowledged means delivered: it is already in InfluxDB, with the agent's host.
+    let points = influx.points("fleet_delivered");
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!(points[0].2.get("host").and_then(|h| h.as_str()), Some("agent-7"), "{points:?}");
+
+    // InfluxDB stopped: the relay spools, and the frame is acknowledged once fsynced there.
+    influx.stop();
+    send_frame(&mut tls, 2, "fleet_spooled", 22);
+    let ack = read_ack(&mut tls);
+    assert_eq!((ack.seq, ack.status), (2, ACK_DELIVERED));
+    influx.restart();
+    let p =
+        wait_for(Duration::from_secs(60), "the spooled point", || influx.points("fleet_spooled").into_iter().next());
+    assert_eq!(p.2.get("host").and_then(|h| h.as_str()), Some("agent-7"));
+    assert!(relay.log().contains("spool"), "{}", relay.log());
+}
+
+#[test]
+fn wrong_token_missing_client_certificate_plain_tcp_and_outside_allow_are_refused() {
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let influx = Influx::start(false);
+    let port = free_port();
+    let ca = format!("client_ca = {}", certs.ca.display());
+    let relay = Agent::new("", &relay_config(&influx, &certs, port, &ca));
+    let shipper = start_relay(&relay);
+    let closed = |tls: &mut Tls| {
+        let mut rest = Vec::new();
+        matches!(tls.read_to_end(&mut rest), Ok(0) | Err(_))
+    };
+
+    // A wrong token: told so, then closed; the frame sent after is never read.
+    let (mut tls, answer) = open(port, &certs, true, "tok-guessed").expect("TLS itself works");
+    assert_eq!(answer, "REFUSED wrong token");
+    let _ = tls.write_all(&Frame::new("x", 1, vec![Point::int("fleet_wrong_token", 1, 1, "t")]).to_bytes());
+    assert!(closed(&mut tls));
+
+    // No client certificate while client_ca is set: the handshake (or the first read) fails.
+    match open(port, &certs, false, "tok-old-111") {
+        Ok((_, answer)) => panic!("a client without a certificate was answered {answer:?}"),
+        Err(e) => assert!(!e.is_empty()),
+    }
+
+    // Plain TCP on the TLS port: a frame in the clear is not read.
+    let mut plain = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let _ = plain.write_all(&Frame::new("x", 1, vec![Point::int("fleet_plain", 1, 1, "t")]).to_bytes());
+    plain.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    let mut rest = Vec::new();
+    let _ = plain.read_to_end(&mut rest);
+
+    // The right token with a certificate still gets in.
+    let (mut tls, answer) = open(port, &certs, true, "tok-old-111").expect("connect");
+    assert_eq!(answer, "OK");
+    send_frame(&mut tls, 9, "fleet_let_in", 9);
+    assert_eq!(read_ack(&mut tls).status, ACK_DELIVERED);
+
+    // A peer outside frames_allow: closed before the handshake.
+    let port_b = free_port();
+    let outside = Agent::new("self_metrics: no", &relay_config(&influx, &certs, port_b, "frames_allow = 10.0.0.0/8"));
+    let _shipper_b = start_relay(&outside);
+    assert!(open(port_b, &certs, false, "tok-old-111").is_err());
+
+    let pid = shipper.pid();
+    wait_for(Duration::from_secs(15), "three refusals counted", || {
+        (relay.status_metric(pid, "puypuy_relay_refused{input=frames}")? >= 3).then_some(())
+    });
+    let log = relay.log();
+    for why in ["wrong token", "not a TLS client", "no client certificate"] {
+        assert!(log.contains(why), "{why} not logged:\n{log}");
+    }
+    assert!(!log.contains("tok-old-111") && !log.contains("tok-guessed"), "a token in the log:\n{log}");
+    assert!(outside.log().contains("not in the input's allow list"), "{}", outside.log());
+    for name in ["fleet_wrong_token", "fleet_plain"] {
+        assert!(influx.points(name).is_empty(), "{name} was refused yet arrived");
+    }
+}
