@@ -40,7 +40,9 @@ pub fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
 }
 
-/// Receives Graphite plaintext; every connection is one flush, kept in arrival order.
+/// Receives Graphite plaintext; every connection is one flush, kept in arrival order. A clone
+/// reads the same flushes.
+#[derive(Clone)]
 pub struct GraphiteSink {
     pub port: u16,
     flushes: Arc<Mutex<Vec<Vec<GraphiteLine>>>>,
