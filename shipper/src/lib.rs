@@ -13,6 +13,7 @@ pub mod batch;
 mod conservation_tests;
 pub mod delivery;
 pub mod exposition;
+pub mod forward;
 #[cfg(test)]
 mod fake_transport;
 pub mod rate;

@@ -40,6 +40,11 @@ impl HostTags {
         EncodedTags { each, all }
     }
 
+    /// The host-wide tags, in order (the PuyPuy output writes them into each point it forwards).
+    pub fn pairs(&self) -> &[(String, String)] {
+        &self.tags
+    }
+
     /// The value a point leaves with for one tag (its own first, else the host's), or "".
     pub fn get<'a>(&'a self, p: &'a Point, key: &str) -> &'a str {
         p.tags

@@ -114,6 +114,7 @@ pub fn try_from_config(
         Backend::PrometheusRemoteWrite => {
             Box::new(crate::remote_write::RemoteWriteTransport::new(tsdb, max_points_per_request, host)?)
         }
+        Backend::PuyPuy => Box::new(crate::forward::ForwardTransport::new(tsdb, max_points_per_request, host)),
         Backend::File => Box::new(FileTransport {
             path: tsdb.path.clone().unwrap_or_else(|| PathBuf::from("puypuy-metrics.txt")),
             file: None,
@@ -624,6 +625,7 @@ mod tests {
             organization: None,
             bucket: None,
             token: None,
+            client_cert: None,
             web: Default::default(),
             routing: Default::default(),
         }

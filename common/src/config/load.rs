@@ -385,7 +385,7 @@ mod tests {
         assert!(text.contains("[SelfConfig] max_cache: \"-1\" is not a number"), "{text}");
         assert!(
             text.contains(
-                "[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite or File)"
+                "[TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite, PuyPuy or File)"
             ),
             "{text}"
         );

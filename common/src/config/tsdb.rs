@@ -25,6 +25,8 @@ pub enum Backend {
     PrometheusRemoteWrite,
     /// InfluxDB 2 line protocol to `/api/v2/write?org=…&bucket=…` with a token.
     InfluxDb2,
+    /// Frames to a relay PuyPuy's `frames_listen` over TLS, acknowledged end to end.
+    PuyPuy,
 }
 
 impl Backend {
@@ -38,6 +40,7 @@ impl Backend {
             Backend::Prometheus => "Prometheus",
             Backend::PrometheusRemoteWrite => "PrometheusRemoteWrite",
             Backend::InfluxDb2 => "InfluxDB2",
+            Backend::PuyPuy => "PuyPuy",
         }
     }
 
@@ -52,6 +55,7 @@ impl Backend {
             "prometheus" => Some(Backend::Prometheus),
             "prometheusremotewrite" => Some(Backend::PrometheusRemoteWrite),
             "influxdb2" => Some(Backend::InfluxDb2),
+            "puypuy" => Some(Backend::PuyPuy),
             _ => None,
         }
     }
@@ -84,6 +88,8 @@ pub struct Tsdb {
     /// `token` (or `token_file`, `token_env`): `Authorization: Token …` for InfluxDB 2,
     /// `Authorization: Bearer …` for remote write.
     pub token: Option<String>,
+    /// `cert_file` and `key_file`: the client certificate `tsdtype: PuyPuy` presents (PEM).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// `[WebServer]`, read for `tsdtype: Prometheus`.
     pub web: WebServer,
     /// The destinations listed in `address` and how they are used (ring, balance).
@@ -201,12 +207,15 @@ pub const TSDB_KEYS: &[&str] = &[
     "token",
     "token_file",
     "token_env",
+    "cert_file",
+    "key_file",
 ];
 
 pub const WEB_SERVER_KEYS: &[&str] =
     &["webaddress", "allowedip", "apikey", "apikey_file", "apikey_env", "staleness_seconds"];
 
-const BACKENDS: &str = "OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite or File";
+const BACKENDS: &str =
+    "OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite, PuyPuy or File";
 
 pub fn read_tsdb(
     file: &Path,
@@ -283,6 +292,19 @@ pub fn read_tsdb_section(
     let token = r.secret("token", base).filter(|t| !t.is_empty());
     let organization = r.get("organization").filter(|v| !v.is_empty()).map(str::to_string);
     let bucket = r.get("bucket").filter(|v| !v.is_empty()).map(str::to_string);
+    let file = |r: &mut SectionReader, key: &str| r.get(key).filter(|v| !v.is_empty()).map(|v| resolve(base, v));
+    let client_cert = match (file(&mut r, "cert_file"), file(&mut r, "key_file")) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => {
+            r.error(Some("key_file"), "missing (cert_file is set; the client certificate needs its key)".into());
+            None
+        }
+        (None, Some(_)) => {
+            r.error(Some("cert_file"), "missing (key_file is set; it goes with a client certificate)".into());
+            None
+        }
+    };
     let backend = backend?;
     if auth && !matches!(backend, Backend::File | Backend::Carbon | Backend::Prometheus) {
         if user.as_deref().unwrap_or("").is_empty() {
@@ -308,6 +330,19 @@ pub fn read_tsdb_section(
                 );
             }
             // Each destination is checked by read_routing (host:port[:instance]).
+        }
+        Backend::PuyPuy => {
+            if address.is_empty() {
+                r.error(Some("address"), "missing (expected the relay's frames_listen, host:port)".into());
+            }
+            for a in &addresses {
+                if !valid_host_port(a) {
+                    r.error(Some("address"), format!("{a:?} is not host:port (expected e.g. relay.example:5999)"));
+                }
+            }
+            if token.is_none() {
+                r.error(Some("token"), "missing (the relay's token: token, token_file or token_env)".into());
+            }
         }
         Backend::OpenTsdb
         | Backend::KairosDb
@@ -397,6 +432,7 @@ pub fn read_tsdb_section(
         organization,
         bucket,
         token,
+        client_cert,
         web,
         routing,
     })
@@ -478,6 +514,23 @@ mod tests {
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].starts_with("organization missing") && e[1].starts_with("bucket missing"), "{e:?}");
         assert!(e[2].contains("token, token_file or token_env"), "{e:?}");
+    }
+
+    #[test]
+    fn puypuy_output_takes_relays_a_token_and_a_client_certificate() {
+        let config = load(
+            "[TSDB]\ntsdtype = PuyPuy\naddress = relay-a:5999, relay-b:5999\nbalance = round_robin\ntoken = t\ncert_file = c.pem\nkey_file = k.pem\n",
+        )
+        .expect("valid");
+        assert_eq!(config.tsdb.backend, Backend::PuyPuy);
+        assert_eq!(config.tsdb.routing.addresses, vec!["relay-a:5999".to_string(), "relay-b:5999".to_string()]);
+        assert!(config.tsdb.client_cert.is_some());
+        let e = messages(
+            load("[TSDB]\ntsdtype = puypuy\naddress = http://relay:5999\ncert_file = c.pem\n").expect_err("bad"),
+        );
+        assert!(e.iter().any(|m| m.contains("key_file")), "{e:?}");
+        assert!(e.iter().any(|m| m.contains("is not host:port")), "{e:?}");
+        assert!(e.iter().any(|m| m.starts_with("token") || m.contains("token: missing")), "{e:?}");
     }
 
     #[test]

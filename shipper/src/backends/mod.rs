@@ -7,5 +7,6 @@ pub mod influxdb2;
 pub mod kairosdb;
 pub mod opentsdb;
 pub mod prometheus;
+pub mod puypuy;
 pub mod remote_write;
 mod tsdb_json;

@@ -44,7 +44,7 @@ fn missing_tsdb_section() {
 fn unknown_tsdtype() {
     assert_refused(
         "[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: Influx\naddress: http://127.0.0.1:1\n",
-        "CONFIG: [TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite or File)",
+        "CONFIG: [TSDB] tsdtype: unknown backend \"Influx\" (expected OpenTSDB, KairosDB, InfluxDB, InfluxDB2, Carbon, Prometheus, PrometheusRemoteWrite, PuyPuy or File)",
     );
 }
 

@@ -167,3 +167,64 @@ fn wrong_token_missing_client_certificate_plain_tcp_and_outside_allow_are_refuse
         assert!(influx.points(name).is_empty(), "{name} was refused yet arrived");
     }
 }
+
+/// How long the relay stays down in the kill -9 test: the 20 s unless
+/// `PUYPUY_FLEET_RELAY_DOWN_SECONDS` says otherwise.
+fn relay_down() -> Duration {
+    let secs = std::env::var("PUYPUY_FLEET_RELAY_DOWN_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    Duration::from_secs(secs)
+}
+
+#[test]
+fn agent_to_relay_to_influxdb_survives_kill_9_of_the_relay_with_nothing_lost_or_duplicated() {
+    use puypuy_common::client::SenderClient;
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let influx = Influx::start(false);
+    let port = free_port();
+    let relay = Agent::new("cluster_name: relaycluster\nself_metrics: no", &relay_config(&influx, &certs, port, ""));
+    let mut relay_proc = start_relay(&relay);
+    let agent = Agent::new(
+        "cluster_name: agentcluster\nself_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = tok-old-111\n",
+            certs.ca.display()
+        ),
+    );
+    let _agent_shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "load", 10);
+    let t0 = 1_700_000_000u64;
+    let send = |range: std::ops::Range<u64>| {
+        for i in range {
+            client.send(vec![Point::int("fleet_load", t0 + i, i as i64, "load")]);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    send(0..100);
+    wait_for(Duration::from_secs(30), "the first points through the relay", || {
+        (!influx.points("fleet_load").is_empty()).then_some(())
+    });
+    // kill -9 under load: what the relay had not acknowledged stays with the agent.
+    relay_proc.signal(nix::sys::signal::Signal::SIGKILL);
+    relay_proc.wait_exit(Duration::from_secs(10)).expect("the relay died");
+    let down = std::time::Instant::now();
+    send(100..200);
+    std::thread::sleep(relay_down().saturating_sub(down.elapsed()));
+    let _relay_again = start_relay(&relay);
+    send(200..300);
+    assert!(client.flush(Duration::from_secs(60)), "the agent did not take every point");
+
+    let points = wait_for(Duration::from_secs(120), "all 300 points in InfluxDB", || {
+        let p = influx.points("fleet_load");
+        (p.len() >= 300).then_some(p)
+    });
+    let mut values: Vec<i64> = points.iter().filter_map(|p| p.1.as_i64()).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..300).collect::<Vec<i64>>(), "lost or duplicated points");
+    for p in &points {
+        // The agent's host tags, none of the relay's.
+        assert_eq!(p.2.get("cluster").and_then(|c| c.as_str()), Some("agentcluster"), "{p:?}");
+        assert_eq!(p.2.get("host").and_then(|c| c.as_str()), Some(Agent::host().as_str()), "{p:?}");
+    }
+}
