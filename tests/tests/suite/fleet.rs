@@ -176,11 +176,11 @@ fn relay_down() -> Duration {
 }
 
 #[test]
-fn agent_to_relay_to_influxdb_survives_kill_9_of_the_relay_with_nothing_lost_or_duplicated() {
+fn agent_to_relay_to_influxdb_survives_kill_9_of_the_relay_and_influxdb_stopped_with_nothing_lost_or_duplicated() {
     use puypuy_common::client::SenderClient;
     let certs_dir = tempfile::tempdir().expect("tempdir");
     let certs = make_certificates(certs_dir.path());
-    let influx = Influx::start(false);
+    let mut influx = Influx::start(false);
     let port = free_port();
     let relay = Agent::new("cluster_name: relaycluster\nself_metrics: no", &relay_config(&influx, &certs, port, ""));
     let mut relay_proc = start_relay(&relay);
@@ -226,5 +226,113 @@ fn agent_to_relay_to_influxdb_survives_kill_9_of_the_relay_with_nothing_lost_or_
         // The agent's host tags, none of the relay's.
         assert_eq!(p.2.get("cluster").and_then(|c| c.as_str()), Some("agentcluster"), "{p:?}");
         assert_eq!(p.2.get("host").and_then(|c| c.as_str()), Some(Agent::host().as_str()), "{p:?}");
+    }
+
+    // InfluxDB stopped behind the relay: the relay spools and acknowledges, so the agent keeps
+    // nothing (its spool stays empty); the points arrive once InfluxDB is back.
+    influx.stop();
+    send(300..400);
+    assert!(client.flush(Duration::from_secs(60)), "the agent did not take every point");
+    wait_for(Duration::from_secs(60), "the relay's spool", || {
+        (files_under(&relay.path("spool/spool")) > 0).then_some(())
+    });
+    assert_eq!(files_under(&agent.path("spool/spool")), 0, "the agent spooled: the relay did not acknowledge");
+    influx.restart();
+    let points = wait_for(Duration::from_secs(120), "all 400 points in InfluxDB", || {
+        let p = influx.points("fleet_load");
+        (p.len() >= 400).then_some(p)
+    });
+    let mut values: Vec<i64> = points.iter().filter_map(|p| p.1.as_i64()).collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..400).collect::<Vec<i64>>(), "lost or duplicated points");
+}
+
+/// Regular files under `dir`, at any depth (0 when it does not exist).
+fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => files_under(&e.path()),
+            Ok(t) if t.is_file() => 1,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// How long the fleet runs: the 2 minutes unless `PUYPUY_FLEET_SECONDS` says otherwise.
+fn fleet_seconds() -> u64 {
+    std::env::var("PUYPUY_FLEET_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(120)
+}
+
+#[test]
+fn fifty_agent_shippers_through_one_relay_into_victoriametrics_deliver_every_point() {
+    use puypuy_common::client::SenderClient;
+    use puypuy_tests::Victoria;
+    const AGENTS: usize = 50;
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let vm = Victoria::start();
+    let port = free_port();
+    let relay = Agent::new(
+        "cluster_name: relaycluster\nself_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{}\n\n[Relay]\ntls_cert = {}\ntls_key = {}\nframes_listen = {port}\ntokens = tok-fleet\n",
+            vm.otsdb_port,
+            certs.server_cert.display(),
+            certs.server_key.display(),
+        ),
+    );
+    let _relay = start_relay(&relay);
+    let agents: Vec<Agent> = (0..AGENTS)
+        .map(|_| {
+            Agent::new(
+                "self_metrics: no",
+                &format!(
+                    "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = tok-fleet\n",
+                    certs.ca.display()
+                ),
+            )
+        })
+        .collect();
+    let _shippers: Vec<_> = agents.iter().map(|a| a.start_shipper()).collect();
+    let clients: Vec<SenderClient> = agents.iter().map(|a| SenderClient::start(&a.socket(), "fleet", 1000)).collect();
+
+    // One point per agent per second, as a 1 s check period makes them.
+    let seconds = fleet_seconds();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    for s in 0..seconds {
+        for (i, client) in clients.iter().enumerate() {
+            client
+                .send(vec![Point::int("fleet_many", start + s, s as i64, "fleet").with_tag("agent", format!("a{i}"))]);
+        }
+        let next = std::time::UNIX_EPOCH + Duration::from_secs(start + s + 1);
+        if let Ok(wait) = next.duration_since(std::time::SystemTime::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    for client in &clients {
+        assert!(client.flush(Duration::from_secs(60)), "an agent did not take its points");
+    }
+
+    let expected: Vec<u64> = (0..seconds).map(|s| (start + s) * 1000).collect();
+    let series = wait_for(Duration::from_secs(120), "every agent's points in VictoriaMetrics", || {
+        let series = vm.export("{__name__=\"fleet_many\"}");
+        let complete = series.len() == AGENTS
+            && series.iter().all(|s| {
+                let mut ts: Vec<u64> = s["timestamps"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|t| t.as_u64()).collect())
+                    .unwrap_or_default();
+                ts.sort_unstable();
+                ts.dedup();
+                ts == expected
+            });
+        complete.then_some(series)
+    });
+    for s in &series {
+        // The agents' host tags; the relay added none of its own.
+        assert_eq!(s["metric"]["cluster"], "testcluster", "{s}");
+        assert_eq!(s["metric"]["host"], serde_json::Value::from(Agent::host()), "{s}");
     }
 }
