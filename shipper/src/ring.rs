@@ -72,6 +72,12 @@ impl CarbonRing {
         let position = u64::from(position(path, self.hashing));
         let len = self.ring.len();
         let mut index = self.ring.partition_point(|e| e.0 < position) % len;
+        if self.replication == 1 {
+            // The first node met is the one copy, diverse or not (carbon's get_nodes yields it
+            // first and the router takes it).
+            out.push(self.ring[index].1);
+            return;
+        }
         let last = (index + len - 1) % len;
         // get_nodes: the distinct nodes met walking on from the metric's position (it stops one
         // entry short of a full turn, as carbon's does).

@@ -165,7 +165,7 @@ impl Plan {
             match placement {
                 Placement::Whole => out.push(first),
                 Placement::Ring { ring, host, relay_prefix } => {
-                    let path = crate::backends::carbon::path_of(p, host, *relay_prefix);
+                    let path = crate::backends::carbon::path_ref(p, host, *relay_prefix);
                     ring.destinations_of(&path, scratch);
                     out.extend(scratch.iter().map(|i| first + i));
                 }
@@ -179,18 +179,25 @@ impl Plan {
 /// every frame with points among them, a part of the frame's ack covering them. A frame with no
 /// point at all is acknowledged at once.
 pub fn split(batch: Batch, n: usize, mut place: impl FnMut(&Point, &mut Vec<usize>)) -> Vec<Batch> {
-    let mut parts: Vec<Batch> = (0..n).map(|_| Batch { own: batch.own, ..Batch::default() }).collect();
+    // Room for an even share and some: growing the parts by doubling moved every point again.
+    let share = batch.points.len() / n.max(1) + batch.points.len() / 8 + 16;
+    let mut parts: Vec<Batch> =
+        (0..n).map(|_| Batch { own: batch.own, points: Vec::with_capacity(share), ..Batch::default() }).collect();
     let mut to = Vec::new();
-    let points = batch.points;
+    let mut points = batch.points.into_iter();
     let mut routed = 0usize;
     let mut route_until = |end: usize, parts: &mut Vec<Batch>| {
-        while routed < end.min(points.len()) {
-            let p = &points[routed];
-            place(p, &mut to);
-            for &d in &to {
-                if let Some(part) = parts.get_mut(d) {
-                    part.points.push(p.clone());
+        while routed < end {
+            let Some(p) = points.next() else { break };
+            place(&p, &mut to);
+            to.retain(|&d| d < parts.len());
+            // The point moves to its last destination and is copied only for the others
+            // (replication > 1, several outputs): a copy is two or three allocations.
+            if let Some((&last, others)) = to.split_last() {
+                for &d in others {
+                    parts[d].points.push(p.clone());
                 }
+                parts[last].points.push(p);
             }
             routed += 1;
         }

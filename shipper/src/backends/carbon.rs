@@ -17,6 +17,8 @@
 //! BINFLOAT, TUPLE, TUPLE, APPENDS, STOP), which Python reads as `[('a.b.web01.sys_load_1', (1700000000, 0.5))]`:
 //! `80 02 5d 28 28 58 14 00 00 00 "a.b.web01.sys_load_1" 28 4a 00 f1 53 65 47 3f e0 00 00 00 00 00 00 74 74 65 2e`.
 
+use std::borrow::Cow;
+
 use puypuy_common::Point;
 
 use crate::tags::HostTags;
@@ -42,8 +44,17 @@ fn push_clean(out: &mut String, s: &str, keep_dots: bool) {
 /// The path a point is sent under: a relayed Graphite path as it came (unless `relay_prefix`),
 /// any other point's as [`path`] builds it. The ring hashes this.
 pub fn path_of(p: &Point, tags: &HostTags, relay_prefix: bool) -> String {
+    path_ref(p, tags, relay_prefix).into_owned()
+}
+
+/// [`path_of`], borrowing the point's name when it is the path (a relayed path without tags):
+/// the ring places every point by its path, and most relayed paths need no copy for that.
+pub fn path_ref<'a>(p: &'a Point, tags: &HostTags, relay_prefix: bool) -> Cow<'a, str> {
     if p.check_type != RELAYED_GRAPHITE || relay_prefix {
-        return path(p, tags);
+        return Cow::Owned(path(p, tags));
+    }
+    if p.tags.is_empty() {
+        return Cow::Borrowed(&p.name);
     }
     let mut out =
         String::with_capacity(p.name.len() + p.tags.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>());
@@ -54,7 +65,7 @@ pub fn path_of(p: &Point, tags: &HostTags, relay_prefix: bool) -> String {
         out.push('=');
         out.push_str(v);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// `cluster.group.HOST.name`, built in one allocation.
