@@ -729,6 +729,155 @@ fn latency(b: &mut Bench) {
     );
 }
 
+/// A CA and a certificate for 127.0.0.1 made with `openssl` in `dir`: (ca.pem, cert.pem, key.pem).
+fn bench_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = Command::new(require("openssl")).current_dir(dir).args(args).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2"]
+        .iter()
+        .chain(&["-subj", "/CN=bench CA"])
+        .copied()
+        .collect::<Vec<_>>());
+    std::fs::write(dir.join("s.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "s.csr", "-subj", "/CN=relay"]);
+    run(&["x509", "-req", "-in", "s.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "cert.pem"]
+        .iter()
+        .chain(&["-days", "2", "-extfile", "s.ext"])
+        .copied()
+        .collect::<Vec<_>>());
+    (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// Issue 20: agent shippers → one relay shipper → a line-protocol sink, the agents forwarding
+/// frames over TLS (`tsdtype: PuyPuy` into `frames_listen`) or InfluxDB `/write` over plain HTTP
+/// (into `http_listen`). Each agent is fed by one producer as fast as it acknowledges.
+fn fleet(b: &mut Bench) {
+    let d = b.secs(10);
+    b.section(
+        &format!(
+            "12. Agents → relay → sink ({} s per row, one producer per agent, frames of 1000 points)",
+            d.as_secs()
+        ),
+        "| agents → relay | agents | points/s at the sink | relay CPU µs/point | relay CPU cores |",
+    );
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let (ca, cert, key) = bench_certificates(certs_dir.path());
+    let counts: &[usize] = if b.quick { &[1] } else { &[1, 16] };
+    let mut rows = Vec::new();
+    for mode in ["frames over TLS", "InfluxDB /write, plain HTTP"] {
+        for &agents in counts {
+            let (sink_port, sink) = http_sink();
+            let port = free_port();
+            let input = if mode == "frames over TLS" {
+                format!(
+                    "tls_cert = {}\ntls_key = {}\nframes_listen = {port}\ntokens = bench-token\n",
+                    cert.display(),
+                    key.display()
+                )
+            } else {
+                format!("http_listen = {port}\n")
+            };
+            let relay = Agent::new(
+                "self_metrics: no\nmax_cache: 1000000",
+                &format!("{}\n[Relay]\n{input}", influx_tsdb(sink_port)),
+            );
+            let relay_proc = relay.start_shipper();
+            wait_for(Duration::from_secs(15), "the relay input", || {
+                relay.log().contains(&format!(":{port}")).then_some(())
+            });
+            let output = if mode == "frames over TLS" {
+                format!(
+                    "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = bench-token\n",
+                    ca.display()
+                )
+            } else {
+                influx_tsdb(port)
+            };
+            let fleet: Vec<Agent> =
+                (0..agents).map(|_| Agent::new("self_metrics: no\nmax_cache: 1000000", &output)).collect();
+            let _shippers: Vec<Proc> = fleet.iter().map(|a| a.start_shipper()).collect();
+            let warm: Vec<_> = fleet.iter().map(|a| push(&a.socket(), 1, Duration::from_millis(500))).collect();
+            while !warm.iter().all(|w| w.load(Ordering::Relaxed)) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            thread::sleep(Duration::from_millis(500));
+            let (c0, p0) = (cpu_seconds(relay_proc.pid()), sink.points.load(Ordering::Relaxed));
+            let started = Instant::now();
+            let stops: Vec<_> = fleet.iter().map(|a| push(&a.socket(), 1, d)).collect();
+            while !stops.iter().all(|s| s.load(Ordering::Relaxed)) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            let elapsed = started.elapsed().as_secs_f64();
+            let (c1, p1) = (cpu_seconds(relay_proc.pid()), sink.points.load(Ordering::Relaxed));
+            let points = (p1 - p0) as f64;
+            let rate = points / elapsed;
+            let cpu_us = if points > 0.0 { (c1 - c0) * 1e6 / points } else { f64::NAN };
+            b.row(&[
+                mode.into(),
+                agents.to_string(),
+                format!("{rate:.0}"),
+                format!("{cpu_us:.2}"),
+                format!("{:.2}", (c1 - c0) / elapsed),
+            ]);
+            rows.push(
+                json!({"mode": mode, "agents": agents, "points_per_second": rate, "relay_cpu_us_per_point": cpu_us}),
+            );
+        }
+    }
+    b.json.insert("fleet".into(), Json::from(rows));
+
+    // Latency, producer send → sink, through the relay: one point a second, default batching.
+    let samples = if b.quick { 3 } else { 30 };
+    b.section(
+        &format!("12b. Latency through the relay, producer send → sink ({samples} points, one a second, batch_ms 20 on both)"),
+        "| agents → relay | p50 ms | p99 ms | max ms |",
+    );
+    let mut rows = Vec::new();
+    for mode in ["frames over TLS", "InfluxDB /write, plain HTTP"] {
+        let (sink_port, sink) = http_sink();
+        let port = free_port();
+        let (input, output) = if mode == "frames over TLS" {
+            (
+                format!(
+                    "tls_cert = {}\ntls_key = {}\nframes_listen = {port}\ntokens = t\n",
+                    cert.display(),
+                    key.display()
+                ),
+                format!(
+                    "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = t\n",
+                    ca.display()
+                ),
+            )
+        } else {
+            (format!("http_listen = {port}\n"), influx_tsdb(port))
+        };
+        let relay =
+            Agent::new("self_metrics: no\nbatch_ms: 20", &format!("{}\n[Relay]\n{input}", influx_tsdb(sink_port)));
+        let _relay = relay.start_shipper();
+        wait_for(Duration::from_secs(15), "the relay input", || {
+            relay.log().contains(&format!(":{port}")).then_some(())
+        });
+        let agent = Agent::new("self_metrics: no\nbatch_ms: 20", &output);
+        let _agent = agent.start_shipper();
+        let client = SenderClient::start(&agent.socket(), "latency", 100);
+        for i in 0..samples {
+            client.send(vec![Point::float("bench_latency", 1_700_000_000 + i, now_micros() as f64, "bench")]);
+            thread::sleep(Duration::from_secs(1));
+        }
+        let mut lat = sink.latencies_us.lock().expect("lock").clone();
+        lat.sort_unstable();
+        let pct =
+            |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0) as f64 / 1000.0;
+        b.row(&[mode.into(), format!("{:.1}", pct(0.5)), format!("{:.1}", pct(0.99)), format!("{:.1}", pct(1.0))]);
+        rows.push(
+            json!({"mode": mode, "samples": lat.len(), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}),
+        );
+    }
+    b.json.insert("fleet_latency".into(), Json::from(rows));
+}
+
 /// A part of the report: its `--only` name and the function that runs it.
 type Part = (&'static str, fn(&mut Bench));
 
@@ -744,7 +893,7 @@ fn main() {
             "--only" => only.push(args.next().expect("--only PART")),
             _ => {
                 eprintln!(
-                    "usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency|statsd|statsd-memory]"
+                    "usage: puypuy-bench [--quick] [--out DIR] [--only footprint|throughput|relay|scripts|jmx|latency|statsd|statsd-memory|fleet]"
                 );
                 std::process::exit(2);
             }
@@ -757,7 +906,7 @@ fn main() {
         "# PuyPuy benchmark report\n\nOne run, side by side, on this machine ({cpus} cores), loopback only{}.\n",
         if quick { " — **--quick: tiny sizes, numbers not meaningful**" } else { "" }
     ));
-    let parts: [Part; 8] = [
+    let parts: [Part; 9] = [
         ("footprint", footprint),
         ("throughput", throughput),
         ("relay", relay),
@@ -766,6 +915,7 @@ fn main() {
         ("latency", latency),
         ("statsd", statsd),
         ("statsd-memory", statsd_memory),
+        ("fleet", fleet),
     ];
     for (name, part) in parts {
         // `--only statsd` runs its memory part too.
