@@ -136,7 +136,20 @@ pub struct Delivery {
     /// One of several destinations: never push back on the batches coming in (that would hold
     /// the others back); what it cannot send at once goes to its spool. See [`Delivery::with_spill`].
     spill: bool,
+    /// The last send took over [`SLOW_SEND`]: with `spill`, this destination is the slow one.
+    slow: bool,
 }
+
+/// Batches one of several destinations holds in memory before it stops taking more (and the
+/// router, and with it the inputs, wait: backpressure, as with one destination). Spooling every
+/// batch beyond two, as first built, made destinations that all merely kept pace under a flood
+/// spool nearly every batch, an fsync each, until their spools filled and dropped (the ring bench
+/// in BENCHMARKS.md). Only a destination that fails ([`Outage`]) or whose sends take over
+/// [`SLOW_SEND`] spools what comes, so that it never holds the others back.
+pub const SPILL_AFTER: usize = 32;
+
+/// A send slower than this makes one of several destinations the slow one: it spools what comes.
+pub const SLOW_SEND: Duration = Duration::from_secs(2);
 
 pub fn run_delivery(rx: Receiver<Batch>, transport: Box<dyn Transport>, settings: DeliverySettings, stats: Arc<Stats>) {
     Delivery::new(transport, settings, stats).run(rx);
@@ -163,6 +176,7 @@ impl Delivery {
             last_backend_note: String::new(),
             replay_remainder: None,
             spill: false,
+            slow: false,
         };
         if let Some(s) = &d.spool {
             if !s.is_empty() {
@@ -173,10 +187,11 @@ impl Delivery {
         d
     }
 
-    /// For one of several destinations: batches are always taken in, and beyond two waiting in
-    /// memory they are spooled (and acknowledged) as during an outage, so that a slow destination
-    /// never makes the router, and with it every other destination, wait. Without it (one
-    /// destination), a slow backend slows the producers instead (backpressure).
+    /// For one of several destinations: up to [`SPILL_AFTER`] batches wait in memory; one that
+    /// fails or is slow ([`SLOW_SEND`]) takes every batch and spools (and acknowledges) what it
+    /// cannot send, as during an outage, so that it never makes the router, and with it every other
+    /// destination, wait. Without it (one destination), a slow backend slows the producers
+    /// (backpressure) after two batches.
     pub fn with_spill(mut self, spill: bool) -> Delivery {
         self.spill = spill;
         self
@@ -195,7 +210,7 @@ impl Delivery {
             // While the backend keeps up, take a new batch only when the one in hand is sent, so that
             // a slow backend slows the producers (backpressure) instead of filling memory. During an
             // outage every batch goes to the spool at once.
-            let can_take = self.spill || self.outage.is_some() || self.memory.len() < 2;
+            let can_take = self.can_take();
             if shutdown_deadline.is_none() && can_take {
                 let received = if has_work {
                     match rx.recv_deadline(self.next_attempt.max(Instant::now())) {
@@ -218,7 +233,7 @@ impl Delivery {
                 if let Some(b) = received {
                     self.accept(b);
                 }
-                while self.spill || self.outage.is_some() || self.memory.len() < 2 {
+                while self.can_take() {
                     match rx.try_recv() {
                         Ok(b) => self.accept(b),
                         Err(_) => break,
@@ -261,9 +276,15 @@ impl Delivery {
         changed
     }
 
+    /// Whether a new batch is taken in now (else the channel fills and the sender waits).
+    fn can_take(&self) -> bool {
+        let held = if self.spill && !self.slow { SPILL_AFTER } else { 2 };
+        self.outage.is_some() || (self.spill && self.slow) || self.memory.len() < held
+    }
+
     fn accept(&mut self, batch: Batch) {
         if self.outage.is_some()
-            || (self.spill && self.memory.len() >= 2 && self.spool.is_some() && !self.spool_failing)
+            || (self.spill && self.slow && self.memory.len() >= 2 && self.spool.is_some() && !self.spool_failing)
         {
             self.store(batch);
         } else {
@@ -380,6 +401,7 @@ impl Delivery {
         let mut fates = vec![Fate::Pending; source.points().len()];
         let result = self.send_in_requests(source.points(), &mut fates);
         self.stats.last_send_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.slow = started.elapsed() > SLOW_SEND;
         // What a split got through is counted even when a later part failed: it is never resent.
         let sent = fates.iter().filter(|f| matches!(f, Fate::Sent)).count() as u64;
         let rejected: Vec<(Point, String)> = source
