@@ -13,9 +13,9 @@ pub mod batch;
 mod conservation_tests;
 pub mod delivery;
 pub mod exposition;
-pub mod forward;
 #[cfg(test)]
 mod fake_transport;
+pub mod forward;
 pub mod rate;
 pub mod receive;
 pub mod rejected;
