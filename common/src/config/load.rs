@@ -306,7 +306,13 @@ fn warn_unknown_sections(ini: &Ini, only_close: bool, warnings: &mut Vec<String>
         } else {
             did_you_mean(base, &known).replace("mean ", "mean [").replace("?)", "]?)")
         };
-        if only_close && hint.is_empty() {
+        // A module's section may well look like a built-in's (`[PyNginx]`): then only one a
+        // letter away from a known name, or the same in another case, is taken for a typo.
+        let typo = || {
+            let lower = base.to_lowercase();
+            known.iter().any(|k| strsim::levenshtein(&lower, &k.to_lowercase()) <= 1)
+        };
+        if only_close && (hint.is_empty() || !typo()) {
             continue;
         }
         warnings.push(format!("[{name}]: unknown section, ignored{hint}"));
@@ -664,5 +670,26 @@ mod tests {
         );
         let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).unwrap();
         assert_eq!(c.warnings, ["[Mysql]: unknown section, ignored (did you mean [MySQL]?)"]);
+        let c = Config::from_text(&dir.path().join("config.ini"), dir.path(), &text.replace("[Mysql]", "[PyNginx]"))
+            .unwrap();
+        assert!(c.warnings.is_empty(), "a module's [PyNginx] is not a typo of [NginX]: {:?}", c.warnings);
+    }
+
+    /// `[TSDB:NAME]` outputs are validated like `[TSDB]`, each problem named by its section.
+    #[test]
+    fn each_output_is_validated_and_named_by_its_section() {
+        let base = "[SelfConfig]\ntmpdir: TMP\n[TSDB]\ntsdtype: File\npath: /tmp/x\n";
+        let c = load(&format!("{base}[TSDB:influx]\ntsdtype: InfluxDB\naddress: http://h:1\ndatabase: d\n")).unwrap();
+        assert_eq!(c.outputs.len(), 1);
+        assert_eq!(c.outputs[0].backend, Backend::InfluxDb);
+        let e = load(&format!(
+            "{base}[TSDB:influx]\ntsdtype: InfluxDB\naddress: http://h:1\n[TSDB:carbon]\ntsdtype: Carbon\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("[TSDB:influx] database: missing"), "{e}");
+        assert!(e.contains("[TSDB:carbon] address: missing"), "{e}");
+        let e = load(&format!("{base}[TSDB:bad/name]\ntsdtype: File\npath: y\n")).unwrap_err().to_string();
+        assert!(e.contains("[TSDB:bad/name]: output name must be"), "{e}");
     }
 }
