@@ -138,6 +138,8 @@ pub struct Delivery {
     spill: bool,
     /// The last send took over [`SLOW_SEND`]: with `spill`, this destination is the slow one.
     slow: bool,
+    /// Set by the router when this destination fell behind the others (see [`Delivery::with_lag_flag`]).
+    lagging: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Batches one of several destinations holds in memory before it stops taking more (and the
@@ -177,6 +179,7 @@ impl Delivery {
             replay_remainder: None,
             spill: false,
             slow: false,
+            lagging: None,
         };
         if let Some(s) = &d.spool {
             if !s.is_empty() {
@@ -195,6 +198,28 @@ impl Delivery {
     pub fn with_spill(mut self, spill: bool) -> Delivery {
         self.spill = spill;
         self
+    }
+
+    /// For one of several destinations: the flag the router sets when this destination's queue is
+    /// full while another's is not. It then takes every batch and spools what it cannot send, as
+    /// a slow one does, until it has caught up (nothing in memory or in the spool), and clears it.
+    pub fn with_lag_flag(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Delivery {
+        self.lagging = Some(flag);
+        self
+    }
+
+    /// Clears the router's flag once nothing waits, in memory or in the spool.
+    fn note_caught_up(&self) {
+        if let Some(flag) = &self.lagging {
+            if self.memory.is_empty() && self.spool.as_ref().is_none_or(|s| s.is_empty()) {
+                flag.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Behind: its last send was slow, or the router saw it fall behind the others.
+    fn behind(&self) -> bool {
+        self.slow || self.lagging.as_ref().is_some_and(|f| f.load(Ordering::Relaxed))
     }
 
     /// Delivers what comes from `rx` until the batcher closes it, then what is held, within
@@ -253,6 +278,7 @@ impl Delivery {
             if Instant::now() >= self.next_attempt {
                 self.attempt();
             }
+            self.note_caught_up();
         }
     }
 }
@@ -278,13 +304,13 @@ impl Delivery {
 
     /// Whether a new batch is taken in now (else the channel fills and the sender waits).
     fn can_take(&self) -> bool {
-        let held = if self.spill && !self.slow { SPILL_AFTER } else { 2 };
-        self.outage.is_some() || (self.spill && self.slow) || self.memory.len() < held
+        let held = if self.spill && !self.behind() { SPILL_AFTER } else { 2 };
+        self.outage.is_some() || (self.spill && self.behind()) || self.memory.len() < held
     }
 
     fn accept(&mut self, batch: Batch) {
         if self.outage.is_some()
-            || (self.spill && self.slow && self.memory.len() >= 2 && self.spool.is_some() && !self.spool_failing)
+            || (self.spill && self.behind() && self.memory.len() >= 2 && self.spool.is_some() && !self.spool_failing)
         {
             self.store(batch);
         } else {
@@ -895,6 +921,43 @@ mod tests {
         }
         assert_eq!(ids(&backend.state().kept), vec![30, 31, 40, 41, 50, 51]);
         assert_eq!(acks(&rx), vec![(3, ACK_DELIVERED), (4, ACK_DELIVERED), (5, ACK_DELIVERED)]);
+    }
+
+    /// One of several destinations keeps up to SPILL_AFTER batches in memory (then pushes back);
+    /// flagged by the router as behind the others, it spools what comes beyond two and
+    /// acknowledges it, and clears the flag once it has caught up.
+    #[test]
+    fn a_destination_behind_the_others_spools_its_share_until_it_has_caught_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (d, _stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 100);
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut d = d.with_spill(true).with_lag_flag(Arc::clone(&flag));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for seq in 0..5 {
+            d.accept(batch(points(seq * 10..seq * 10 + 2, &[]), seq, &tx));
+        }
+        assert_eq!((d.memory.len(), d.spool.as_ref().map(|s| s.len())), (5, Some(0)), "keeping pace: no spooling");
+        assert!(d.can_take());
+        flag.store(true, Ordering::Relaxed);
+        for seq in 5..8 {
+            d.accept(batch(points(seq * 10..seq * 10 + 2, &[]), seq, &tx));
+        }
+        assert_eq!((d.memory.len(), d.spool.as_ref().map(|s| s.len())), (5, Some(3)), "behind: spooled");
+        assert_eq!(acks(&rx), vec![(5, ACK_DELIVERED), (6, ACK_DELIVERED), (7, ACK_DELIVERED)]);
+        assert!(d.can_take(), "behind, it takes every batch so the router never waits on it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (!d.memory.is_empty() || d.spool.as_ref().is_some_and(|s| !s.is_empty())) && Instant::now() < deadline {
+            d.note_caught_up();
+            assert!(flag.load(Ordering::Relaxed), "cleared before it caught up");
+            d.attempt();
+        }
+        let mut kept = ids(&backend.state().kept);
+        kept.sort_unstable();
+        assert_eq!(kept, (0..8).flat_map(|b| b * 10..b * 10 + 2).collect::<Vec<_>>());
+        d.note_caught_up();
+        assert!(!flag.load(Ordering::Relaxed), "caught up: the flag is cleared");
+        assert_eq!(d.memory.len(), 0);
     }
 
     /// A transport that only has a name, as a reloaded `[TSDB]` would bring.

@@ -22,12 +22,12 @@
 //! what they hold and stop; their spool folders wait for them to be configured again.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
 use puypuy_common::config::{Backend, Tsdb};
 use puypuy_common::Point;
 
@@ -41,6 +41,9 @@ use crate::spool::{DropPolicy, Spool};
 use crate::stats::{DestinationList, DestinationStats, Stats};
 use crate::tags::HostTags;
 use crate::transport::{self, CarbonTransport, Transport};
+
+/// The queue of each of several destinations, in batches.
+const SEVERAL_QUEUE: usize = 64;
 
 /// What every destination's delivery loop is given, from `[SelfConfig]`.
 #[derive(Clone)]
@@ -226,6 +229,9 @@ pub fn split(batch: Batch, n: usize, mut place: impl FnMut(&Point, &mut Vec<usiz
 struct Live {
     key: String,
     tx: Sender<Batch>,
+    /// Set by the router when this destination's queue is full while another's is not: it is
+    /// the slow one, and spools what comes until it has caught up (see `Delivery::with_lag_flag`).
+    lagging: Arc<AtomicBool>,
     new_transport: Arc<Mutex<Option<Box<dyn Transport>>>>,
     stats: Arc<Stats>,
     thread: thread::JoinHandle<()>,
@@ -299,7 +305,20 @@ impl Router {
                 continue;
             }
             l.stats.points_received.fetch_add(part.points.len() as u64, Ordering::Relaxed);
-            let _ = l.tx.send(part);
+            match l.tx.try_send(part) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
+                Err(TrySendError::Full(part)) => {
+                    // A full queue while another destination keeps up: this one is the slow one,
+                    // and spools rather than hold the others back. All full is overload: wait
+                    // (backpressure on the inputs, nothing spooled or dropped).
+                    let others_keep_up =
+                        self.live.iter().any(|o| !std::ptr::eq(o, l) && o.tx.len() < SEVERAL_QUEUE / 2);
+                    if others_keep_up && !l.lagging.swap(true, Ordering::Relaxed) {
+                        log::warn!("{}: behind the other destinations; spooling its share until it catches up", l.key);
+                    }
+                    let _ = l.tx.send(part);
+                }
+            }
         }
     }
 
@@ -366,20 +385,23 @@ impl Router {
             backoff: Backoff::default(),
         };
         let stats = if only { Arc::clone(&self.stats) } else { Arc::new(Stats::default()) };
-        // With several destinations a slow one must not fill its queue and stall the router:
-        // room for a few seconds of batches, and the delivery loop spools beyond two in hand.
-        let (tx, rx) = crossbeam_channel::bounded(if only { 4 } else { 64 });
+        // With several destinations: room for a few seconds of batches; a destination that fails,
+        // is slow to answer, or falls behind the others spools (see `route` and `Delivery`).
+        let (tx, rx) = crossbeam_channel::bounded(if only { 4 } else { SEVERAL_QUEUE });
+        let lagging = Arc::new(AtomicBool::new(false));
         let transport = d.transport(env);
         if !only {
             log::info!("{} {}: delivering to {}", d.output, d.name, transport.describe());
         }
-        let delivery = Delivery::new(transport, settings, Arc::clone(&stats)).with_spill(!only);
+        let delivery = Delivery::new(transport, settings, Arc::clone(&stats))
+            .with_spill(!only)
+            .with_lag_flag(Arc::clone(&lagging));
         let name = if only { "delivery".to_string() } else { format!("delivery {}", d.key()) };
         let thread = thread::Builder::new()
             .name(name.chars().take(15).collect())
             .spawn(move || delivery.run(rx))
             .unwrap_or_else(|e| panic!("cannot start a delivery thread: {e}"));
-        Live { key: d.key(), tx, new_transport, stats, thread }
+        Live { key: d.key(), tx, lagging, new_transport, stats, thread }
     }
 }
 
