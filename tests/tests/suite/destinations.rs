@@ -295,3 +295,48 @@ fn two_victoria_servers_in_failover_and_round_robin_lose_nothing_when_one_is_kil
         }
     }
 }
+
+/// SIGHUP adds an output, which receives the points from then on, then removes it again: the
+/// main output never misses a point, and what the removed one held is delivered before it stops.
+#[test]
+fn reload_adds_and_removes_an_output_without_losing_the_main_ones_points() {
+    let influx = Influx::start(false);
+    let carbon = Carbon::start();
+    let main = format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB);
+    let agent = Agent::new("self_metrics: no", &main);
+    let shipper = agent.start_shipper();
+    let client = SenderClient::start(&agent.socket(), "reload-outputs", 100_000);
+    let base = now() - 600;
+    let path = format!("testcluster.testgroup.{}.do_reload", Agent::host().replace('.', "_"));
+    let send = |range: std::ops::Range<u64>| {
+        for i in range {
+            client.send(vec![Point::int("do_reload", base + i, i as i64, "test")]);
+        }
+        assert!(client.flush(Duration::from_secs(30)), "acknowledged");
+    };
+    send(0..10);
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    let with_carbon =
+        format!("{config}\n[TSDB:graphite]\ntsdtype = Carbon\naddress = 127.0.0.1:{}\n", carbon.pickle_port);
+    std::fs::write(&agent.config, &with_carbon).expect("config");
+    shipper.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(15), "the reload in the log", || agent.log().contains("graphite").then_some(()));
+    send(10..20);
+    wait_for(Duration::from_secs(30), "the 10 points sent after the reload in carbon", || {
+        let t: BTreeSet<u64> = carbon.fetch(&path, 3600).into_iter().map(|(t, _)| t - base).collect();
+        (t == (10..20).collect()).then_some(())
+    });
+    std::fs::write(&agent.config, &config).expect("config");
+    shipper.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for(Duration::from_secs(15), "the output let go", || {
+        agent.log().contains("no longer configured").then_some(())
+    });
+    send(20..30);
+    let got = wait_for(Duration::from_secs(30), "30 points in InfluxDB", || {
+        let got: BTreeSet<u64> = influx.points("do_reload").into_iter().map(|p| p.0 - base).collect();
+        (got.len() == 30).then_some(got)
+    });
+    assert_eq!(got, (0..30).collect(), "the main output got every point across both reloads");
+    let in_carbon: BTreeSet<u64> = carbon.fetch(&path, 3600).into_iter().map(|(t, _)| t - base).collect();
+    assert_eq!(in_carbon, (10..20).collect(), "the added output got exactly what was sent while it was configured");
+}
