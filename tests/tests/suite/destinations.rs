@@ -245,8 +245,9 @@ fn two_outputs_receive_every_point_and_one_down_does_not_stop_the_other() {
 fn two_victoria_servers_in_failover_and_round_robin_lose_nothing_when_one_is_killed() {
     for balance in ["failover", "round_robin"] {
         let (first, second) = (Victoria::start(), Victoria::start());
+        // debug_log: a failover says why in the log (see below).
         let agent = Agent::new(
-            "self_metrics: no\nbatch_ms: 20",
+            "self_metrics: no\nbatch_ms: 20\ndebug_log: True",
             &format!(
                 "[TSDB]\ntsdtype = InfluxDB\naddress = http://127.0.0.1:{}, http://127.0.0.1:{}\ndatabase = puypuy\nbalance = {balance}\ngzip = False\n",
                 first.port, second.port
@@ -287,10 +288,15 @@ fn two_victoria_servers_in_failover_and_round_robin_lose_nothing_when_one_is_kil
         if balance == "round_robin" {
             // Before the kill, requests took turns: the living server has some of those too.
             assert!(got.iter().any(|t| *t < count / 3), "{balance}: nothing before the kill in the second server");
-        } else {
+        } else if got.iter().any(|t| *t < count / 3 - 5) {
+            // The second server took points while the first was up. Failover does that only for
+            // a request the first one failed (on a busy 2-core machine, a timeout now and then),
+            // and then stays there: allowed when the log says which request failed, never
+            // silently (which round robin would be).
+            let log = agent.log();
             assert!(
-                got.iter().all(|t| *t >= count / 3 - 5),
-                "{balance}: the second server took points while the first was up"
+                log.contains("trying the next server"),
+                "{balance}: the second server took points while the first was up, and no request failed:\n{log}"
             );
         }
     }
