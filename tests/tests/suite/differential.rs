@@ -24,7 +24,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use puypuy_tests::{free_port, repo_root, urlencode, wait_for, Agent, Carbon, Influx, Proc, Victoria};
+use puypuy_tests::{free_port, poll_for, repo_root, urlencode, wait_for, Agent, Carbon, Influx, Proc, Victoria};
 use serde_json::Value as Json;
 
 /// One case of a corpus file.
@@ -189,32 +189,34 @@ fn relay_points(influx: &Influx, name: &str) -> Vec<(u64, f64)> {
         .unwrap_or_default()
 }
 
-/// The relay with only its HTTP input, delivering into `influx`'s `puypuy` database. Retries with
-/// another port when the one chosen was taken meanwhile.
-fn start_http_relay(influx: &Influx) -> (Agent, Proc, u16) {
+/// The relay: a shipper with `[SelfConfig]` lines `self_extra`, the `[TSDB]` section `tsdb`, and a
+/// `[Relay]` input per entry of `inputs` (`KEY = {}` with a free port put in). Returns the ports in
+/// order once every input answers. Retries with other ports when one chosen was taken meanwhile.
+fn start_relay(self_extra: &str, tsdb: &str, inputs: &[&str]) -> (Agent, Proc, Vec<u16>) {
     for _ in 0..5 {
-        let port = free_port();
+        let ports: Vec<u16> = inputs.iter().map(|_| free_port()).collect();
+        let relay: String = inputs
+            .iter()
+            .zip(&ports)
+            .map(|(key, port)| format!("{}\n", key.replace("{}", &port.to_string())))
+            .collect();
         let agent = Agent::new(
-            "self_metrics: False\nbatch_ms: 5",
-            &format!(
-                "[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n[Relay]\nhttp_listen = 127.0.0.1:{port}\n",
-                influx.url(),
-                Influx::DB
-            ),
+            &format!("self_metrics: False\nbatch_ms: 5\n{self_extra}"),
+            &format!("{tsdb}\n[Relay]\n{relay}"),
         );
         let mut shipper = agent.start_shipper();
-        let up = wait_for(Duration::from_secs(15), "the relay's HTTP port or the shipper's exit", || {
+        let up = wait_for(Duration::from_secs(15), "the relay's ports or the shipper's exit", || {
             if !shipper.is_running() {
                 return Some(false);
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
+            ports.iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()).then_some(true)
         });
         if up {
-            return (agent, shipper, port);
+            return (agent, shipper, ports);
         }
         assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
     }
-    panic!("no free port for the relay in five tries");
+    panic!("no free ports for the relay in five tries");
 }
 
 fn now() -> u64 {
@@ -228,7 +230,9 @@ fn influxdb_write_agrees_with_influxdb() {
     let influx = Influx::start(false);
     let create = format!("{}/query?q={}", influx.url(), urlencode("CREATE DATABASE direct"));
     assert_eq!(puypuy_tests::http_post(&create, "", None).map(|r| r.0), Some(200));
-    let (_agent, _shipper, relay_port) = start_http_relay(&influx);
+    let tsdb = format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}", influx.url(), Influx::DB);
+    let (_agent, _shipper, ports) = start_relay("", &tsdb, &["http_listen = 127.0.0.1:{}"]);
+    let relay_port = ports[0];
     let started = now();
 
     let mut problems = Vec::new();
@@ -265,10 +269,7 @@ fn influxdb_write_agrees_with_influxdb() {
     // Everything InfluxDB stored must arrive through the relay (the shipper batches: wait for it).
     let all_there = || expected.keys().all(|name| !relay_points(&influx, name).is_empty());
     // Missing points are reported below, one by one, rather than as a timeout.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !all_there() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let _ = poll_for(Duration::from_secs(20), || all_there().then_some(()));
     for (name, points) in &expected {
         let got = relay_points(&influx, name);
         for (line, time, value) in points {
@@ -334,33 +335,6 @@ fn tcp_send(port: u16, bytes: &[u8]) {
     s.write_all(bytes).expect("write");
 }
 
-/// The relay with only its Graphite input, delivering to `carbon` (relayed paths pass through
-/// unchanged, as carbon-relay forwards them). Retries with another port when the one chosen was taken.
-fn start_graphite_relay(carbon: &Carbon) -> (Agent, Proc, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let agent = Agent::new(
-            "self_metrics: False\ncluster_name:\nhost_group:\nbatch_ms: 5",
-            &format!(
-                "[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{}\n[Relay]\ngraphite_listen = {port}\n",
-                carbon.pickle_port
-            ),
-        );
-        let mut shipper = agent.start_shipper();
-        let up = wait_for(Duration::from_secs(15), "the relay's Graphite port or the shipper's exit", || {
-            if !shipper.is_running() {
-                return Some(false);
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(true)
-        });
-        if up {
-            return (agent, shipper, port);
-        }
-        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
-    }
-    panic!("no free port for the relay in five tries");
-}
-
 /// Dotted whisper path → `(time, value)` slots.
 type WhisperTree = BTreeMap<String, Vec<(u64, String)>>;
 
@@ -376,14 +350,15 @@ fn settled(direct: &Carbon, relay: &Carbon, sentinel: &str) -> (WhisperTree, Whi
         let (d, r) = dump();
         (d.contains_key(sentinel) && r.contains_key(sentinel)).then_some((d, r))
     });
-    loop {
-        std::thread::sleep(Duration::from_millis(1500));
+    // carbon writes its cache to whisper in an order of its own and says nothing when it is done:
+    // the trees are settled once four readings in a row (each a python whisper dump) agree.
+    let mut same = 0;
+    wait_for(Duration::from_secs(60), "both whisper trees to stop changing", || {
         let now = dump();
-        if now == last {
-            return now;
-        }
+        same = if now == last { same + 1 } else { 0 };
         last = now;
-    }
+        (same >= 3).then(|| last.clone())
+    })
 }
 
 #[test]
@@ -391,7 +366,10 @@ fn graphite_plaintext_agrees_with_carbon_cache() {
     let cases = read_corpus("graphite.corpus");
     let direct = Carbon::start();
     let relayed = Carbon::start();
-    let (_agent, _shipper, relay_port) = start_graphite_relay(&relayed);
+    // No cluster or group, so that a relayed path is the path sent.
+    let tsdb = format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{}", relayed.pickle_port);
+    let (_agent, _shipper, ports) = start_relay("cluster_name:\nhost_group:", &tsdb, &["graphite_listen = {}"]);
+    let relay_port = ports[0];
     let now = (now() - 60).to_string();
     for case in &cases {
         let mut bytes = String::from_utf8_lossy(&case.body).replace("NOW", &now).into_bytes();
@@ -476,33 +454,6 @@ fn read_documented(name: &str) -> Vec<Documented> {
     out
 }
 
-/// The relay with its telnet and HTTP inputs, delivering to `vm`'s OpenTSDB API, no cluster,
-/// group or location tag (so that a point carries at most the host's tag beside its own).
-fn start_opentsdb_relay(vm: &Victoria) -> (Agent, Proc, u16, u16) {
-    for _ in 0..5 {
-        let (telnet, http) = (free_port(), free_port());
-        let agent = Agent::new(
-            "self_metrics: False\ncluster_name:\nhost_group:\nlocation:\nbatch_ms: 5",
-            &format!(
-                "[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{}\n[Relay]\nopentsdb_listen = {telnet}\nhttp_listen = 127.0.0.1:{http}\n",
-                vm.otsdb_port
-            ),
-        );
-        let mut shipper = agent.start_shipper();
-        let up = wait_for(Duration::from_secs(15), "the relay's ports or the shipper's exit", || {
-            if !shipper.is_running() {
-                return Some(false);
-            }
-            [telnet, http].iter().all(|p| TcpStream::connect(("127.0.0.1", *p)).is_ok()).then_some(true)
-        });
-        if up {
-            return (agent, shipper, telnet, http);
-        }
-        assert!(agent.log().contains("cannot listen"), "the shipper exited:\n{}", agent.log());
-    }
-    panic!("no free ports for the relay in five tries");
-}
-
 /// `name → values` of the `t…`/`j…` series VictoriaMetrics holds.
 fn vm_values(vm: &Victoria) -> BTreeMap<String, Vec<f64>> {
     let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -514,24 +465,26 @@ fn vm_values(vm: &Victoria) -> BTreeMap<String, Vec<f64>> {
     out
 }
 
-/// Waits until every name of `expected` holds its value at VictoriaMetrics; returns what it holds.
+/// Waits until every name of `expected` holds its value at VictoriaMetrics; returns what it holds
+/// then, or at the deadline (the test reports what is missing).
 fn wait_for_values(vm: &Victoria, expected: &[(usize, String, f64)]) -> BTreeMap<String, Vec<f64>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = vm_values(vm);
-        let all = expected.iter().all(|(_, n, v)| got.get(n).is_some_and(|vs| vs.contains(v)));
-        if all || std::time::Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let complete =
+        |got: &BTreeMap<String, Vec<f64>>| expected.iter().all(|(_, n, v)| got.get(n).is_some_and(|vs| vs.contains(v)));
+    poll_for(Duration::from_secs(20), || Some(vm_values(vm)).filter(complete)).unwrap_or_else(|| vm_values(vm))
 }
 
 #[test]
 fn opentsdb_telnet_follows_opentsdb_documentation() {
     let cases = read_documented("opentsdb_telnet.corpus");
     let vm = Victoria::start();
-    let (_agent, _shipper, telnet, _) = start_opentsdb_relay(&vm);
+    let tsdb = format!("[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{}", vm.otsdb_port);
+    // No cluster, group or location tag: a point carries at most the host's tag beside its own.
+    let (_agent, _shipper, ports) = start_relay(
+        "cluster_name:\nhost_group:\nlocation:",
+        &tsdb,
+        &["opentsdb_listen = {}", "http_listen = 127.0.0.1:{}"],
+    );
+    let telnet = ports[0];
     let mut conn = TcpStream::connect(("127.0.0.1", telnet)).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
     let mut reader = std::io::BufReader::new(conn.try_clone().expect("clone"));
@@ -590,7 +543,14 @@ fn opentsdb_telnet_follows_opentsdb_documentation() {
 fn opentsdb_put_follows_opentsdb_documentation() {
     let cases = read_documented("opentsdb_put.corpus");
     let vm = Victoria::start();
-    let (_agent, _shipper, _, http) = start_opentsdb_relay(&vm);
+    let tsdb = format!("[TSDB]\ntsdtype = OpenTSDB\naddress = http://127.0.0.1:{}", vm.otsdb_port);
+    // No cluster, group or location tag: a point carries at most the host's tag beside its own.
+    let (_agent, _shipper, ports) = start_relay(
+        "cluster_name:\nhost_group:\nlocation:",
+        &tsdb,
+        &["opentsdb_listen = {}", "http_listen = 127.0.0.1:{}"],
+    );
+    let http = ports[1];
     let points: Vec<Json> = cases
         .iter()
         .map(|c| serde_json::from_str(&c.text).unwrap_or_else(|e| panic!("corpus line {}: {e}", c.line)))
