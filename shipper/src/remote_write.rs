@@ -21,7 +21,7 @@ use puypuy_common::Point;
 
 use crate::backends;
 use crate::tags::HostTags;
-use crate::transport::{read_ca_file, ErrorKind, LiteralFirst, OnRejection, SendError, Transport, TransportError};
+use crate::transport::{basic_authorization, http_agent, ErrorKind, OnRejection, SendError, Transport, TransportError};
 
 pub struct RemoteWriteTransport {
     agent: ureq::Agent,
@@ -36,38 +36,13 @@ pub struct RemoteWriteTransport {
 
 impl RemoteWriteTransport {
     pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> Result<RemoteWriteTransport, TransportError> {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &tsdb.ca_file {
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_ca_file(ca)?));
-        }
-        if tsdb.insecure {
-            log::warn!(
-                "[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics"
-            );
-            tls = tls.disable_verification(true);
-        }
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(tsdb.connect_timeout))
-            .timeout_global(Some(tsdb.timeout))
-            .http_status_as_error(false)
-            .tls_config(tls.build())
-            .build();
-        let authorization = if let Some(token) = &tsdb.token {
-            Some(format!("Bearer {token}"))
-        } else if tsdb.auth {
-            use base64::Engine;
-            let credentials =
-                format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
-            Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials)))
-        } else {
-            None
+        let agent = http_agent(tsdb)?;
+        let authorization = match &tsdb.token {
+            Some(token) => Some(format!("Bearer {token}")),
+            None => basic_authorization(tsdb),
         };
         Ok(RemoteWriteTransport {
-            agent: ureq::Agent::with_parts(
-                config,
-                ureq::unversioned::transport::DefaultConnector::new(),
-                LiteralFirst::default(),
-            ),
+            agent,
             url: format!("{}{}", tsdb.address, tsdb.datapoints),
             authorization,
             max_points: max_points.max(1),

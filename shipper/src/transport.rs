@@ -134,6 +134,37 @@ pub fn from_config(tsdb: &Tsdb, max_points_per_request: usize, host: HostTags) -
     })
 }
 
+/// The HTTP client of the HTTP backends: `[TSDB]`'s timeouts and TLS (`ca_file`, `insecure`),
+/// status codes as answers rather than errors, and no resolver thread for an IP literal.
+pub(crate) fn http_agent(tsdb: &Tsdb) -> Result<ureq::Agent, TransportError> {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(ca) = &tsdb.ca_file {
+        tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_ca_file(ca)?));
+    }
+    if tsdb.insecure {
+        log::warn!(
+            "[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics"
+        );
+        tls = tls.disable_verification(true);
+    }
+    let config = ureq::Agent::config_builder()
+        .timeout_connect(Some(tsdb.connect_timeout))
+        .timeout_global(Some(tsdb.timeout))
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .build();
+    Ok(ureq::Agent::with_parts(config, ureq::unversioned::transport::DefaultConnector::new(), LiteralFirst::default()))
+}
+
+/// `Authorization: Basic …` from `user` and `pass` when `auth` is on.
+pub(crate) fn basic_authorization(tsdb: &Tsdb) -> Option<String> {
+    tsdb.auth.then(|| {
+        let credentials =
+            format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
+        format!("Basic {}", base64_encode(credentials.as_bytes()))
+    })
+}
+
 /// The certificates of a PEM file, all of them; an error rather than an empty list.
 pub fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, TransportError> {
     let pem =
@@ -190,22 +221,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> Result<HttpTransport, TransportError> {
-        let mut tls = ureq::tls::TlsConfig::builder();
-        if let Some(ca) = &tsdb.ca_file {
-            tls = tls.root_certs(ureq::tls::RootCerts::new_with_certs(&read_ca_file(ca)?));
-        }
-        if tsdb.insecure {
-            log::warn!(
-                "[TSDB] insecure: certificate verification is OFF; anyone on the path can read and change the metrics"
-            );
-            tls = tls.disable_verification(true);
-        }
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(tsdb.connect_timeout))
-            .timeout_global(Some(tsdb.timeout))
-            .http_status_as_error(false)
-            .tls_config(tls.build())
-            .build();
+        let agent = http_agent(tsdb)?;
         let mut url = format!("{}{}", tsdb.address, tsdb.datapoints);
         if tsdb.backend == Backend::InfluxDb {
             let db = tsdb.database.as_deref().unwrap_or_default();
@@ -225,19 +241,11 @@ impl HttpTransport {
         }
         let authorization = if let (Backend::InfluxDb2, Some(token)) = (tsdb.backend, &tsdb.token) {
             Some(backends::influxdb2::authorization(token))
-        } else if tsdb.auth {
-            let credentials =
-                format!("{}:{}", tsdb.user.as_deref().unwrap_or_default(), tsdb.pass.as_deref().unwrap_or_default());
-            Some(format!("Basic {}", base64_encode(credentials.as_bytes())))
         } else {
-            None
+            basic_authorization(tsdb)
         };
         Ok(HttpTransport {
-            agent: ureq::Agent::with_parts(
-                config,
-                ureq::unversioned::transport::DefaultConnector::new(),
-                LiteralFirst::default(),
-            ),
+            agent,
             backend: tsdb.backend,
             url,
             authorization,
