@@ -240,6 +240,24 @@ impl<'a> SectionReader<'a> {
         self.get(key).map(str::to_string)
     }
 
+    /// A PEM file of certificates (`ca_file`), relative to the config's folder: an error naming the
+    /// key when it cannot be read or holds no certificate, never a silent empty trust store.
+    pub fn pem_file(&mut self, key: &str, base: &Path) -> Option<PathBuf> {
+        let raw = self.get(key).filter(|v| !v.is_empty())?;
+        let path = resolve(base, raw);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
+            Ok(_) => {
+                self.error(Some(key), format!("{} holds no PEM certificate", path.display()));
+                None
+            }
+            Err(e) => {
+                self.error(Some(key), format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
     pub fn number<T>(&mut self, key: &str, default: T, min: T) -> T
     where
         T: std::str::FromStr + PartialOrd + fmt::Display + Copy,

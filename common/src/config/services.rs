@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ini::Ini;
 
-use super::reader::{resolve, split_instance, warn_unknown_keys, ConfigError, SectionReader};
+use super::reader::{split_instance, warn_unknown_keys, ConfigError, SectionReader};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -222,23 +222,7 @@ pub fn read_services(
         let (include, exclude) = (globs(&r, "include"), globs(&r, "exclude"));
         let token = r.secret("token", base).filter(|t| !t.is_empty());
         let insecure = r.boolean("insecure", false);
-        let ca_file = match r.get("ca_file").filter(|v| !v.is_empty()) {
-            None => None,
-            Some(raw) => {
-                let path = resolve(base, raw);
-                match std::fs::read_to_string(&path) {
-                    Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
-                    Ok(_) => {
-                        r.error(Some("ca_file"), format!("{} holds no PEM certificate", path.display()));
-                        None
-                    }
-                    Err(e) => {
-                        r.error(Some("ca_file"), format!("cannot read {}: {e}", path.display()));
-                        None
-                    }
-                }
-            }
-        };
+        let ca_file = r.pem_file("ca_file", base);
         out.push(ServiceConfig {
             kind,
             instance,

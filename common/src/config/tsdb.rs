@@ -266,23 +266,7 @@ pub fn read_tsdb_section(
     let auth = r.boolean("auth", false);
     let gzip = r.boolean("gzip", true);
     let insecure = r.boolean("insecure", false);
-    let ca_file = match r.get("ca_file").filter(|v| !v.is_empty()) {
-        None => None,
-        Some(raw) => {
-            let path = resolve(base, raw);
-            match std::fs::read_to_string(&path) {
-                Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => Some(path),
-                Ok(_) => {
-                    r.error(Some("ca_file"), format!("{} holds no PEM certificate", path.display()));
-                    None
-                }
-                Err(e) => {
-                    r.error(Some("ca_file"), format!("cannot read {}: {e}", path.display()));
-                    None
-                }
-            }
-        }
-    };
+    let ca_file = r.pem_file("ca_file", base);
     let connect_timeout = r.number("connect_timeout_seconds", 5u64, 1);
     let timeout = r.number("timeout_seconds", 10u64, 1);
     let user = r.get("user").map(str::to_string);
