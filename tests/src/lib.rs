@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+pub mod certs;
 pub mod measure;
 pub mod prometheus;
 pub mod services;

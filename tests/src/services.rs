@@ -285,58 +285,9 @@ impl JavaTarget {
 /// server and the CA's PEM file.
 pub fn tls_proxy(upstream_port: u16) -> (Server, std::path::PathBuf) {
     let nginx = require("nginx");
-    let openssl = require("openssl");
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl).args(args).current_dir(d).output().expect("openssl");
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=PuyPuy Test CA",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    std::fs::write(d.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n").expect("san");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
+    crate::certs::make_certificates(d);
     let port = free_port();
     let p = d.display();
     std::fs::write(
