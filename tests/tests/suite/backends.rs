@@ -189,7 +189,10 @@ fn kairosdb_400_is_logged_with_the_server_error_and_later_points_go_through() {
 #[test]
 fn a_refused_batch_of_good_and_bad_points_delivers_the_good_ones() {
     let kairos = KairosMock::start();
-    let agent = Agent::new("batch_ms: 200", &format!("[TSDB]\ntsdtype: KairosDB\naddress: {}\n", kairos.url()));
+    let agent = Agent::new(
+        "batch_ms: 200\nself_metrics: no",
+        &format!("[TSDB]\ntsdtype: KairosDB\naddress: {}\n", kairos.url()),
+    );
     let _shipper = agent.start_shipper();
     let client = SenderClient::start(&agent.socket(), "test", 100);
     let mut points: Vec<Point> = (0..10).map(|i| Point::int(format!("good_{i}"), 1_700_000_000, i, "test")).collect();
