@@ -69,7 +69,7 @@ pub fn run_script(path: &Path, settings: &RunSettings) -> std::io::Result<RunRes
     }
     // No pre_exec hook: std then starts the script with posix_spawn instead of fork (see
     // crate::guard for what kills the scripts of a runner that dies).
-    let mut child = command.spawn()?;
+    let mut child = spawn(&mut command)?;
     let pgid = Pid::from_raw(child.id() as i32);
     if !settings.groups.insert(pgid.as_raw()) {
         log::debug!("{} scripts running: {} is not in the guardian's table", crate::guard::SLOTS, path.display());
@@ -185,6 +185,24 @@ enum Drain {
     More,
 }
 
+/// Starts the script, trying again for a moment while the kernel says its file is busy (ETXTBSY).
+/// That happens when the file was just written and some other process forked while it was still
+/// open for writing — a deploy tool installing the script, or any multi-threaded program forking
+/// in that window — and goes away as soon as that child execs or exits.
+fn spawn(command: &mut Command) -> std::io::Result<Child> {
+    const TRIES: u32 = 20;
+    let mut tried = 1;
+    loop {
+        match command.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy && tried < TRIES => {
+                tried += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn drain(src: &mut impl Read, buf: &mut [u8], out: &mut Vec<u8>, max: usize, truncated: &mut bool) -> Drain {
     loop {
         match src.read(buf) {
@@ -261,6 +279,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
         assert!(stat.is_empty() || stat.contains(") Z"), "grandchild still alive: {stat}");
+    }
+
+    #[test]
+    fn a_script_whose_file_is_still_open_for_writing_is_run_once_it_is_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = script(dir.path(), "check_busy", "#!/bin/sh\necho 'busy 1 t stack'\n");
+        // While a writer holds the file, exec fails with ETXTBSY; the writer lets go after 100 ms.
+        let writer = std::fs::OpenOptions::new().write(true).open(&p).expect("open for writing");
+        let held = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(writer);
+        });
+        let r = run_script(&p, &settings(5000)).expect("run after the writer closed the file");
+        held.join().expect("writer thread");
+        assert_eq!(r.stdout, b"busy 1 t stack\n");
+        assert_eq!(r.exit_code, Some(0));
     }
 
     #[test]
