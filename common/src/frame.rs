@@ -114,6 +114,19 @@ impl Frame {
         encode_message(self, out)
     }
 
+    /// Appends the length-prefixed frame of `points` to `out`, the bytes [`Frame::encode`] gives,
+    /// from borrowed points (a relay forwarding a batch as it is).
+    pub fn encode_borrowed(sender: &str, seq: u64, points: &[Point], out: &mut Vec<u8>) {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            version: u16,
+            sender: &'a str,
+            seq: u64,
+            points: &'a [Point],
+        }
+        encode_message(&Borrowed { version: PROTOCOL_VERSION, sender, seq, points }, out)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use puypuy_common::config::Balance;
 use puypuy_common::Point;
 
+use crate::tags::HostTagging;
 use crate::transport::{OnRejection, SendError, Transport};
 
 pub const PRIMARY_RETRY: Duration = Duration::from_secs(30);
@@ -33,7 +34,7 @@ impl BalancedTransport {
 }
 
 impl Transport for BalancedTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         let n = self.servers.len();
         let start = match self.balance {
             Balance::Failover => {
@@ -52,7 +53,7 @@ impl Transport for BalancedTransport {
         let mut last = SendError::Retryable(crate::transport::ErrorKind::Unreachable, "no server".into());
         for k in 0..n {
             let i = (start + k) % n;
-            match self.servers[i].send(points) {
+            match self.servers[i].send(points, tagging) {
                 Ok(()) => {
                     if self.balance == Balance::Failover && i != self.current {
                         log::warn!(
@@ -118,10 +119,10 @@ mod tests {
             ],
             Balance::Failover,
         );
-        t.send(&point(1)).expect("a takes it");
+        t.send(&point(1), HostTagging::ThisHost).expect("a takes it");
         a.script([Answer::Fail]);
-        t.send(&point(2)).expect("b takes it at once");
-        t.send(&point(3)).expect("b again");
+        t.send(&point(2), HostTagging::ThisHost).expect("b takes it at once");
+        t.send(&point(3), HostTagging::ThisHost).expect("b again");
         assert_eq!((a.state().kept.len(), b.state().kept.len()), (1, 2));
     }
 
@@ -136,16 +137,19 @@ mod tests {
             Balance::RoundRobin,
         );
         for i in 0..4 {
-            t.send(&point(i)).expect("sent");
+            t.send(&point(i), HostTagging::ThisHost).expect("sent");
         }
         assert_eq!((a.state().kept.len(), b.state().kept.len()), (2, 2));
         a.script([Answer::Fail, Answer::Fail]);
         for i in 4..8 {
-            t.send(&point(i)).expect("sent");
+            t.send(&point(i), HostTagging::ThisHost).expect("sent");
         }
         assert_eq!((a.state().kept.len(), b.state().kept.len()), (2, 6));
         a.script([Answer::Fail; 4]);
         b.script([Answer::Fail; 4]);
-        assert!(matches!(t.send(&point(9)), Err(SendError::Retryable(..))), "every server failed");
+        assert!(
+            matches!(t.send(&point(9), HostTagging::ThisHost), Err(SendError::Retryable(..))),
+            "every server failed"
+        );
     }
 }

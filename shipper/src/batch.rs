@@ -2,7 +2,8 @@
 //! counters into rates, and gathers points into batches of at most `batch_points` (or what came
 //! within `batch_ms` of a batch's first point). A frame is never split between batches; the acks
 //! of a batch's frames travel with it, each with the range of the batch's points that are its own.
-//! The host's tags are added later, by the encoders.
+//! The host's tags are added later, by the encoders; points that came from a PuyPuy agent carry
+//! the agent's and are batched apart ([`HostTagging::Carried`]), so that none of this host's is added.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -17,6 +18,7 @@ use puypuy_common::Point;
 use crate::ack::AckHandle;
 use crate::rate::RateState;
 use crate::stats::Stats;
+use crate::tags::HostTagging;
 
 pub enum Input {
     Points {
@@ -27,10 +29,12 @@ pub enum Input {
     SelfMetrics(Vec<Point>),
     /// A producer's frame payload, already checked with `Frame::check`, decoded by the batcher,
     /// which then hands the buffer back to the connection through `back` for its next frame.
+    /// `tagging` is [`HostTagging::Carried`] for a PuyPuy agent's frame (`frames_listen`).
     Frame {
         payload: Vec<u8>,
         ack: AckHandle,
         back: Sender<Vec<u8>>,
+        tagging: HostTagging,
     },
     /// A reloaded config's batch settings (SIGHUP; new tags come with a new transport).
     Reload {
@@ -45,6 +49,8 @@ pub struct Batch {
     pub points: Vec<Point>,
     pub acks: Vec<BatchAck>,
     pub own: bool,
+    /// Whose host tags its points leave with (this host's, or the agent's they carry).
+    pub tagging: HostTagging,
 }
 
 /// The ack of one frame (or relay request) of a batch, and which of the batch's points are its own,
@@ -165,12 +171,15 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
             }
         }
     };
-    let mut batch = Batch::default();
-    let mut deadline: Option<Instant> = None;
-    let flush = |batch: &mut Batch, deadline: &mut Option<Instant>| {
+    // The batch being gathered for each tagging, and when it closes: points that carry an agent's
+    // host tags never share a batch with the others.
+    let mut open: [(Batch, Option<Instant>); 2] =
+        [HostTagging::ThisHost, HostTagging::Carried].map(|tagging| (Batch { tagging, ..Batch::default() }, None));
+    let flush = |(batch, deadline): &mut (Batch, Option<Instant>)| {
         *deadline = None;
         if !batch.points.is_empty() || !batch.acks.is_empty() {
-            let _ = out.send(std::mem::take(batch));
+            let tagging = batch.tagging;
+            let _ = out.send(std::mem::replace(batch, Batch { tagging, ..Batch::default() }));
         }
     };
     let prepare = |points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| {
@@ -195,41 +204,44 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
         }
     };
     loop {
-        let message = match deadline {
+        let message = match open.iter().filter_map(|(_, d)| *d).min() {
             Some(d) => rx.recv_deadline(d),
             None => rx.recv_timeout(RATE_SAVE_EVERY),
         };
         match message {
             Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {
-                let (points, ack) = match input {
-                    Input::Frame { payload, ack, back } => {
+                let (points, ack, tagging) = match input {
+                    Input::Frame { payload, ack, back, tagging } => {
                         let decoded = puypuy_common::frame::Frame::decode(&payload);
                         let _ = back.try_send(payload);
                         match decoded {
-                            Ok(frame) => (frame.points, Some(ack)),
+                            Ok(frame) => (frame.points, Some(ack), tagging),
                             // Cannot happen after the connection thread's check; refused all the same.
                             Err(e) => {
                                 log::error!("frame {} does not decode after its check: {e}", ack.seq);
                                 ack.ack(ACK_REJECTED);
-                                (Vec::new(), None)
+                                (Vec::new(), None, tagging)
                             }
                         }
                     }
-                    Input::Points { points, ack } => (points, ack),
-                    _ => (Vec::new(), None),
+                    Input::Points { points, ack } => (points, ack, HostTagging::ThisHost),
+                    _ => (Vec::new(), None, HostTagging::ThisHost),
                 };
+                let slot = &mut open[usize::from(tagging == HostTagging::Carried)];
+                let batch = &mut slot.0;
                 let start = batch.points.len();
                 prepare(points, &mut batch.points, &mut rates);
                 batch.add_ack(ack, start);
-                if deadline.is_none() {
-                    deadline = Some(Instant::now() + settings.batch_wait);
+                let full = batch.points.len() >= settings.batch_points;
+                if slot.1.is_none() {
+                    slot.1 = Some(Instant::now() + settings.batch_wait);
                 }
-                if batch.points.len() >= settings.batch_points {
-                    flush(&mut batch, &mut deadline);
+                if full {
+                    flush(slot);
                 }
             }
             Ok(Input::Reload { batch_points, batch_wait }) => {
-                flush(&mut batch, &mut deadline);
+                open.iter_mut().for_each(flush);
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
             }
@@ -238,9 +250,12 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                 prepare(points, &mut own.points, &mut rates);
                 let _ = out.send(own);
             }
-            Err(RecvTimeoutError::Timeout) => flush(&mut batch, &mut deadline),
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                open.iter_mut().filter(|(_, d)| d.is_none_or(|d| d <= now)).for_each(flush);
+            }
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut batch, &mut deadline);
+                open.iter_mut().for_each(flush);
                 save(&rates);
                 return;
             }
@@ -284,5 +299,46 @@ mod tests {
         tx.send(Input::Shutdown).expect("shutdown");
         batcher.join().expect("batcher");
         assert_eq!(stats.points_received.load(Ordering::Relaxed), 8);
+    }
+
+    /// Points from a PuyPuy agent carry its host tags: they never share a batch with local points,
+    /// to which this host's are added.
+    #[test]
+    fn an_agents_frames_are_batched_apart_from_local_points() {
+        use crate::ack::AckTo;
+        use puypuy_common::frame::Frame;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (out, batches) = crossbeam_channel::unbounded();
+        let settings = BatcherSettings { batch_points: 4, batch_wait: Duration::from_secs(60), rate_file: None };
+        let batcher = std::thread::spawn(move || run_batcher(rx, out, settings, Arc::new(Stats::default())));
+        let (acks, _acked) = crossbeam_channel::unbounded();
+        let (back, _) = crossbeam_channel::unbounded();
+        let frame = |seq: u64, ids: std::ops::Range<u64>, tagging| Input::Frame {
+            payload: Frame::new("a", seq, points(ids)).to_bytes()[4..].to_vec(),
+            ack: AckHandle { to: AckTo::Channel(acks.clone()), seq },
+            back: back.clone(),
+            tagging,
+        };
+        tx.send(frame(1, 0..2, HostTagging::Carried)).expect("send");
+        tx.send(Input::Points { points: points(2..4), ack: None }).expect("send");
+        tx.send(frame(2, 4..6, HostTagging::ThisHost)).expect("send");
+        tx.send(frame(3, 6..8, HostTagging::Carried)).expect("send");
+        let full = batches.recv_timeout(Duration::from_secs(5)).expect("the local batch");
+        let ids = |b: &Batch| b.points.iter().map(|p| p.tags[0].1.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            (full.tagging, ids(&full)),
+            (HostTagging::ThisHost, vec!["2".into(), "3".into(), "4".into(), "5".into()])
+        );
+        let full = batches.recv_timeout(Duration::from_secs(5)).expect("the agent's batch");
+        assert_eq!(
+            (full.tagging, ids(&full)),
+            (HostTagging::Carried, vec!["0".into(), "1".into(), "6".into(), "7".into()])
+        );
+        assert_eq!(
+            full.acks.iter().map(|a| (a.handle.seq, a.points.clone())).collect::<Vec<_>>(),
+            [(1, 0..2), (3, 2..4)]
+        );
+        tx.send(Input::Shutdown).expect("shutdown");
+        batcher.join().expect("batcher");
     }
 }

@@ -25,6 +25,7 @@ use crate::batch::Batch;
 use crate::rejected::RejectedDir;
 use crate::spool::{Pushed, Spool};
 use crate::stats::Stats;
+use crate::tags::HostTagging;
 use crate::transport::{ErrorKind, OnRejection, SendError, Transport};
 
 pub struct DeliverySettings {
@@ -66,9 +67,11 @@ enum Source {
     Memory(Batch),
     Spool {
         seq: u64,
-        /// How many points the file holds, and whether they are the shipper's own.
+        /// How many points the file holds, whether they are the shipper's own, and whose host
+        /// tags they leave with.
         in_file: u64,
         own: bool,
+        tagging: HostTagging,
         points: Vec<Point>,
     },
 }
@@ -86,6 +89,13 @@ impl Source {
         match self {
             Source::Memory(b) => &b.points,
             Source::Spool { points, .. } => points,
+        }
+    }
+
+    fn tagging(&self) -> HostTagging {
+        match self {
+            Source::Memory(b) => b.tagging,
+            Source::Spool { tagging, .. } => *tagging,
         }
     }
 }
@@ -327,7 +337,7 @@ impl Delivery {
             return;
         };
         let files_before = spool.len();
-        match spool.push(&batch.points, batch.own) {
+        match spool.push(&batch.points, batch.own, batch.tagging) {
             Ok(Pushed::Stored { mut dropped_points, mut dropped_own }) => {
                 // Room is made by deleting the oldest file first, which is the one partly replayed
                 // if any: of it, only the points not yet sent are lost.
@@ -415,7 +425,7 @@ impl Delivery {
                 Some(r) if r.seq == sp.seq => (r.in_file, r.points),
                 _ => (sp.points.len() as u64, sp.points),
             };
-            return Some(Source::Spool { seq: sp.seq, in_file, own: sp.own, points });
+            return Some(Source::Spool { seq: sp.seq, in_file, own: sp.own, tagging: sp.tagging, points });
         }
         self.update_spool_stats();
         self.memory.pop_front().map(Source::Memory)
@@ -425,7 +435,7 @@ impl Delivery {
         let Some(source) = self.next_source() else { return };
         let started = Instant::now();
         let mut fates = vec![Fate::Pending; source.points().len()];
-        let result = self.send_in_requests(source.points(), &mut fates);
+        let result = self.send_in_requests(source.points(), source.tagging(), &mut fates);
         self.stats.last_send_micros.store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.slow = started.elapsed() > SLOW_SEND;
         // What a split got through is counted even when a later part failed: it is never resent.
@@ -441,7 +451,7 @@ impl Delivery {
             .collect();
         self.stats.points_sent.fetch_add(sent, Ordering::Relaxed);
         if !rejected.is_empty() {
-            self.set_aside(&rejected);
+            self.set_aside(&rejected, source.tagging());
         }
         if let Source::Spool { .. } = source {
             self.stats.points_replayed.fetch_add(sent, Ordering::Relaxed);
@@ -513,7 +523,7 @@ impl Delivery {
                     }
                     // The file stays as it is (a crash replays it whole); until it is replayed
                     // again in this run, what is left of it is remembered.
-                    Source::Spool { seq, in_file, own, points } => {
+                    Source::Spool { seq, in_file, own, points, .. } => {
                         self.replay_remainder = Some(Remainder { seq, in_file, own, points: pending(points, &fates) });
                     }
                 }
@@ -524,10 +534,15 @@ impl Delivery {
     /// Sends the points in requests of at most the transport's `max_points_per_request`, one after
     /// the other, so that each answer is about the points of one request: what a request got
     /// through keeps its fate when a later one fails or is refused, and is never sent again.
-    fn send_in_requests(&mut self, points: &[Point], fates: &mut [Fate]) -> Result<(), (ErrorKind, String)> {
+    fn send_in_requests(
+        &mut self,
+        points: &[Point],
+        tagging: HostTagging,
+        fates: &mut [Fate],
+    ) -> Result<(), (ErrorKind, String)> {
         let max = self.transport.max_points_per_request().max(1);
         for (request, request_fates) in points.chunks(max).zip(fates.chunks_mut(max)) {
-            self.send_keeping_good(request, request_fates)?;
+            self.send_keeping_good(request, tagging, request_fates)?;
         }
         Ok(())
     }
@@ -535,8 +550,13 @@ impl Delivery {
     /// Sends the points in one request; on a rejection of a backend that refuses whole requests, bisects to keep
     /// the good points. Records in `fates` what became of each point: on a retryable error, the
     /// parts sent or refused before it keep their fate and the rest stays pending.
-    fn send_keeping_good(&mut self, points: &[Point], fates: &mut [Fate]) -> Result<(), (ErrorKind, String)> {
-        match self.transport.send(points) {
+    fn send_keeping_good(
+        &mut self,
+        points: &[Point],
+        tagging: HostTagging,
+        fates: &mut [Fate],
+    ) -> Result<(), (ErrorKind, String)> {
+        match self.transport.send(points, tagging) {
             Ok(()) => {
                 fates.fill(Fate::Sent);
                 Ok(())
@@ -549,17 +569,17 @@ impl Delivery {
                 }
                 let half = points.len() / 2;
                 let ((a, b), (fates_a, fates_b)) = (points.split_at(half), fates.split_at_mut(half));
-                self.send_keeping_good(a, fates_a)?;
-                self.send_keeping_good(b, fates_b)
+                self.send_keeping_good(a, tagging, fates_a)?;
+                self.send_keeping_good(b, tagging, fates_b)
             }
         }
     }
 
-    fn set_aside(&mut self, rejected: &[(Point, String)]) {
+    fn set_aside(&mut self, rejected: &[(Point, String)], tagging: HostTagging) {
         let points: Vec<Point> = rejected.iter().map(|(p, _)| p.clone()).collect();
         let message = &rejected[0].1;
         self.stats.points_rejected.fetch_add(points.len() as u64, Ordering::Relaxed);
-        match self.rejected.store(&points, message) {
+        match self.rejected.store(&points, message, tagging) {
             Ok(path) => log::error!("{message}; {} points refused and set aside in {}", points.len(), path.display()),
             Err(e) => log::error!("{message}; {} points refused (cannot set them aside: {e})", points.len()),
         }
@@ -755,7 +775,7 @@ mod tests {
         if let Some(s) = d.spool.as_mut() {
             let seq = s.oldest().expect("spooled").seq;
             s.remove(seq);
-            s.push(&points(10..14, &[12]), false).expect("push");
+            s.push(&points(10..14, &[12]), false, HostTagging::ThisHost).expect("push");
         }
         backend.script([Answer::Accept, Answer::Accept, Answer::Fail]);
         d.attempt();
@@ -862,7 +882,7 @@ mod tests {
         let mut d = Delivery::new(backend.transport(Refusal::WholeRequest, Duration::ZERO), settings, stats.clone());
         // A file of [0, 1, 2 (bad), 3]: refused whole, [0, 1] taken, then a failure: [2, 3] wait.
         if let Some(s) = d.spool.as_mut() {
-            s.push(&points(0..4, &[2]), false).expect("push");
+            s.push(&points(0..4, &[2]), false, HostTagging::ThisHost).expect("push");
         }
         backend.script([Answer::Accept, Answer::Accept, Answer::Fail]);
         d.attempt();
@@ -877,6 +897,38 @@ mod tests {
         d.attempt();
         d.attempt();
         assert_eq!(ids(&backend.state().kept), vec![0, 1, 10, 11, 12, 13]);
+    }
+
+    /// A batch from a PuyPuy agent leaves with the agent's host tags whether it is sent at once,
+    /// spooled and replayed (after a restart too) or set aside.
+    #[test]
+    fn a_batch_of_carried_points_stays_carried_through_the_spool_and_the_rejected_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FakeBackend::default();
+        let (mut d, _stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let carried = |points, seq| Batch { tagging: HostTagging::Carried, ..batch(points, seq, &tx) };
+        d.accept(carried(points(0..2, &[]), 1));
+        d.attempt();
+        backend.script([Answer::Fail]);
+        d.accept(carried(points(2..4, &[]), 2));
+        d.attempt();
+        d.accept(batch(points(4..6, &[]), 3, &tx));
+        assert_eq!(d.spool.as_ref().map(Spool::len), Some(2));
+        drop(d);
+        let (mut d, _stats) = delivery(dir.path(), &backend, Refusal::WholeRequest, 10);
+        d.attempt();
+        d.attempt();
+        d.accept(carried(points(6..8, &[7]), 4));
+        d.attempt();
+        let state = backend.state();
+        assert_eq!(ids(&state.kept), vec![0, 1, 2, 3, 4, 5, 6]);
+        use HostTagging::{Carried, ThisHost};
+        // Sent; failed; replayed after the restart (carried, then local); bisected: 3 sends.
+        assert_eq!(state.taggings, [Carried, Carried, Carried, ThisHost, Carried, Carried, Carried]);
+        let files: Vec<_> = std::fs::read_dir(dir.path().join("rejected")).expect("rejected").flatten().collect();
+        let text = std::fs::read_to_string(files[0].path()).expect("rejected file");
+        assert_eq!(text.lines().nth(1), Some(crate::rejected::CARRIED_NOTE));
     }
 
     #[test]
@@ -964,7 +1016,7 @@ mod tests {
     struct Named(&'static str);
 
     impl Transport for Named {
-        fn send(&mut self, _points: &[Point]) -> Result<(), SendError> {
+        fn send(&mut self, _points: &[Point], _tagging: HostTagging) -> Result<(), SendError> {
             Ok(())
         }
 

@@ -26,7 +26,7 @@ use puypuy_common::config::tsdb::WebServer;
 use puypuy_common::{Point, Value};
 
 use crate::backends::prometheus::{encode_page, Series, SeriesMaker};
-use crate::tags::HostTags;
+use crate::tags::{HostTagging, HostTags};
 use crate::transport::{SendError, Transport, TransportError};
 
 /// The latest value of every series and the unix time (s) of its point.
@@ -232,8 +232,8 @@ fn serve(server: &tiny_http::Server, shared: &Shared) {
 }
 
 impl Transport for ExpositionTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
-        let mut maker = SeriesMaker::new(&self.host);
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
+        let mut maker = SeriesMaker::new(self.host.for_points(tagging));
         let made: Vec<(Series, Value, u64)> = points
             .iter()
             .filter(|p| p.value.is_finite())

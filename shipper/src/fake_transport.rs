@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use puypuy_common::Point;
 
+use crate::tags::HostTagging;
 use crate::transport::{ErrorKind, OnRejection, SendError, Transport};
 
 /// The answer to one send.
@@ -52,6 +53,8 @@ pub struct Backend {
     pub refused: Vec<Point>,
     /// How many points of `kept` came from requests it refused: the good points of partial writes.
     pub kept_from_refused: usize,
+    /// Whose host tags the points of each send were to leave with.
+    pub taggings: Vec<HostTagging>,
     /// The most points one request may hold; `None`: no limit.
     pub max_points: Option<usize>,
     script: VecDeque<Answer>,
@@ -120,7 +123,8 @@ impl FakeTransport {
 }
 
 impl Transport for FakeTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
+        self.backend.state().taggings.push(tagging);
         for request in points.chunks(self.max_points_per_request()) {
             self.request(request)?;
         }

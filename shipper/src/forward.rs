@@ -24,7 +24,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use crate::backends::puypuy;
 use crate::relay::frames;
-use crate::tags::HostTags;
+use crate::tags::{HostTagging, HostTags};
 use crate::transport::{ErrorKind, SendError, Transport};
 
 /// How long past `timeout_seconds` an ack may take: the relay answers once its own delivery or
@@ -188,14 +188,14 @@ impl ForwardTransport {
 }
 
 impl Transport for ForwardTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         if self.conn.is_none() {
             self.conn = Some(self.connect()?);
         }
         self.seq += 1;
         let seq = self.seq;
         self.buf.clear();
-        puypuy::encode(points, &self.host, &self.sender, seq, &mut self.buf);
+        puypuy::encode(points, self.host.for_points(tagging), &self.sender, seq, &mut self.buf);
         let Some(tls) = self.conn.as_mut() else {
             return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into()));
         };

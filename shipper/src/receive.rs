@@ -20,6 +20,7 @@ use puypuy_common::frame::{self, Frame, FrameError};
 use crate::ack::{AckHandle, AckSocket, AckTo};
 use crate::batch::Input;
 use crate::stats::Stats;
+use crate::tags::HostTagging;
 
 /// The bound socket and the lock that makes this shipper the only one on it.
 pub struct Listener {
@@ -119,13 +120,14 @@ fn read_frame(
 
 fn handle(stream: UnixStream, tx: Sender<Input>) {
     let who = peer(&stream);
-    handle_as(stream, tx, who)
+    handle_as(stream, tx, who, HostTagging::ThisHost)
 }
 
 /// Reads the frames of one connection and acknowledges each once its points are delivered or
 /// spooled; `who` names the peer in the log. The relay's frames input hands its TLS connections
-/// here through a socket pair, so they take the same path, acks included.
-pub fn handle_as(stream: UnixStream, tx: Sender<Input>, who: String) {
+/// here through a socket pair, so they take the same path, acks included; their points carry the
+/// agent's host tags (`tagging`).
+pub fn handle_as(stream: UnixStream, tx: Sender<Input>, who: String, tagging: HostTagging) {
     let acks = match AckSocket::start(&stream) {
         Ok(a) => a,
         Err(e) => {
@@ -181,7 +183,7 @@ pub fn handle_as(stream: UnixStream, tx: Sender<Input>, who: String) {
             }
         };
         let ack = AckHandle { to: AckTo::Socket(Arc::clone(&acks)), seq };
-        if tx.send(Input::Frame { payload: std::mem::take(&mut buf), ack, back: back_tx.clone() }).is_err() {
+        if tx.send(Input::Frame { payload: std::mem::take(&mut buf), ack, back: back_tx.clone(), tagging }).is_err() {
             break;
         }
     }

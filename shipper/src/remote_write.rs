@@ -20,7 +20,7 @@ use puypuy_common::config::Tsdb;
 use puypuy_common::Point;
 
 use crate::backends;
-use crate::tags::HostTags;
+use crate::tags::{HostTagging, HostTags};
 use crate::transport::{basic_authorization, http_agent, ErrorKind, OnRejection, SendError, Transport, TransportError};
 
 pub struct RemoteWriteTransport {
@@ -55,9 +55,9 @@ impl RemoteWriteTransport {
 }
 
 impl Transport for RemoteWriteTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         self.raw.clear();
-        backends::remote_write::encode(points, &self.host, &mut self.raw);
+        backends::remote_write::encode(points, self.host.for_points(tagging), &mut self.raw);
         if self.raw.is_empty() {
             return Ok(());
         }

@@ -39,7 +39,7 @@ use crate::rejected::RejectedDir;
 use crate::ring::CarbonRing;
 use crate::spool::{DropPolicy, Spool};
 use crate::stats::{DestinationList, DestinationStats, Stats};
-use crate::tags::HostTags;
+use crate::tags::{HostTagging, HostTags};
 use crate::transport::{self, CarbonTransport, Transport};
 
 /// The queue of each of several destinations, in batches.
@@ -160,15 +160,16 @@ impl Plan {
         self.destinations().count()
     }
 
-    /// Which destinations (by position in [`Plan::destinations`]) each point goes to, into `out`.
-    fn place(&self, p: &Point, out: &mut Vec<usize>, scratch: &mut Vec<usize>) {
+    /// Which destinations (by position in [`Plan::destinations`]) each point goes to, into `out`;
+    /// `tagging` is its batch's (a carbon path is built from the host tags).
+    fn place(&self, p: &Point, tagging: HostTagging, out: &mut Vec<usize>, scratch: &mut Vec<usize>) {
         out.clear();
         let mut first = 0;
         for (placement, destinations) in &self.outputs {
             match placement {
                 Placement::Whole => out.push(first),
                 Placement::Ring { ring, host, relay_prefix } => {
-                    let path = crate::backends::carbon::path_ref(p, host, *relay_prefix);
+                    let path = crate::backends::carbon::path_ref(p, host.for_points(tagging), *relay_prefix);
                     ring.destinations_of(&path, scratch);
                     out.extend(scratch.iter().map(|i| first + i));
                 }
@@ -184,8 +185,14 @@ impl Plan {
 pub fn split(batch: Batch, n: usize, mut place: impl FnMut(&Point, &mut Vec<usize>)) -> Vec<Batch> {
     // Room for an even share and some: growing the parts by doubling moved every point again.
     let share = batch.points.len() / n.max(1) + batch.points.len() / 8 + 16;
-    let mut parts: Vec<Batch> =
-        (0..n).map(|_| Batch { own: batch.own, points: Vec::with_capacity(share), ..Batch::default() }).collect();
+    let mut parts: Vec<Batch> = (0..n)
+        .map(|_| Batch {
+            own: batch.own,
+            tagging: batch.tagging,
+            points: Vec::with_capacity(share),
+            ..Batch::default()
+        })
+        .collect();
     let mut to = Vec::new();
     let mut points = batch.points.into_iter();
     let mut routed = 0usize;
@@ -299,7 +306,8 @@ impl Router {
         }
         let mut scratch = Vec::new();
         let plan = &self.plan;
-        let parts = split(batch, self.live.len(), |p, out| plan.place(p, out, &mut scratch));
+        let tagging = batch.tagging;
+        let parts = split(batch, self.live.len(), |p, out| plan.place(p, tagging, out, &mut scratch));
         for (part, l) in parts.into_iter().zip(&self.live) {
             if part.points.is_empty() && part.acks.is_empty() {
                 continue;

@@ -10,7 +10,7 @@
 //! |---|---|---|
 //! | 0 | 8 | magic `PUYSPOOL` |
 //! | 8 | 2 | format version, u16 little-endian (= 1) |
-//! | 10 | 1 | flags: bit 0 set when the batch is the shipper's own self-metrics |
+//! | 10 | 1 | flags: bit 0 set when the batch is the shipper's own self-metrics; bit 1 set when its points carry the host tags of the PuyPuy agent that sent them (`frames_listen`), so that none of this host's is added when they are sent |
 //! | 11 | 1 | length B of the backend name |
 //! | 12 | B | backend name that was configured when written (`InfluxDB`, `Carbon`, …) |
 //! | 12+B | 4 | number of points, u32 LE |
@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 
 use puypuy_common::frame;
 use puypuy_common::Point;
+
+use crate::tags::HostTagging;
 
 const MAGIC: &[u8; 8] = b"PUYSPOOL";
 const VERSION: u16 = 1;
@@ -85,7 +87,11 @@ pub struct Spooled {
     pub points: Vec<Point>,
     pub backend: String,
     pub own: bool,
+    pub tagging: HostTagging,
 }
+
+const FLAG_OWN: u8 = 1;
+const FLAG_CARRIED: u8 = 2;
 
 fn name_of(seq: u64) -> String {
     format!("{seq:020}.spool")
@@ -152,12 +158,14 @@ impl Spool {
         self.entries.iter().map(|e| e.points).sum()
     }
 
-    /// Writes a batch durably (fsync of the file and the folder) before returning.
-    pub fn push(&mut self, points: &[Point], own: bool) -> io::Result<Pushed> {
+    /// Writes a batch durably (fsync of the file and the folder) before returning: its points,
+    /// whether they are the shipper's own, and whose host tags they leave with.
+    pub fn push(&mut self, points: &[Point], own: bool, tagging: HostTagging) -> io::Result<Pushed> {
         self.buf.clear();
         self.buf.extend_from_slice(MAGIC);
         self.buf.extend_from_slice(&VERSION.to_le_bytes());
-        self.buf.push(u8::from(own));
+        let carried = if tagging == HostTagging::Carried { FLAG_CARRIED } else { 0 };
+        self.buf.push(if own { FLAG_OWN } else { 0 } | carried);
         let backend = &self.backend.as_bytes()[..self.backend.len().min(255)];
         self.buf.push(backend.len() as u8);
         self.buf.extend_from_slice(backend);
@@ -221,7 +229,9 @@ impl Spool {
             let seq = e.seq;
             let path = self.dir.join(name_of(seq));
             match read_file(&path) {
-                Ok((backend, points, own)) => return Some(Spooled { seq, points, backend, own }),
+                Ok((h, points)) => {
+                    return Some(Spooled { seq, points, backend: h.backend, own: h.own, tagging: h.tagging })
+                }
                 Err(why) => {
                     let _ = fs::create_dir_all(&self.corrupt_dir);
                     let aside = self.corrupt_dir.join(name_of(seq));
@@ -258,6 +268,7 @@ impl Spool {
 
 struct Header {
     own: bool,
+    tagging: HostTagging,
     backend: String,
     points: u64,
     payload_len: usize,
@@ -273,13 +284,15 @@ fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     if version != VERSION {
         return Err(format!("unknown spool format version {version}"));
     }
-    let own = bytes[10] & 1 == 1;
+    let own = bytes[10] & FLAG_OWN != 0;
+    let tagging = if bytes[10] & FLAG_CARRIED != 0 { HostTagging::Carried } else { HostTagging::ThisHost };
     let b = bytes[11] as usize;
     let rest = bytes.get(12..12 + b + 12).ok_or("header cut short")?;
     let backend = String::from_utf8_lossy(&rest[..b]).into_owned();
     let u32_at = |i: usize| u32::from_le_bytes([rest[b + i], rest[b + i + 1], rest[b + i + 2], rest[b + i + 3]]);
     Ok(Header {
         own,
+        tagging,
         backend,
         points: u64::from(u32_at(0)),
         payload_len: u32_at(4) as usize,
@@ -302,7 +315,7 @@ fn read_header(path: &Path) -> Result<Header, String> {
     parse_header(&head[..got])
 }
 
-fn read_file(path: &Path) -> Result<(String, Vec<Point>, bool), String> {
+fn read_file(path: &Path) -> Result<(Header, Vec<Point>), String> {
     let bytes = fs::read(path).map_err(|e| e.to_string())?;
     let h = parse_header(&bytes)?;
     let payload = bytes.get(h.len..).ok_or("payload missing")?;
@@ -316,7 +329,7 @@ fn read_file(path: &Path) -> Result<(String, Vec<Point>, bool), String> {
     if points.len() as u64 != h.points {
         return Err("point count does not match the header".into());
     }
-    Ok((h.backend, points, h.own))
+    Ok((h, points))
 }
 
 #[cfg(test)]
@@ -331,8 +344,8 @@ mod tests {
     fn replays_oldest_first_and_survives_reopening() {
         let dir = tempfile::tempdir().expect("spool test");
         let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
-        s.push(&batch(2, "a"), false).expect("spool test");
-        s.push(&batch(3, "b"), false).expect("spool test");
+        s.push(&batch(2, "a"), false, HostTagging::ThisHost).expect("spool test");
+        s.push(&batch(3, "b"), false, HostTagging::ThisHost).expect("spool test");
         drop(s);
         let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
         assert_eq!((s.len(), s.points()), (2, 5));
@@ -341,7 +354,7 @@ mod tests {
         assert_eq!(first.backend, "InfluxDB");
         s.remove(first.seq);
         assert_eq!(s.oldest().expect("spool test").points, batch(3, "b"));
-        s.push(&batch(1, "c"), false).expect("spool test");
+        s.push(&batch(1, "c"), false, HostTagging::ThisHost).expect("spool test");
         let names: Vec<String> = fs::read_dir(dir.path())
             .expect("spool test")
             .map(|e| e.expect("spool test").file_name().into_string().expect("spool test"))
@@ -349,28 +362,56 @@ mod tests {
         assert!(names.contains(&"00000000000000000003.spool".to_string()), "{names:?}");
     }
 
+    /// A relay's batch from a PuyPuy agent must still leave with the agent's host tags only after a
+    /// restart: the flag is in the file (flags bit 1), beside the self-metrics bit.
+    #[test]
+    fn whose_host_tags_survives_reopening() {
+        let dir = tempfile::tempdir().expect("spool test");
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        s.push(&batch(1, "a"), false, HostTagging::Carried).expect("spool test");
+        s.push(&batch(1, "b"), true, HostTagging::ThisHost).expect("spool test");
+        s.push(&batch(1, "c"), true, HostTagging::Carried).expect("spool test");
+        let flags = |seq: u64| fs::read(dir.path().join(name_of(seq))).expect("spool test")[10];
+        assert_eq!((flags(1), flags(2), flags(3)), (2, 1, 3));
+        drop(s);
+        let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
+        let mut read = Vec::new();
+        while let Some(b) = s.oldest() {
+            read.push((b.points[0].tags[0].1.clone(), b.own, b.tagging));
+            s.remove(b.seq);
+        }
+        assert_eq!(
+            read,
+            [
+                ("a".to_string(), false, HostTagging::Carried),
+                ("b".to_string(), true, HostTagging::ThisHost),
+                ("c".to_string(), true, HostTagging::Carried)
+            ]
+        );
+    }
+
     #[test]
     fn full_spool_drops_the_oldest_or_refuses_the_newest() {
         let dir = tempfile::tempdir().expect("spool test");
         let mut s = Spool::open(&dir.path().join("o"), "Carbon", 2, 1 << 20, DropPolicy::Oldest).expect("spool test");
         assert_eq!(
-            s.push(&batch(4, "a"), false).expect("spool test"),
+            s.push(&batch(4, "a"), false, HostTagging::ThisHost).expect("spool test"),
             Pushed::Stored { dropped_points: 0, dropped_own: 0 }
         );
-        s.push(&batch(5, "b"), true).expect("spool test");
+        s.push(&batch(5, "b"), true, HostTagging::ThisHost).expect("spool test");
         assert_eq!(
-            s.push(&batch(6, "c"), false).expect("spool test"),
+            s.push(&batch(6, "c"), false, HostTagging::ThisHost).expect("spool test"),
             Pushed::Stored { dropped_points: 4, dropped_own: 0 }
         );
         assert_eq!(
-            s.push(&batch(1, "d"), false).expect("spool test"),
+            s.push(&batch(1, "d"), false, HostTagging::ThisHost).expect("spool test"),
             Pushed::Stored { dropped_points: 0, dropped_own: 5 }
         );
         assert_eq!(s.oldest().expect("spool test").points, batch(6, "c"));
         let mut n = Spool::open(&dir.path().join("n"), "Carbon", 2, 1 << 20, DropPolicy::Newest).expect("spool test");
-        n.push(&batch(4, "a"), false).expect("spool test");
-        n.push(&batch(5, "b"), false).expect("spool test");
-        assert_eq!(n.push(&batch(6, "c"), false).expect("spool test"), Pushed::Refused);
+        n.push(&batch(4, "a"), false, HostTagging::ThisHost).expect("spool test");
+        n.push(&batch(5, "b"), false, HostTagging::ThisHost).expect("spool test");
+        assert_eq!(n.push(&batch(6, "c"), false, HostTagging::ThisHost).expect("spool test"), Pushed::Refused);
         assert_eq!(n.len(), 2);
     }
 
@@ -379,7 +420,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("spool test");
         let mut s = Spool::open(dir.path(), "Carbon", 1000, 400, DropPolicy::Oldest).expect("spool test");
         for i in 0..10 {
-            s.push(&batch(3, &i.to_string()), false).expect("spool test");
+            s.push(&batch(3, &i.to_string()), false, HostTagging::ThisHost).expect("spool test");
         }
         assert!(s.bytes() <= 400, "{}", s.bytes());
         assert!(s.len() < 10);
@@ -389,9 +430,9 @@ mod tests {
     fn corrupt_and_truncated_files_are_moved_aside() {
         let dir = tempfile::tempdir().expect("spool test");
         let mut s = Spool::open(dir.path(), "InfluxDB", 10, 1 << 20, DropPolicy::Oldest).expect("spool test");
-        s.push(&batch(2, "a"), false).expect("spool test");
-        s.push(&batch(2, "b"), false).expect("spool test");
-        s.push(&batch(2, "c"), false).expect("spool test");
+        s.push(&batch(2, "a"), false, HostTagging::ThisHost).expect("spool test");
+        s.push(&batch(2, "b"), false, HostTagging::ThisHost).expect("spool test");
+        s.push(&batch(2, "c"), false, HostTagging::ThisHost).expect("spool test");
         let first = dir.path().join(name_of(1));
         let mut bytes = fs::read(&first).expect("spool test");
         let last = bytes.len() - 1;

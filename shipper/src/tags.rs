@@ -2,6 +2,12 @@
 //! section and `type` (its check type), unless the point brings its own tag of that name (a relay
 //! client's own `host` wins). Tags with an empty value are left out: OpenTSDB and KairosDB refuse
 //! them and InfluxDB cannot parse them.
+//!
+//! Points a PuyPuy agent forwarded to a relay's `frames_listen` already carry the agent's host
+//! tags (`tsdtype: PuyPuy` writes them into each point): they leave the relay with exactly those,
+//! none of the relay's added ([`HostTagging::Carried`]). The flag travels with each batch, from the
+//! frames input through the batcher, the router, the delivery loop and the spool to the
+//! transports, which hand the encoders [`HostTags::for_points`]: no point is copied for it.
 
 use puypuy_common::{Config, Point};
 
@@ -9,6 +15,20 @@ use puypuy_common::{Config, Point};
 pub struct HostTags {
     tags: Vec<(String, String)>,
 }
+
+/// Whose host-wide tags the points of a batch leave with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HostTagging {
+    /// This host's, each one a point lacks: local producers, the text relay inputs, self-metrics.
+    #[default]
+    ThisHost,
+    /// Their own only: they came from a PuyPuy agent (`frames_listen`), which wrote its host's tags
+    /// into them; this host adds none.
+    Carried,
+}
+
+/// The host tags of a batch whose points carry their own.
+static NO_HOST_TAGS: HostTags = HostTags { tags: Vec::new() };
 
 impl HostTags {
     pub fn from_config(config: &Config, host: &str) -> HostTags {
@@ -38,6 +58,15 @@ impl HostTags {
             .collect();
         let all = each.iter().flat_map(|(_, b)| b.iter().copied()).collect();
         EncodedTags { each, all }
+    }
+
+    /// The host-wide tags points tagged `tagging` leave with: these, or none for points that carry
+    /// their own. The transports hand this to the encoders, batch by batch.
+    pub fn for_points(&self, tagging: HostTagging) -> &HostTags {
+        match tagging {
+            HostTagging::ThisHost => self,
+            HostTagging::Carried => &NO_HOST_TAGS,
+        }
     }
 
     /// The host-wide tags, in order (the PuyPuy output writes them into each point it forwards).
@@ -87,6 +116,28 @@ impl EncodedTags {
                 encode_tag(out, k, v);
             }
         }
+    }
+}
+
+/// What the encoders' tests of [`HostTagging`] share.
+#[cfg(test)]
+pub(crate) mod relayed {
+    use super::*;
+
+    /// A relay's host tags: `host`, `cluster`, `location` and a `[Tags]` key.
+    pub fn relay() -> HostTags {
+        HostTags::new(vec![
+            ("host".into(), "relay".into()),
+            ("cluster".into(), "rc".into()),
+            ("location".into(), "dc1".into()),
+            ("owner".into(), "ops".into()),
+        ])
+    }
+
+    /// A point a PuyPuy agent forwarded: its `host` and `group` written in, no cluster, location or
+    /// `[Tags]` (the agent has none).
+    pub fn point() -> Point {
+        Point::float("sys_load_1", 1_700_000_000, 0.5, "system").with_tag("host", "agent").with_tag("group", "ag")
     }
 }
 
@@ -146,6 +197,20 @@ mod tests {
                 ("if".into(), "eth0".into())
             ]
         );
+    }
+
+    /// Points from a PuyPuy agent keep its tags: none of this host's is added, not even one the
+    /// agent left empty, and `type` still comes from the check type.
+    #[test]
+    fn carried_points_leave_with_their_own_tags_only() {
+        let p = Point::int("x", 1, 1, "system").with_tag("host", "agent").with_tag("dc", "eu");
+        let relay = tags();
+        assert_eq!(
+            applied(relay.for_points(HostTagging::Carried), &p),
+            vec![("type".into(), "system".into()), ("host".into(), "agent".into()), ("dc".into(), "eu".into())]
+        );
+        assert_eq!(relay.for_points(HostTagging::Carried).get(&p, "cluster"), "");
+        assert_eq!(relay.for_points(HostTagging::ThisHost).get(&p, "cluster"), "prod");
     }
 
     #[test]

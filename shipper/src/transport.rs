@@ -25,7 +25,7 @@ use puypuy_common::config::{Backend, Tsdb};
 use puypuy_common::Point;
 
 use crate::backends;
-use crate::tags::HostTags;
+use crate::tags::{HostTagging, HostTags};
 
 /// Why a retryable send failed, for the `puypuy_shipper_backend_errors` self-metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,8 +73,9 @@ pub enum OnRejection {
 
 pub trait Transport: Send {
     /// Sends the points in one request, so that its answer is about all of them; the delivery loop
-    /// gives it at most [`Transport::max_points_per_request`] points.
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError>;
+    /// gives it at most [`Transport::max_points_per_request`] points. `tagging` says whose host
+    /// tags they leave with: this host's, or the ones they carry from a PuyPuy agent.
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError>;
     /// The most points one request holds (`batch_points` for the HTTP backends). A batch can hold
     /// more (a frame is never split, a relay body is one input, a spool file may be from before a
     /// reload): the delivery loop then sends it in several requests and keeps each one's outcome.
@@ -193,7 +194,7 @@ struct UnusableTransport {
 }
 
 impl Transport for UnusableTransport {
-    fn send(&mut self, _points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, _points: &[Point], _tagging: HostTagging) -> Result<(), SendError> {
         Err(SendError::Retryable(ErrorKind::Io, format!("{}: {}", self.backend, self.error)))
     }
 
@@ -257,13 +258,14 @@ impl HttpTransport {
         })
     }
 
-    fn post(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn post(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         let mut raw = std::mem::take(&mut self.raw);
         raw.clear();
+        let host = self.host.for_points(tagging);
         match self.backend {
-            Backend::OpenTsdb => backends::opentsdb::encode(points, &self.host, &mut raw),
-            Backend::KairosDb => backends::kairosdb::encode(points, &self.host, &mut raw),
-            _ => backends::influxdb::encode(points, &self.host, &mut raw),
+            Backend::OpenTsdb => backends::opentsdb::encode(points, host, &mut raw),
+            Backend::KairosDb => backends::kairosdb::encode(points, host, &mut raw),
+            _ => backends::influxdb::encode(points, host, &mut raw),
         }
         let content_type = match self.backend {
             Backend::InfluxDb | Backend::InfluxDb2 => "text/plain; charset=utf-8",
@@ -318,8 +320,8 @@ impl HttpTransport {
 }
 
 impl Transport for HttpTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
-        self.post(points)
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
+        self.post(points, tagging)
     }
 
     fn max_points_per_request(&self) -> usize {
@@ -478,9 +480,9 @@ impl CarbonTransport {
 }
 
 impl Transport for CarbonTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         self.buf.clear();
-        backends::carbon::encode_paths(points, &self.host, self.relay_prefix, &mut self.buf);
+        backends::carbon::encode_paths(points, self.host.for_points(tagging), self.relay_prefix, &mut self.buf);
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -537,9 +539,9 @@ pub struct FileTransport {
 }
 
 impl Transport for FileTransport {
-    fn send(&mut self, points: &[Point]) -> Result<(), SendError> {
+    fn send(&mut self, points: &[Point], tagging: HostTagging) -> Result<(), SendError> {
         self.buf.clear();
-        backends::influxdb::encode(points, &self.host, &mut self.buf);
+        backends::influxdb::encode(points, self.host.for_points(tagging), &mut self.buf);
         if self.file.is_none() {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| {
@@ -646,7 +648,7 @@ mod tests {
         let e = try_from_config(&tsdb, 100, HostTags::empty()).err().expect("refused").to_string();
         assert!(e.starts_with("[TSDB] ca_file: cannot read "), "{e}");
         let mut t = from_config(&tsdb, 100, HostTags::empty());
-        match t.send(&[Point::int("a", 1, 1, "t")]) {
+        match t.send(&[Point::int("a", 1, 1, "t")], HostTagging::ThisHost) {
             Err(SendError::Retryable(ErrorKind::Io, m)) => assert!(m.contains("[TSDB] ca_file: cannot read "), "{m}"),
             other => panic!("expected a retryable io error, got {other:?}"),
         }

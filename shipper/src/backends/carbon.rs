@@ -154,6 +154,24 @@ mod tests {
         assert_eq!(path_of(&own, &host, false), "prod.web01.sys.load");
     }
 
+    /// The path of a point a PuyPuy agent forwarded is built from its tags only: the relay's
+    /// `cluster` does not slip in where the agent has none (the ring places it by this path too).
+    #[test]
+    fn carried_points_keep_the_agents_path() {
+        use crate::tags::{relayed, HostTagging};
+        let relay = relayed::relay();
+        assert_eq!(path_of(&relayed::point(), relay.for_points(HostTagging::Carried), false), "ag.agent.sys_load_1");
+        assert_eq!(
+            path_of(&relayed::point(), relay.for_points(HostTagging::ThisHost), false),
+            "rc.ag.agent.sys_load_1"
+        );
+        let mut out = Vec::new();
+        encode(&[relayed::point()], relay.for_points(HostTagging::Carried), &mut out);
+        let items: Vec<(String, (u64, f64))> =
+            serde_pickle::from_slice(&out[4..], serde_pickle::DeOptions::new()).expect("pickle");
+        assert_eq!(items, [("ag.agent.sys_load_1".to_string(), (1_700_000_000, 0.5))]);
+    }
+
     #[test]
     fn encodes_the_documented_bytes() {
         let mut out = Vec::new();

@@ -111,6 +111,22 @@ mod tests {
         );
     }
 
+    /// A relay adds none of its tags to points a PuyPuy agent forwarded (InfluxDB 2 too: same lines).
+    #[test]
+    fn carried_points_keep_exactly_their_tags() {
+        use crate::tags::{relayed, HostTagging};
+        let line = |tagging| {
+            let mut out = Vec::new();
+            encode(&[relayed::point()], relayed::relay().for_points(tagging), &mut out);
+            String::from_utf8(out).expect("utf-8")
+        };
+        assert_eq!(line(HostTagging::Carried), "sys_load_1,type=system,host=agent,group=ag value=0.5 1700000000\n");
+        assert_eq!(
+            line(HostTagging::ThisHost),
+            "sys_load_1,cluster=rc,location=dc1,owner=ops,type=system,host=agent,group=ag value=0.5 1700000000\n"
+        );
+    }
+
     #[test]
     fn escapes_per_spec() {
         let points = vec![Point::int("my m,x=1", 1, 1, "t").with_tag("k ey", "a,b=c d").with_tag("nl", "x\ny\\")];

@@ -211,6 +211,21 @@ mod tests {
         assert_eq!(maker.series(&Point::int("", 1, 1, "t")), None);
     }
 
+    /// A relay adds none of its labels to points a PuyPuy agent forwarded (the page and remote write).
+    #[test]
+    fn carried_points_keep_exactly_their_labels() {
+        use crate::tags::{relayed, HostTagging};
+        let labels = |tagging| {
+            let s = SeriesMaker::new(relayed::relay().for_points(tagging)).series(&relayed::point()).expect("series");
+            s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()
+        };
+        assert_eq!(labels(HostTagging::Carried), ["group=ag", "host=agent", "type=system"]);
+        assert_eq!(
+            labels(HostTagging::ThisHost),
+            ["cluster=rc", "group=ag", "host=agent", "location=dc1", "owner=ops", "type=system"]
+        );
+    }
+
     #[test]
     fn page_has_one_help_and_type_per_family_and_escaped_values() {
         let a1 = Series { name: "a".into(), labels: vec![("k".into(), "x\"y\\z\nw".into())] };

@@ -1,6 +1,8 @@
 //! `tsdtype: PuyPuy`: the frame a shipper forwards to a relay's `frames_listen`. The points leave
 //! with this host's tags written into them (a point's own tag of a name wins, as in every
-//! encoder), so the relay, which adds only the tags a point lacks, delivers them as this host's.
+//! encoder), so the relay, which adds none of its own to points from `frames_listen`, delivers
+//! them with exactly this host's. A relay forwarding points that already carry an agent's host
+//! tags is given no host tags ([`HostTags::for_points`]) and forwards them as they are, uncopied.
 //! The bytes are those of `common/src/frame.rs` (4-byte big-endian length, bincode payload).
 //!
 //! Example: point `x` at 1700000000, `Int(5)`, type `s`, host tags `host=a`, sender `agent`, seq 7:
@@ -14,6 +16,9 @@ use crate::tags::HostTags;
 
 /// Appends the frame carrying `points` (each with the host's tags it lacks) to `out`.
 pub fn encode(points: &[Point], host: &HostTags, sender: &str, seq: u64, out: &mut Vec<u8>) {
+    if host.pairs().iter().all(|(_, v)| v.is_empty()) {
+        return Frame::encode_borrowed(sender, seq, points, out);
+    }
     let tagged = points
         .iter()
         .map(|p| {
@@ -49,6 +54,24 @@ mod tests {
         let tags = |i: usize| frame.points[i].tags.clone();
         assert_eq!(tags(0), vec![("host".to_string(), "a".to_string()), ("dc".to_string(), "eu".to_string())]);
         assert_eq!(tags(1), vec![("dc".to_string(), "eu".to_string()), ("host".to_string(), "own".to_string())]);
+    }
+
+    /// A relay forwarding an agent's points (they carry its host tags) adds none of its own.
+    #[test]
+    fn carried_points_are_forwarded_as_they_are() {
+        use crate::tags::HostTagging;
+        let relay = HostTags::new(vec![("host".into(), "relay".into()), ("dc".into(), "us".into())]);
+        let points = vec![Point::int("x", 1_700_000_000, 5, "s").with_tag("host", "agent")];
+        let mut out = Vec::new();
+        encode(&points, relay.for_points(HostTagging::Carried), "relay", 3, &mut out);
+        assert_eq!(out, Frame::new("relay", 3, points.clone()).to_bytes());
+        let mut own = Vec::new();
+        encode(&points, relay.for_points(HostTagging::ThisHost), "relay", 3, &mut own);
+        let frame = Frame::decode(&own[4..]).expect("decodes");
+        assert_eq!(
+            frame.points[0].tags,
+            vec![("dc".to_string(), "us".to_string()), ("host".to_string(), "agent".to_string())]
+        );
     }
 
     #[test]

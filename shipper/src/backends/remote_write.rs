@@ -170,6 +170,27 @@ mod tests {
         out
     }
 
+    /// A relay adds none of its labels to points a PuyPuy agent forwarded.
+    #[test]
+    fn carried_points_keep_exactly_their_labels() {
+        use crate::tags::{relayed, HostTagging};
+        let labels = |tagging| {
+            let mut out = Vec::new();
+            encode(&[relayed::point()], relayed::relay().for_points(tagging), &mut out);
+            let series = fields(&out);
+            fields(&series[0].1)
+                .iter()
+                .filter(|(tag, _)| *tag == LEN_1)
+                .map(|(_, label)| {
+                    let kv = fields(label);
+                    format!("{}={}", String::from_utf8_lossy(&kv[0].1), String::from_utf8_lossy(&kv[1].1))
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(labels(HostTagging::Carried), ["__name__=sys_load_1", "group=ag", "host=agent", "type=system"]);
+        assert_eq!(labels(HostTagging::ThisHost).len(), 7);
+    }
+
     #[test]
     fn upper_case_labels_sort_before_the_name_label() {
         let mut out = Vec::new();

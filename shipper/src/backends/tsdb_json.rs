@@ -84,6 +84,21 @@ mod tests {
         String::from_utf8(out).expect("utf-8")
     }
 
+    /// A relay adds none of its tags to points a PuyPuy agent forwarded (OpenTSDB and KairosDB).
+    #[test]
+    fn carried_points_keep_exactly_their_tags() {
+        use crate::tags::{relayed, HostTagging};
+        let relay = relayed::relay();
+        assert_eq!(
+            encoded(&[relayed::point()], relay.for_points(HostTagging::Carried)),
+            r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"type":"system","host":"agent","group":"ag"}}]"#
+        );
+        assert_eq!(
+            encoded(&[relayed::point()], relay.for_points(HostTagging::ThisHost)),
+            r#"[{"metric":"sys_load_1","timestamp":1700000000,"value":0.5,"tags":{"cluster":"rc","location":"dc1","owner":"ops","type":"system","host":"agent","group":"ag"}}]"#
+        );
+    }
+
     #[test]
     fn tags_without_type_or_host_tags_leave_no_stray_comma() {
         let host = HostTags::new(vec![("host".into(), "h1".into()), ("dc".into(), "x y".into())]);

@@ -12,7 +12,8 @@
 //! ```
 //! After "OK" the connection is a frame connection: the TLS side is copied into one end of a
 //! socket pair whose other end goes through the Unix socket's reader and ack writer
-//! ([`crate::receive::handle_as`]), so the two paths cannot drift apart.
+//! ([`crate::receive::handle_as`]), so the two paths cannot drift apart. Its points carry the
+//! agent's host tags ([`HostTagging::Carried`]): this relay adds none of its own.
 //!
 //! A peer outside `frames_allow`/`allow`, a failed handshake (plain text, no or a wrong client
 //! certificate) and a wrong token are refused at once, logged with the reason (never the token) and
@@ -31,6 +32,7 @@ use puypuy_common::config::relay::Door;
 
 use super::inputs::InputStats;
 use crate::batch::Input;
+use crate::tags::HostTagging;
 
 /// The longest hello accepted (a token is far shorter).
 pub const MAX_HELLO: usize = 4096;
@@ -143,8 +145,9 @@ fn serve(stream: std::net::TcpStream, peer: &str, door: &FramesDoor, tx: Sender<
         Err(e) => return log::error!("frames input: cannot make a socket pair for {peer}: {e}"),
     };
     let who = format!("agent {peer}");
-    let reader =
-        thread::Builder::new().name("frames-read".into()).spawn(move || crate::receive::handle_as(ours, tx, who));
+    let reader = thread::Builder::new()
+        .name("frames-read".into())
+        .spawn(move || crate::receive::handle_as(ours, tx, who, HostTagging::Carried));
     if reader.is_err() {
         return log::error!("frames input: cannot start a reader for {peer}");
     }

@@ -168,6 +168,77 @@ fn wrong_token_missing_client_certificate_plain_tcp_and_outside_allow_are_refuse
     }
 }
 
+/// The series keys InfluxDB holds for `measurement` (`name,k=v,…`, tags sorted by key).
+fn series_keys(influx: &Influx, measurement: &str) -> Vec<String> {
+    let (_, rows) = influx.select(&format!("SHOW SERIES FROM \"{measurement}\""));
+    rows.iter().filter_map(|r| r.first().and_then(|k| k.as_str()).map(String::from)).collect()
+}
+
+/// Issue 20: "points keep the agent's host tags (the relay adds none of its own)". The relay used
+/// to add each of its host-wide tags an agent's point lacked: its `location` where the agent's is
+/// empty, its `[Tags]` keys. Its own producers' points and its text inputs' still get them.
+#[test]
+fn an_agents_points_leave_the_relay_with_exactly_the_agents_tags_and_the_relays_own_with_the_relays() {
+    use puypuy_common::client::SenderClient;
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let influx = Influx::start(false);
+    let (port, telnet) = (free_port(), free_port());
+    let relay = Agent::new(
+        "cluster_name: relaycluster\nlocation: relayloc\nself_metrics: no",
+        &format!(
+            "{}opentsdb_listen = {telnet}\n\n[Tags]\nowner = relay-team\n",
+            relay_config(&influx, &certs, port, "")
+        ),
+    );
+    let _relay = start_relay(&relay);
+    // The agent: no location, no [Tags]; its cluster and group are the suite's defaults.
+    let agent = Agent::new(
+        "location:\nself_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = tok-old-111\n",
+            certs.ca.display()
+        ),
+    );
+    let _agent_shipper = agent.start_shipper();
+    let from_agent = SenderClient::start(&agent.socket(), "agent-check", 10);
+    from_agent.send(vec![Point::int("fleet_tags_agent", 1_700_000_000, 7, "fleetcheck").with_tag("if", "eth0")]);
+    assert!(from_agent.flush(Duration::from_secs(60)), "the agent did not take its point");
+    let on_relay = SenderClient::start(&relay.socket(), "relay-check", 10);
+    on_relay.send(vec![Point::int("fleet_tags_relay", 1_700_000_000, 8, "fleetcheck").with_tag("if", "eth1")]);
+    assert!(on_relay.flush(Duration::from_secs(60)), "the relay did not take its own point");
+    let mut text = wait_for(Duration::from_secs(15), "the relay's telnet input", || {
+        TcpStream::connect(("127.0.0.1", telnet)).ok()
+    });
+    text.write_all(b"put fleet_tags_text 1700000000 9 host=client-9\n").expect("telnet put");
+    drop(text);
+
+    let host = Agent::host();
+    let expected = [
+        ("fleet_tags_agent", format!("fleet_tags_agent,cluster=testcluster,group=testgroup,host={host},if=eth0,type=fleetcheck")),
+        (
+            "fleet_tags_relay",
+            format!("fleet_tags_relay,cluster=relaycluster,group=testgroup,host={host},if=eth1,location=relayloc,owner=relay-team,type=fleetcheck"),
+        ),
+        (
+            "fleet_tags_text",
+            "fleet_tags_text,cluster=relaycluster,group=testgroup,host=client-9,location=relayloc,owner=relay-team,type=relay".to_string(),
+        ),
+    ];
+    for (measurement, key) in expected {
+        let keys = wait_for(Duration::from_secs(60), measurement, || {
+            let keys = series_keys(&influx, measurement);
+            (!keys.is_empty()).then_some(keys)
+        });
+        assert_eq!(keys, [key], "{measurement}");
+    }
+    let values: Vec<_> = ["fleet_tags_agent", "fleet_tags_relay", "fleet_tags_text"]
+        .iter()
+        .map(|m| influx.points(m).into_iter().map(|p| (p.0, p.1.as_f64())).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(values, [[(1_700_000_000, Some(7.0))], [(1_700_000_000, Some(8.0))], [(1_700_000_000, Some(9.0))]]);
+}
+
 /// How long the relay stays down in the kill -9 test: the issue's 20 s unless
 /// `PUYPUY_FLEET_RELAY_DOWN_SECONDS` says otherwise.
 fn relay_down() -> Duration {
