@@ -218,7 +218,11 @@ fn parse_sample(text: &str) -> Result<Sample<'_>, StatsdError> {
         Some(v) if !value.is_empty() && v.is_finite() => Ok(v),
         _ => Err(StatsdError::InvalidValue(value.to_string())),
     };
-    match kind.trim() {
+    let kind = match kind {
+        "c" | "g" | "ms" | "h" | "d" | "s" => kind,
+        _ => kind.trim(),
+    };
+    match kind {
         "c" => Ok(Sample::Counter { value: number()?, sample_rate }),
         "g" => Ok(Sample::Gauge { value: number()?, delta: value.starts_with(['+', '-']) }),
         "ms" => match number()? {
@@ -236,14 +240,48 @@ fn parse_sample(text: &str) -> Result<Sample<'_>, StatsdError> {
 fn parse_sample_rate(field: &str) -> Result<f64, StatsdError> {
     let bad = || StatsdError::InvalidSampleRate(field.to_string());
     let number = field.strip_prefix('@').filter(|n| !n.is_empty()).ok_or_else(bad)?;
-    if number.starts_with('-') || js_number(number).is_none() {
+    let digits = number.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(number, |end| &number[..end]);
+    // A rate of digits and dots only (the rule) is read once.
+    if digits.len() < number.len() && (number.starts_with('-') || js_number(number).is_none()) {
         return Err(bad());
     }
-    let digits = number.find(|c: char| !(c.is_ascii_digit() || c == '.')).map_or(number, |end| &number[..end]);
     match js_number(digits) {
         Some(rate) if !digits.is_empty() && rate > 0.0 && rate.is_finite() => Ok(rate),
         _ => Err(bad()),
     }
+}
+
+/// `[+-]DIGITS[.DIGITS]` (or `.DIGITS`) with at most 15 digits in all, read without the float
+/// parser: most values are small integers or short fractions. The digits make an integer below
+/// 2^53 and 10^k (k ≤ 15) is exact too, so their quotient is the correctly rounded value
+/// (Clinger's fast path), the same bits as `str::parse::<f64>`.
+fn short_decimal(t: &str) -> Option<f64> {
+    let (negative, body) = match t.as_bytes().first()? {
+        b'-' => (true, &t.as_bytes()[1..]),
+        b'+' => (false, &t.as_bytes()[1..]),
+        _ => (false, t.as_bytes()),
+    };
+    let (mut mantissa, mut digits, mut fraction_digits, mut dot) = (0u64, 0usize, 0usize, false);
+    for &b in body {
+        match b {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(b - b'0');
+                digits += 1;
+                fraction_digits += usize::from(dot);
+            }
+            b'.' if !dot => dot = true,
+            _ => return None,
+        }
+        if digits > 15 {
+            return None;
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    const POWERS: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let n = mantissa as f64 / POWERS[fraction_digits];
+    Some(if negative { -n } else { n })
 }
 
 /// JavaScript's `Number(text)` for the forms StatsD clients send: decimal with optional sign,
@@ -258,15 +296,8 @@ pub fn js_number(text: &str) -> Option<f64> {
     if t.is_empty() {
         return Some(0.0);
     }
-    // Most values are small integers: read exactly (below 2^53) without the float parser.
-    let (negative, digits) = match t.as_bytes()[0] {
-        b'-' => (true, &t[1..]),
-        b'+' => (false, &t[1..]),
-        _ => (false, t),
-    };
-    if (1..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let n = digits.bytes().fold(0u64, |n, b| n * 10 + u64::from(b - b'0')) as f64;
-        return Some(if negative { -n } else { n });
+    if let Some(v) = short_decimal(t) {
+        return Some(v);
     }
     if let [b'0', kind, ..] = t.as_bytes() {
         let radix = match kind {
@@ -415,6 +446,15 @@ mod tests {
         #[test]
         fn fields_split_like_str_split(s in "[a:|]{0,12}") {
             prop_assert_eq!(fields(&s, b':').collect::<Vec<_>>(), s.split(':').collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn short_decimals_read_like_the_float_parser(sign in "[+-]?", int in "[0-9]{0,9}", fraction in "(\\.[0-9]{0,9})?") {
+            let text = format!("{sign}{int}{fraction}");
+            prop_assert_eq!(
+                short_decimal(&text).map(f64::to_bits),
+                text.parse::<f64>().ok().filter(|_| int.len() + fraction.len().saturating_sub(1) <= 15).map(f64::to_bits)
+            );
         }
 
         #[test]

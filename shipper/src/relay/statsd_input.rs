@@ -77,15 +77,20 @@ impl Shared {
     }
 
     fn add_lines(&self, aggregator: &mut Aggregator, data: &[u8], peer: &dyn Fn() -> String, tally: &mut Tally) {
+        // Checked once for the whole datagram, not per line: valid UTF-8 is the rule, and a `\n`
+        // (one byte) never splits a character. Only a datagram that is not is read with
+        // `from_utf8_lossy`, line by line.
+        let whole = std::str::from_utf8(data).ok();
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', data).chain([data.len()]) {
-            let raw = &data[start..end];
-            start = end + 1;
-            if raw.is_empty() {
+            let line_start = std::mem::replace(&mut start, end + 1);
+            if line_start == end {
                 continue;
             }
-            // Checked first without `from_utf8_lossy`'s slower walk: valid UTF-8 is the rule.
-            let text = std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
+            let text = match whole {
+                Some(whole) => Cow::Borrowed(&whole[line_start..end]),
+                None => String::from_utf8_lossy(&data[line_start..end]),
+            };
             let line = match parse_line(&text) {
                 Ok(line) => line,
                 Err(e) => {

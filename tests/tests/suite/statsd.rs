@@ -43,17 +43,17 @@ fn statsd_shipper(tsdb: &str, statsd_keys: &str) -> (Agent, Proc, u16) {
 
 const FILE_TSDB: &str = "[TSDB]\ntsdtype = File\npath = out.txt\n";
 
-fn send(port: u16, packets: &[String]) {
+fn send(port: u16, packets: &[impl AsRef<[u8]>]) {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("udp");
     for p in packets {
-        socket.send_to(p.as_bytes(), ("127.0.0.1", port)).expect("send");
+        socket.send_to(p.as_ref(), ("127.0.0.1", port)).expect("send");
     }
 }
 
 /// The packets of the comparison, framed by two marker counters that show whether all of them
 /// landed in one flush.
-fn oracle_packets() -> Vec<String> {
-    let mut packets = vec!["oracle.first:1|c".to_string()];
+fn oracle_packets() -> Vec<Vec<u8>> {
+    let mut packets = vec![b"oracle.first:1|c".to_vec()];
     packets.extend(
         [
             // Counters, with sample rates, in one datagram; sums that are not exact in binary.
@@ -80,11 +80,16 @@ fn oracle_packets() -> Vec<String> {
             // Bad lines: used by neither.
             "oracle.bad:abc|c\noracle.nocolon\noracle.badrate:1|c|0.5\noracle.badtimer:-1|ms",
         ]
-        .map(String::from),
+        .map(|p| p.as_bytes().to_vec()),
     );
+    // Bytes that are not UTF-8 (read as replacement characters, which the key cleaning removes),
+    // and a good line after them in the same datagram: the shipper checks UTF-8 per datagram first.
+    packets.push(b"oracle.bin\xff\xfe:2|c\noracle.utf8.after:3|c\noracle.binval:4\xff|c".to_vec());
     // A timer of 25 values, one per datagram, not in order.
-    packets.extend((0..25).map(|i| format!("oracle.t25:{}{}|ms", (i * 37) % 101, if i % 5 == 0 { ".5" } else { "" })));
-    packets.push("oracle.last:1|c".into());
+    packets.extend(
+        (0..25).map(|i| format!("oracle.t25:{}{}|ms", (i * 37) % 101, if i % 5 == 0 { ".5" } else { "" }).into_bytes()),
+    );
+    packets.push(b"oracle.last:1|c".to_vec());
     packets
 }
 
@@ -102,7 +107,7 @@ fn data_and_idle(flushes: &[Flush], marker: impl Fn(&str) -> String) -> Option<(
     Some((data.clone(), flushes.get(at + 1)?.clone()))
 }
 
-fn reference_flushes(packets: &[String]) -> (Flush, Flush) {
+fn reference_flushes(packets: &[Vec<u8>]) -> (Flush, Flush) {
     for _ in 0..3 {
         let reference = ReferenceStatsd::start(PERIOD, &PERCENTILES);
         // Right after a flush, so that the packets land in the next one.
@@ -127,7 +132,7 @@ fn reference_flushes(packets: &[String]) -> (Flush, Flush) {
     panic!("the packets were split over two reference flushes three times");
 }
 
-fn puypuy_flushes(packets: &[String]) -> (Flush, Flush) {
+fn puypuy_flushes(packets: &[Vec<u8>]) -> (Flush, Flush) {
     let keys = format!("statsd_flush_seconds = {PERIOD}\nstatsd_percentiles = 50, 90, 99.9\n");
     for _ in 0..3 {
         let (agent, _shipper, port) = statsd_shipper(FILE_TSDB, &keys);
