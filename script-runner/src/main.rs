@@ -106,6 +106,10 @@ fn main() -> ExitCode {
     };
 
     let mut discovery = Discovery::default();
+    // Whether the Python thread is given ticks: only once there are modules to run, so that a
+    // runner without any (the folder empty or missing) does not wake that thread every cycle for
+    // nothing. Once set it stays until a reload, as the host keeps what it imported.
+    let mut python_ticks = false;
     loop {
         if let Some(config) = producer.reloaded_config() {
             match settings_of(&config.self_config, &config.file, &groups) {
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             match host_settings(&config, &groups) {
                 Ok(new) => {
                     let _ = python_tx.send(PythonMessage::Reload(new));
+                    python_ticks = false;
                 }
                 Err(e) => log::error!("SIGHUP: python modules: {e}; the running settings stay"),
             }
@@ -138,8 +143,11 @@ fn main() -> ExitCode {
             }
             let _ = job_tx.send(Job { name, path, tick, settings: Arc::clone(&settings) });
         }
-        if let Err(crossbeam_channel::TrySendError::Full(_)) = python_tx.try_send(PythonMessage::Tick(tick)) {
-            log::warn!("python modules still busy with an earlier cycle; the cycle of {tick} is skipped for them");
+        python_ticks = python_ticks || !python::modules_in(&s.checks_dir).is_empty();
+        if python_ticks {
+            if let Err(crossbeam_channel::TrySendError::Full(_)) = python_tx.try_send(PythonMessage::Tick(tick)) {
+                log::warn!("python modules still busy with an earlier cycle; the cycle of {tick} is skipped for them");
+            }
         }
         if producer.cli.once {
             drop(job_tx);
