@@ -5,12 +5,14 @@
 //! then spool) and sends them again on a new connection. A relay that dropped a frame (its queue
 //! full) is retried the same way; a frame the relay's backend refused is set aside as any refusal.
 //!
-//! TLS is always on: the server certificate is checked against `ca_file` (else the built-in web
-//! roots), or not at all with `insecure` (logged at start); `cert_file`/`key_file` present a client
-//! certificate for a relay with `client_ca`. The connection opens with the hello of
-//! `relay/frames.rs` carrying `token`, which never appears in a log line.
+//! TLS is on unless `tls = False`: the server certificate is checked against `ca_file` (else the
+//! built-in web roots), or not at all with `insecure` (logged at start); `cert_file`/`key_file`
+//! present a client certificate for a relay with `client_ca`. With `tls = False` the connection is
+//! plain TCP, for a relay whose `frames_listen` has `frames_tls = False` (a TLS one refuses it). The
+//! connection opens with the hello of `relay/frames.rs` carrying `token`, which never appears in a
+//! log line.
 
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,18 +33,24 @@ use crate::transport::{ErrorKind, SendError, Transport};
 /// spooling is done, which includes its backend's timeout.
 const ACK_GRACE: Duration = Duration::from_secs(60);
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+/// A connection to the relay: TLS, or plain TCP with `tls = False`.
+trait Connection: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Connection for T {}
+
+type Conn = Box<dyn Connection>;
 
 pub struct ForwardTransport {
     address: String,
-    config: Result<Arc<ClientConfig>, String>,
+    /// The TLS settings; `None` with `tls = False`.
+    config: Option<Result<Arc<ClientConfig>, String>>,
     token: String,
     sender: String,
     host: HostTags,
     connect_timeout: Duration,
     ack_timeout: Duration,
     max_points: usize,
-    conn: Option<Tls>,
+    conn: Option<Conn>,
     seq: u64,
     buf: Vec<u8>,
 }
@@ -86,13 +94,13 @@ pub fn client_config(tsdb: &Tsdb) -> Result<Arc<ClientConfig>, String> {
 impl ForwardTransport {
     /// The transport to `address` (`host:port`, one of `tsdb`'s addresses).
     pub fn new(tsdb: &Tsdb, max_points: usize, host: HostTags) -> ForwardTransport {
-        if tsdb.insecure {
+        if tsdb.insecure && tsdb.tls {
             log::warn!("[TSDB] insecure: certificate verification is OFF for the relay at {}", tsdb.address);
         }
         let sender = host.pairs().iter().find(|(k, _)| k == "host").map_or("puypuy", |(_, v)| v.as_str()).to_string();
         ForwardTransport {
             address: tsdb.address.clone(),
-            config: client_config(tsdb),
+            config: tsdb.tls.then(|| client_config(tsdb)),
             token: tsdb.token.clone().unwrap_or_default(),
             sender,
             host,
@@ -113,9 +121,10 @@ impl ForwardTransport {
         SendError::Retryable(kind, format!("PuyPuy relay at {}: {e}", self.address))
     }
 
-    fn connect(&self) -> Result<Tls, SendError> {
-        let config = self
-            .config
+    /// The TLS settings and the server name to check, or `None` for plain TCP.
+    fn tls_setup(&self) -> Result<Option<(Arc<ClientConfig>, ServerName<'static>)>, SendError> {
+        let Some(config) = &self.config else { return Ok(None) };
+        let config = config
             .as_ref()
             .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("PuyPuy relay at {}: {e}", self.address)))?;
         let (host, _) = self.address.rsplit_once(':').unwrap_or((&self.address, ""));
@@ -126,6 +135,11 @@ impl ForwardTransport {
                 format!("PuyPuy relay at {}: {host:?} is not a server name: {e}", self.address),
             )
         })?;
+        Ok(Some((Arc::clone(config), name)))
+    }
+
+    fn connect(&self) -> Result<Conn, SendError> {
+        let tls = self.tls_setup()?;
         let addrs: Vec<_> = self.address.to_socket_addrs().map_err(|e| self.retryable(&e))?.collect();
         let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "resolves to nothing");
         let mut tcp = None;
@@ -142,16 +156,25 @@ impl ForwardTransport {
         let _ = tcp.set_nodelay(true);
         tcp.set_read_timeout(Some(self.connect_timeout)).map_err(|e| self.retryable(&e))?;
         tcp.set_write_timeout(Some(self.ack_timeout)).map_err(|e| self.retryable(&e))?;
-        let conn = ClientConnection::new(Arc::clone(config), name)
-            .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("PuyPuy relay at {}: {e}", self.address)))?;
-        let mut tls = StreamOwned::new(conn, tcp);
-        while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).map_err(|e| self.retryable(&e))?;
-        }
+        // The same socket, to set the acks' timeout once the stream is wrapped.
+        let socket = tcp.try_clone().map_err(|e| self.retryable(&e))?;
+        let mut conn: Conn = match tls {
+            None => Box::new(tcp),
+            Some((config, name)) => {
+                let conn = ClientConnection::new(config, name).map_err(|e| {
+                    SendError::Retryable(ErrorKind::Io, format!("PuyPuy relay at {}: {e}", self.address))
+                })?;
+                let mut tls = StreamOwned::new(conn, tcp);
+                while tls.conn.is_handshaking() {
+                    tls.conn.complete_io(&mut tls.sock).map_err(|e| self.retryable(&e))?;
+                }
+                Box::new(tls)
+            }
+        };
         let mut hello = Vec::new();
         frames::hello(&self.token, &mut hello);
-        tls.write_all(&hello).and_then(|()| tls.flush()).map_err(|e| self.retryable(&e))?;
-        let answer = frames::read_message(&mut tls).map_err(|e| self.retryable(&e))?;
+        conn.write_all(&hello).and_then(|()| conn.flush()).map_err(|e| self.retryable(&e))?;
+        let answer = frames::read_message(&mut conn).map_err(|e| self.retryable(&e))?;
         if answer != b"OK" {
             // An operator fixes a refused token or certificate; the points wait meanwhile.
             return Err(SendError::Retryable(
@@ -159,16 +182,17 @@ impl ForwardTransport {
                 format!("PuyPuy relay at {} refused this agent: {}", self.address, String::from_utf8_lossy(&answer)),
             ));
         }
-        tls.sock.set_read_timeout(Some(self.ack_timeout)).map_err(|e| self.retryable(&e))?;
-        log::info!("connected to the PuyPuy relay at {}", self.address);
-        Ok(tls)
+        socket.set_read_timeout(Some(self.ack_timeout)).map_err(|e| self.retryable(&e))?;
+        let plain = if self.config.is_none() { " (plain TCP: tls = False)" } else { "" };
+        log::info!("connected to the PuyPuy relay at {}{plain}", self.address);
+        Ok(conn)
     }
 
     /// Writes the frame in `buf` and waits for its ack.
-    fn exchange(tls: &mut Tls, bytes: &[u8], seq: u64) -> std::io::Result<Ack> {
-        tls.write_all(bytes)?;
-        tls.flush()?;
-        let mut reader = BufReader::with_capacity(64, tls);
+    fn exchange(conn: &mut Conn, bytes: &[u8], seq: u64) -> std::io::Result<Ack> {
+        conn.write_all(bytes)?;
+        conn.flush()?;
+        let mut reader = BufReader::with_capacity(64, conn);
         let mut payload = Vec::new();
         loop {
             match frame::read_payload(&mut reader, &mut payload) {
@@ -196,10 +220,10 @@ impl Transport for ForwardTransport {
         let seq = self.seq;
         self.buf.clear();
         puypuy::encode(points, self.host.for_points(tagging), &self.sender, seq, &mut self.buf);
-        let Some(tls) = self.conn.as_mut() else {
+        let Some(conn) = self.conn.as_mut() else {
             return Err(SendError::Retryable(ErrorKind::Unreachable, "no connection".into()));
         };
-        match Self::exchange(tls, &self.buf, seq) {
+        match Self::exchange(conn, &self.buf, seq) {
             Ok(ack) => match ack.status {
                 ACK_DELIVERED => Ok(()),
                 ACK_REJECTED => Err(SendError::Rejected(format!(

@@ -636,6 +636,7 @@ mod tests {
             bucket: None,
             token: None,
             client_cert: None,
+            tls: true,
             web: Default::default(),
             routing: Default::default(),
         }

@@ -247,6 +247,7 @@ pub const RELAY_KEYS: &[&str] = &[
     "graphite_tls",
     "http_tls",
     "statsd_tls",
+    "frames_tls",
     "http_users",
     "http_users_file",
     "http_tokens",
@@ -372,8 +373,12 @@ pub fn read_relay(
                 "missing (frames_listen needs the agents' tokens: tokens = … or tokens_file = PATH, one a line)".into(),
             );
         }
-        if tls.is_none() {
-            r.error(Some("frames_listen"), "needs tls_cert and tls_key (agents' frames travel over TLS only)".into());
+        if tls.is_none() && doors.frames.tls {
+            r.error(
+                Some("frames_listen"),
+                "needs tls_cert and tls_key (or frames_tls = False for plain TCP, on loopback or a trusted network)"
+                    .into(),
+            );
         }
         let client_ca = r.get("client_ca").filter(|v| !v.is_empty()).map(|v| resolve(base, v));
         FramesInput { listen, tokens, client_ca }
@@ -444,10 +449,9 @@ fn read_doors(r: &mut SectionReader, base: &Path) -> (Doors, Option<TlsFiles>) {
         let key = input.key();
         let list = allow(r, &format!("{key}_allow")).unwrap_or_else(|| common.clone());
         // HTTP speaks TLS once there is a certificate; the line inputs when asked (their clients
-        // are often plain netcat-style senders).
-        let tls_default = input == InputName::Http && tls.is_some();
-        // The frames input always speaks TLS.
-        let wants_tls = input == InputName::Frames || r.boolean(&format!("{key}_tls"), tls_default);
+        // are often plain netcat-style senders); the frames input unless `frames_tls = False`.
+        let tls_default = (input == InputName::Http && tls.is_some()) || input == InputName::Frames;
+        let wants_tls = r.boolean(&format!("{key}_tls"), tls_default);
         if wants_tls && tls.is_none() && !matches!(input, InputName::Http | InputName::Frames) {
             r.error(Some(&format!("{key}_tls")), "TLS asked for but tls_cert and tls_key are not set".into());
         }
@@ -565,6 +569,18 @@ mod tests {
         let (_, errors, _) = relay_warnings("[Relay]\nframes_listen = 5999\n");
         let keys: Vec<_> = errors.iter().filter_map(|e| e.key.as_deref()).collect();
         assert_eq!(keys, vec!["tokens", "frames_listen"]);
+    }
+
+    #[test]
+    fn frames_tls_false_is_plain_tcp_without_certificates_and_warned_about_beyond_loopback() {
+        let (config, errors, warnings) =
+            relay_warnings("[Relay]\nframes_listen = 5999\nframes_tls = False\ntokens = t\n");
+        assert!(errors.is_empty() && warnings.is_empty(), "{errors:?} {warnings:?}");
+        assert!(config.frames.is_some() && !config.doors.frames.tls);
+        let (_, errors, warnings) =
+            relay_warnings("[Relay]\nframes_listen = 0.0.0.0:5999\nframes_tls = no\ntokens = t\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.iter().any(|w| w.contains("frames_listen")), "{warnings:?}");
     }
 
     #[test]

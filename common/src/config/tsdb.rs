@@ -90,6 +90,9 @@ pub struct Tsdb {
     pub token: Option<String>,
     /// `cert_file` and `key_file`: the client certificate `tsdtype: PuyPuy` presents (PEM).
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `tls` (`tsdtype: PuyPuy` only, default true): TLS to the relay; false is plain TCP, for a
+    /// relay whose `frames_listen` is plain (on loopback or a trusted network).
+    pub tls: bool,
     /// `[WebServer]`, read for `tsdtype: Prometheus`.
     pub web: WebServer,
     /// The destinations listed in `address` and how they are used (ring, balance).
@@ -180,6 +183,7 @@ impl fmt::Debug for Tsdb {
             .field("path", &self.path)
             .field("organization", &self.organization)
             .field("bucket", &self.bucket)
+            .field("tls", &self.tls)
             .field("web", &self.web)
             .field("routing", &self.routing)
             .finish_non_exhaustive()
@@ -209,6 +213,7 @@ pub const TSDB_KEYS: &[&str] = &[
     "token_env",
     "cert_file",
     "key_file",
+    "tls",
 ];
 
 pub const WEB_SERVER_KEYS: &[&str] =
@@ -289,7 +294,23 @@ pub fn read_tsdb_section(
             None
         }
     };
+    let tls = r.boolean("tls", true);
     let backend = backend?;
+    if backend != Backend::PuyPuy && r.get("tls").is_some() {
+        r.error(
+            Some("tls"),
+            "only for tsdtype PuyPuy (an HTTP backend speaks TLS when its address is https://)".into(),
+        );
+    }
+    if backend == Backend::PuyPuy && !tls {
+        // Each of these only means something over TLS: set, it says the operator expects TLS.
+        let set = |r: &SectionReader, key: &str| r.get(key).is_some_and(|v| !v.is_empty());
+        for key in ["ca_file", "cert_file", "key_file", "insecure"] {
+            if set(&r, key) {
+                r.error(Some(key), "has no use with tls = False (remove it, or set tls = True)".into());
+            }
+        }
+    }
     if auth && !matches!(backend, Backend::File | Backend::Carbon | Backend::Prometheus) {
         if user.as_deref().unwrap_or("").is_empty() {
             r.error(Some("user"), "missing (needed because auth is true)".into());
@@ -417,6 +438,7 @@ pub fn read_tsdb_section(
         bucket,
         token,
         client_cert,
+        tls,
         web,
         routing,
     })
@@ -515,6 +537,27 @@ mod tests {
         assert!(e.iter().any(|m| m.contains("key_file")), "{e:?}");
         assert!(e.iter().any(|m| m.contains("is not host:port")), "{e:?}");
         assert!(e.iter().any(|m| m.starts_with("token") || m.contains("token: missing")), "{e:?}");
+    }
+
+    #[test]
+    fn puypuy_output_speaks_tls_unless_tls_is_false_and_then_takes_no_tls_key() {
+        let base = "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:5999\ntoken = t\n";
+        assert!(load(base).expect("valid").tsdb.tls);
+        assert!(!load(&format!("{base}tls = False\n")).expect("valid").tsdb.tls);
+        let e = messages(
+            load(&format!("{base}tls = no\nca_file = ca.pem\ninsecure = yes\ncert_file = c.pem\nkey_file = k.pem\n"))
+                .expect_err("TLS keys without TLS"),
+        );
+        for key in ["ca_file", "cert_file", "key_file", "insecure"] {
+            assert!(e.contains(&format!("{key} has no use with tls = False (remove it, or set tls = True)")), "{e:?}");
+        }
+        let e = messages(load(&format!("{base}tls = maybe\n")).expect_err("not a boolean"));
+        assert!(e.iter().any(|m| m.starts_with("tls \"maybe\" is not a boolean")), "{e:?}");
+        let e = messages(
+            load("[TSDB]\ntsdtype = InfluxDB\naddress = http://127.0.0.1:8086\ndatabase = d\ntls = True\n")
+                .expect_err("tls on InfluxDB"),
+        );
+        assert_eq!(e, ["tls only for tsdtype PuyPuy (an HTTP backend speaks TLS when its address is https://)"]);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //! agent → relay   00 00 00 0a  "TOKEN tok1"        (the bytes "TOKEN " and the token)
 //! relay → agent   00 00 00 02  "OK"                or "REFUSED wrong token", then the relay closes
 //! ```
+//! With `frames_tls = False` (the agent's `tls = False`) there is no handshake: the same hello and
+//! frames travel in plain TCP, for loopback or a trusted network. Each side refuses the other kind:
+//! a TLS port reads a plain hello as a failed handshake, a plain port a TLS hello as no hello.
 //! After "OK" the connection is a frame connection: the TLS side is copied into one end of a
 //! socket pair whose other end goes through the Unix socket's reader and ack writer
 //! ([`crate::receive::handle_as`]), so the two paths cannot drift apart. Its points carry the
@@ -20,7 +23,7 @@
 //! counted in `puypuy_relay_refused{input=frames}`; nothing they send is read as a frame.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -80,7 +83,8 @@ fn token_matches(tokens: &[String], token: &str) -> bool {
 
 pub(crate) struct FramesDoor {
     pub allow: Door,
-    pub tls: Arc<rustls::ServerConfig>,
+    /// `None` with `frames_tls = False`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     pub tokens: Vec<String>,
     pub idle: Duration,
 }
@@ -116,13 +120,41 @@ pub(crate) fn start(
     Ok(())
 }
 
-fn serve(stream: std::net::TcpStream, peer: &str, door: &FramesDoor, tx: Sender<Input>, stats: &InputStats) {
-    let mut tls = match crate::tls::accept(&door.tls, stream, crate::tls::HANDSHAKE_TIMEOUT) {
+fn serve(stream: TcpStream, peer: &str, door: &FramesDoor, tx: Sender<Input>, stats: &InputStats) {
+    let _ = stream.set_read_timeout(Some(crate::tls::HANDSHAKE_TIMEOUT));
+    let Some(config) = &door.tls else {
+        // `frames_tls = False`: the same hello and frames, in the clear.
+        if let Some(inner) = admit(&mut &stream, peer, door, tx, stats) {
+            let _ = stream.set_read_timeout(None);
+            pump_plain(stream, inner, door.idle);
+        }
+        return;
+    };
+    let mut tls = match crate::tls::accept(config, stream, crate::tls::HANDSHAKE_TIMEOUT) {
         Ok(t) => t,
         Err(why) => return stats.refuse(peer, &why),
     };
     let _ = tls.sock.set_read_timeout(Some(crate::tls::HANDSHAKE_TIMEOUT));
-    let refusal = match read_message(&mut tls) {
+    let admitted = admit(&mut tls, peer, door, tx, stats);
+    let Some(inner) = admitted else {
+        tls.conn.send_close_notify();
+        let _ = tls.conn.write_tls(&mut tls.sock);
+        return;
+    };
+    let _ = tls.sock.set_read_timeout(None);
+    crate::tls::pump(tls, inner, door.idle);
+}
+
+/// Reads the hello from `conn` and answers it. An agent let in gets a reader of its frames, and the
+/// end of the socket pair to copy its bytes into; a refusal is counted and logged.
+fn admit(
+    conn: &mut (impl Read + Write),
+    peer: &str,
+    door: &FramesDoor,
+    tx: Sender<Input>,
+    stats: &InputStats,
+) -> Option<UnixStream> {
+    let refusal = match read_message(conn) {
         Err(e) => Some(format!("no hello: {e}")),
         Ok(payload) => match parse_hello(&payload) {
             None => Some("the first message is not a token hello".to_string()),
@@ -132,26 +164,45 @@ fn serve(stream: std::net::TcpStream, peer: &str, door: &FramesDoor, tx: Sender<
     };
     let mut reply = Vec::new();
     answer(refusal.as_deref(), &mut reply);
-    let _ = tls.write_all(&reply).and_then(|()| tls.flush());
+    let _ = conn.write_all(&reply).and_then(|()| conn.flush());
     if let Some(why) = refusal {
-        tls.conn.send_close_notify();
-        let _ = tls.conn.write_tls(&mut tls.sock);
-        return stats.refuse(peer, &why);
+        stats.refuse(peer, &why);
+        return None;
     }
-    let _ = tls.sock.set_read_timeout(None);
     stats.connections.fetch_add(1, Ordering::Relaxed);
     let (ours, theirs) = match UnixStream::pair() {
         Ok(pair) => pair,
-        Err(e) => return log::error!("frames input: cannot make a socket pair for {peer}: {e}"),
+        Err(e) => {
+            log::error!("frames input: cannot make a socket pair for {peer}: {e}");
+            return None;
+        }
     };
     let who = format!("agent {peer}");
     let reader = thread::Builder::new()
         .name("frames-read".into())
         .spawn(move || crate::receive::handle_as(ours, tx, who, HostTagging::Carried));
     if reader.is_err() {
-        return log::error!("frames input: cannot start a reader for {peer}");
+        log::error!("frames input: cannot start a reader for {peer}");
+        return None;
     }
-    crate::tls::pump(tls, theirs, door.idle);
+    Some(theirs)
+}
+
+/// Copies a plain agent connection to and from the frame reader until either side ends or the
+/// agent is silent for `idle` (as [`crate::tls::pump`] does for a TLS one).
+fn pump_plain(tcp: TcpStream, inner: UnixStream, idle: Duration) {
+    let _ = tcp.set_read_timeout(Some(idle));
+    let (Ok(mut to_agent), Ok(mut acks)) = (tcp.try_clone(), inner.try_clone()) else { return };
+    let back = thread::Builder::new().name("frames-acks".into()).spawn(move || {
+        let _ = std::io::copy(&mut acks, &mut to_agent);
+        let _ = to_agent.shutdown(std::net::Shutdown::Both);
+    });
+    let _ = std::io::copy(&mut &tcp, &mut &inner);
+    let _ = inner.shutdown(std::net::Shutdown::Both);
+    let _ = tcp.shutdown(std::net::Shutdown::Both);
+    if let Ok(back) = back {
+        let _ = back.join();
+    }
 }
 
 #[cfg(test)]

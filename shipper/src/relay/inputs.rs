@@ -224,10 +224,17 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
         log::info!("relay: HTTP input (InfluxDB /write, OpenTSDB /api/put) on {addr}{note}{auth}");
         all.push(stats);
     }
-    if let (Some(frames), Some(files)) = (&config.frames, &config.tls) {
+    if let Some(frames) = &config.frames {
         let stats = InputStats::new("frames");
-        let tls = crate::tls::server_config(&files.cert, &files.key, frames.client_ca.as_deref())
-            .map_err(|e| format!("[Relay] frames_listen: {e}"))?;
+        // `frames_tls = False`: plain TCP (the config refuses TLS asked for without its files).
+        let tls = match (&config.tls, doors.frames.tls) {
+            (Some(files), true) => Some(
+                crate::tls::server_config(&files.cert, &files.key, frames.client_ca.as_deref())
+                    .map_err(|e| format!("[Relay] frames_listen: {e}"))?,
+            ),
+            _ => None,
+        };
+        let note = door_note(&doors.frames, tls.is_some());
         let door = frames::FramesDoor {
             allow: doors.frames.clone(),
             tls,
@@ -235,7 +242,6 @@ pub fn start(config: &RelayConfig, tx: &Sender<Input>) -> Result<Vec<Arc<InputSt
             idle: config.idle_timeout,
         };
         frames::start(frames.listen, door, tx.clone(), Arc::clone(&stats))?;
-        let note = door_note(&doors.frames, true);
         let ca = if frames.client_ca.is_some() { ", client certificates required" } else { "" };
         log::info!("relay: frames input (PuyPuy agents) on {}{note}{ca}", frames.listen);
         all.push(stats);

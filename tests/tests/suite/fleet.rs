@@ -239,6 +239,72 @@ fn an_agents_points_leave_the_relay_with_exactly_the_agents_tags_and_the_relays_
     assert_eq!(values, [[(1_700_000_000, Some(7.0))], [(1_700_000_000, Some(8.0))], [(1_700_000_000, Some(9.0))]]);
 }
 
+/// `tls = False` on the agent: plain TCP, refused by a TLS `frames_listen` (nothing it sends is
+/// taken; the agent keeps its points), accepted by a plain one (`frames_tls = False`), which in turn
+/// refuses an agent speaking TLS.
+#[test]
+fn an_agent_with_tls_false_is_refused_by_a_tls_relay_and_delivers_through_a_plain_one() {
+    use puypuy_common::client::SenderClient;
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let influx = Influx::start(false);
+    let (tls_port, plain_port) = (free_port(), free_port());
+    let tls_relay = Agent::new("self_metrics: no", &relay_config(&influx, &certs, tls_port, ""));
+    let tls_relay_proc = start_relay(&tls_relay);
+    let plain_relay = Agent::new(
+        "self_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n\n[Relay]\nframes_listen = {plain_port}\nframes_tls = False\ntokens = tok-plain\n",
+            influx.url(),
+            Influx::DB
+        ),
+    );
+    let plain_relay_proc = start_relay(&plain_relay);
+    let agent_to = |port: u16, tls: &str, token: &str| {
+        Agent::new(
+            "self_metrics: no",
+            &format!("[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\n{tls}\ntoken = {token}\n"),
+        )
+    };
+    let plain_to_tls = agent_to(tls_port, "tls = False", "tok-old-111");
+    let plain_to_plain = agent_to(plain_port, "tls = False", "tok-plain");
+    let tls_to_plain = agent_to(plain_port, &format!("ca_file = {}", certs.ca.display()), "tok-plain");
+    let _shippers: Vec<_> = [&plain_to_tls, &plain_to_plain, &tls_to_plain].iter().map(|a| a.start_shipper()).collect();
+    for (agent, name, value) in [
+        (&plain_to_tls, "fleet_plain_refused", 1),
+        (&plain_to_plain, "fleet_plain", 2),
+        (&tls_to_plain, "fleet_tls_refused", 3),
+    ] {
+        let client = SenderClient::start(&agent.socket(), "plain-check", 10);
+        client.send(vec![Point::int(name, 1_700_000_000, value, "fleetcheck")]);
+        assert!(client.flush(Duration::from_secs(60)), "{name}: the agent did not take its point");
+    }
+
+    let points = wait_for(Duration::from_secs(60), "the plain agent's point", || {
+        let p = influx.points("fleet_plain");
+        (!p.is_empty()).then_some(p)
+    });
+    assert_eq!(points.len(), 1, "{points:?}");
+    assert_eq!((points[0].0, points[0].1.as_i64()), (1_700_000_000, Some(2)));
+    assert_eq!(points[0].2.get("host").and_then(|h| h.as_str()), Some(Agent::host().as_str()), "{points:?}");
+    assert!(plain_to_plain.log().contains("(plain TCP: tls = False)"), "{}", plain_to_plain.log());
+
+    // Each relay refuses the agent speaking the other kind, at once and counted.
+    wait_for(Duration::from_secs(30), "the TLS relay's refusal", || {
+        (tls_relay.status_metric(tls_relay_proc.pid(), "puypuy_relay_refused{input=frames}")? >= 1).then_some(())
+    });
+    wait_for(Duration::from_secs(30), "the plain relay's refusal", || {
+        (plain_relay.status_metric(plain_relay_proc.pid(), "puypuy_relay_refused{input=frames}")? >= 1).then_some(())
+    });
+    assert!(tls_relay.log().contains("not a TLS client"), "{}", tls_relay.log());
+    assert!(plain_relay.log().contains("no hello"), "{}", plain_relay.log());
+    for (agent, name) in [(&plain_to_tls, "fleet_plain_refused"), (&tls_to_plain, "fleet_tls_refused")] {
+        assert!(influx.points(name).is_empty(), "{name} was refused yet arrived");
+        // The refused agent keeps its point and says why it cannot send it.
+        assert!(agent.log().contains("PuyPuy relay at 127.0.0.1:"), "{name}: {}", agent.log());
+    }
+}
+
 /// How long the relay stays down in the kill -9 test: the 20 s unless
 /// `PUYPUY_FLEET_RELAY_DOWN_SECONDS` says otherwise.
 fn relay_down() -> Duration {
