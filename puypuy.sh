@@ -436,6 +436,20 @@ reload_one() {
   fi
 }
 
+# fresh_status PID FILE: asks the shipper PID for its status file now (SIGUSR1: with self_metrics
+# off it writes none on a timer) and waits up to 2 s for FILE to be replaced (a new inode). Only
+# once its socket exists: its handler is in place by then, and SIGUSR1 before would end it.
+fresh_status() {
+  local before i
+  [ -S "$SOCKET" ] || return 0
+  before=$(stat -c %i "$2" 2>/dev/null)
+  kill -USR1 "$1" 2>/dev/null || return 0
+  for i in $(seq 1 20); do
+    [ "$(stat -c %i "$2" 2>/dev/null)" != "$before" ] && return 0
+    sleep 0.1
+  done
+}
+
 json_escape() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g'; }
 
 status_json() {
@@ -453,6 +467,8 @@ status_json() {
     printf '{"name":"%s","state":"%s","pid":%s,"uptime_seconds":%s,"restarts":%s}' "$n" "$state" "${cpid:-null}" "${up:-0}" "${restarts:-0}"
   done
   status_file="$TMPDIR_/shipper-status.json"
+  cpid=$(read_pid "$(child_pidfile shipper)")
+  ! ours shipper "$cpid" || fresh_status "$cpid" "$status_file"
   printf '],"shipper":'
   if [ -s "$status_file" ] && ours shipper "$(read_pid "$(child_pidfile shipper)")"; then cat "$status_file"; else printf 'null'; fi
   printf '}\n'

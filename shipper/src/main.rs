@@ -2,7 +2,7 @@
 //! backend named in `[TSDB]` and to each output `[TSDB:NAME]`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -114,11 +114,13 @@ fn run(config: Config) -> anyhow::Result<()> {
     for w in &config.warnings {
         log::warn!("{}: {w}", config.file.display());
     }
-    // The main thread sleeps in here until a signal comes: no polling while idle.
+    // The main thread sleeps in here until a signal comes: no polling while idle. SIGUSR1 asks
+    // for the status file now.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
     ])
     .context("cannot install the signal handlers")?;
     let s = &config.self_config;
@@ -175,22 +177,35 @@ fn run(config: Config) -> anyhow::Result<()> {
         .name("batcher".into())
         .spawn(move || batch::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
-    let self_metrics = self_metrics::SelfMetrics::new(
-        Arc::clone(&stats),
-        relay_stats,
-        config.period(),
-        s.tmpdir.join("shipper-status.json"),
-        s.self_metrics,
-    )
-    .with_destinations(Arc::clone(&destinations));
-    let self_metrics_tx = input_tx.clone();
-    thread::Builder::new()
-        .name("self-metrics".into())
-        .spawn(move || self_metrics.run(self_metrics_tx))
-        .context("cannot start the self-metrics thread")?;
+    let self_metrics = Arc::new(Mutex::new(
+        self_metrics::SelfMetrics::new(
+            Arc::clone(&stats),
+            relay_stats,
+            config.period(),
+            s.tmpdir.join("shipper-status.json"),
+            s.self_metrics,
+        )
+        .with_destinations(Arc::clone(&destinations)),
+    ));
+    let lock_self_metrics = || self_metrics.lock().unwrap_or_else(|e| e.into_inner());
+    if lock_self_metrics().sends() {
+        let (shared, tx) = (Arc::clone(&self_metrics), input_tx.clone());
+        thread::Builder::new()
+            .name("self-metrics".into())
+            .spawn(move || self_metrics::run(shared, tx))
+            .context("cannot start the self-metrics thread")?;
+    } else {
+        // Nothing on a timer: the status file now, and again on SIGUSR1.
+        lock_self_metrics().write_status();
+    }
 
     let mut running = config.clone();
     for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGUSR1 {
+            // `./puypuy.sh status --json` (and the tests) ask for a fresh status file.
+            lock_self_metrics().write_status();
+            continue;
+        }
         if signal != signal_hook::consts::SIGHUP {
             break;
         }

@@ -27,7 +27,7 @@
 //! | `puypuy_statsd_dropped` (tag `reason`: max_series, max_samples) | StatsD samples refused by a bound |
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::Sender;
@@ -216,8 +216,11 @@ impl StatusFile {
     }
 }
 
-/// Every period, on the same wall-clock ticks as the collector: the status file always, the
-/// self-metrics into the pipeline when `send` is true.
+/// Every period, on the same wall-clock ticks as the collector, when `self_metrics` is on: the
+/// self-metrics into the pipeline, and the status file. With them off nothing runs on a timer:
+/// the status file is written at start and whenever SIGUSR1 asks for it ([`SelfMetrics::write_status`],
+/// which `./puypuy.sh status --json` and the tests send first), since a file rewritten every second
+/// for nobody to read cost an idle shipper a wake-up and a tenth of its CPU per cycle.
 ///
 /// This runs in a thread of its own rather than in the batcher, which would save a wake-up per
 /// period: the batcher waits whenever delivery is slow (backpressure), and `status --json` must
@@ -252,22 +255,15 @@ impl SelfMetrics {
         self
     }
 
-    /// Sleeps to each tick, one sleep per period (no polling); the process exits without waiting
-    /// for this thread.
-    pub fn run(mut self, tx: Sender<Input>) {
-        loop {
-            std::thread::sleep(schedule::until(self.next, SystemTime::now()));
-            let Some(points) = self.run_if_due() else { continue };
-            let count = points.len() as u64;
-            match tx.try_send(Input::SelfMetrics(points)) {
-                Ok(()) => {}
-                Err(crossbeam_channel::TrySendError::Full(_)) => {
-                    self.stats.self_points_dropped.fetch_add(count, Ordering::Relaxed);
-                    self.stats.self_points_unqueued.fetch_add(count, Ordering::Relaxed);
-                }
-                Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
-            }
-        }
+    /// Whether the self-metrics are sent (`self_metrics`), and so [`run`] has work every period.
+    pub fn sends(&self) -> bool {
+        self.send
+    }
+
+    /// Writes the status file now, with the counters as they are (SIGUSR1).
+    pub fn write_status(&mut self) {
+        let tick = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        self.sample(tick);
     }
 
     /// Once the tick has come: writes the status file and returns the points to send, if any.
@@ -284,6 +280,12 @@ impl SelfMetrics {
         }
         let tick = self.next;
         self.next = schedule::next_tick(now, self.period);
+        let points = self.sample(tick);
+        self.send.then_some(points)
+    }
+
+    /// The self-metrics at `tick`, also written to the status file.
+    fn sample(&mut self, tick: u64) -> Vec<Point> {
         let mut points = points(&self.stats, &self.relay, tick);
         if let Some(list) = &self.destinations {
             destination_points(list, tick, &mut points);
@@ -291,7 +293,31 @@ impl SelfMetrics {
         if let Err(e) = self.status.write(&status_json(&points, tick)) {
             log::debug!("cannot write {}: {e}", self.status.path.display());
         }
-        self.send.then_some(points)
+        points
+    }
+}
+
+/// The self-metrics thread: sleeps to each tick, one sleep per period (no polling), and offers the
+/// points to the pipeline; the process exits without waiting for this thread. Shared with the
+/// main thread, which writes the status file on SIGUSR1.
+pub fn run(shared: Arc<Mutex<SelfMetrics>>, tx: Sender<Input>) {
+    let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let next = lock().next;
+        std::thread::sleep(schedule::until(next, SystemTime::now()));
+        let mut metrics = lock();
+        let Some(points) = metrics.run_if_due() else { continue };
+        let stats = Arc::clone(&metrics.stats);
+        drop(metrics);
+        let count = points.len() as u64;
+        match tx.try_send(Input::SelfMetrics(points)) {
+            Ok(()) => {}
+            Err(crossbeam_channel::TrySendError::Full(_)) => {
+                stats.self_points_dropped.fetch_add(count, Ordering::Relaxed);
+                stats.self_points_unqueued.fetch_add(count, Ordering::Relaxed);
+            }
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => return,
+        }
     }
 }
 

@@ -726,7 +726,19 @@ impl Agent {
         std::fs::read_to_string(self.path("puypuy.log")).unwrap_or_default()
     }
 
-    /// The shipper's status file (`tmpdir/shipper-status.json`, rewritten every period), parsed:
+    /// Asks the shipper `pid` for its status file now (SIGUSR1; with `self_metrics: no` it writes
+    /// none on a timer) and waits up to 2 s for the file to be replaced.
+    pub fn fresh_status(&self, pid: u32) {
+        use std::os::unix::fs::MetadataExt;
+        let path = self.tmpdir.join("shipper-status.json");
+        let inode = || std::fs::metadata(&path).map(|m| m.ino()).ok();
+        let before = inode();
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGUSR1);
+        let _ = poll_for(Duration::from_secs(2), || (inode() != before).then_some(()));
+    }
+
+    /// The shipper's status file (`tmpdir/shipper-status.json`, rewritten every period with
+    /// self-metrics on, else on SIGUSR1: see [`Agent::fresh_status`]), parsed:
     /// `{"timestamp":…,"pid":…,"metrics":{"name{tag=v}":value,…}}`.
     pub fn status(&self) -> Option<Json> {
         let text = std::fs::read_to_string(self.tmpdir.join("shipper-status.json")).ok()?;
@@ -736,6 +748,7 @@ impl Agent {
     /// One self-metric of the status file written by the shipper with process id `pid`, by its
     /// key there (`name`, or `name{tag=value}`); `None` until that shipper has written it.
     pub fn status_metric(&self, pid: u32, key: &str) -> Option<i64> {
+        self.fresh_status(pid);
         let status = self.status()?;
         (status["pid"].as_u64() == Some(u64::from(pid))).then(|| status["metrics"][key].as_i64())?
     }
@@ -743,6 +756,7 @@ impl Agent {
     /// The sum of a self-metric over all its tags in the status file of the shipper `pid`
     /// (`puypuy_shipper_backend_errors` over every `kind`).
     pub fn status_sum(&self, pid: u32, name: &str) -> Option<i64> {
+        self.fresh_status(pid);
         let status = self.status()?;
         if status["pid"].as_u64() != Some(u64::from(pid)) {
             return None;
