@@ -3,10 +3,15 @@
 //! any loopback address so that a ring of destinations can be told apart by server (127.0.0.1-3).
 //!
 //! CPU is the run time of the process's threads from `/proc/PID/task/*/schedstat` (children
-//! excluded); memory is VmRSS and VmHWM (peak) from `/proc/PID/status`.
+//! excluded); memory is VmRSS and VmHWM (peak) from `/proc/PID/status`. What a whole agent costs,
+//! every process and child it starts included, is measured in a [`Cgroup`] of its own (cgroup v1
+//! `cpuacct` and `memory`), and its wake-ups are the context switches of its threads
+//! ([`wakeups`]).
 
 use std::io::{BufReader, Read};
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -39,6 +44,140 @@ pub fn rss(pid: u32) -> (u64, u64) {
             * 1024
     };
     (kb("VmRSS:"), kb("VmHWM:"))
+}
+
+/// How often a process's threads went to sleep or were preempted: voluntary + involuntary
+/// context switches summed over `/proc/PID/task/*/status`. Each is a wake-up (or a preemption) the
+/// host pays for; threads that exited are not counted.
+pub fn wakeups(pid: u32) -> u64 {
+    let mut n = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            n += status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:").or(l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    n
+}
+
+/// Threads of a process.
+pub fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// Proportional set size (`Pss` of `/proc/PID/smaps_rollup`): pages shared with other processes
+/// (libc, a binary two processes run) counted as their share.
+pub fn pss(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// What a process is, for a table: its command name, and for a shell its script and what the
+/// script was asked to do (`puypuy.sh _watchdog collector` is the collector's watchdog).
+pub fn process_label(pid: u32) -> String {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    if let Some(i) = args.iter().position(|a| a == "_watchdog") {
+        return format!("watchdog of {} (bash)", args.get(i + 1).map_or("?", String::as_str));
+    }
+    let base = |a: &String| a.rsplit('/').next().unwrap_or(a).to_string();
+    match args.first().map(base) {
+        // A fork that did not exec (the script-runner's guardian) has its parent's command line.
+        Some(exe) if exe.starts_with("puypuy-") && parent_cmdline(pid) == cmdline => format!("{exe} (forked child)"),
+        Some(exe) if exe.starts_with("puypuy-") => exe,
+        Some(exe) if comm.starts_with("python") || exe.starts_with("python") => {
+            format!("{exe} {}", args.get(1).map(base).unwrap_or_default())
+        }
+        _ => comm,
+    }
+}
+
+fn parent_cmdline(pid: u32) -> Vec<u8> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).unwrap_or("0");
+    std::fs::read(format!("/proc/{ppid}/cmdline")).unwrap_or_default()
+}
+
+/// A cgroup v1 of the `cpuacct` and `memory` controllers (mounted under /sys/fs/cgroup, written as
+/// root): whatever a process put into it starts, it and every child it forks, is charged to it.
+/// Removed when dropped, once the processes in it are gone.
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+}
+
+impl Cgroup {
+    /// Creates `NAME` under each controller; an error says what is missing.
+    pub fn create(name: &str) -> Result<Cgroup, String> {
+        let mut dirs = Vec::new();
+        for controller in ["cpuacct", "memory"] {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(controller).join(name);
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).map_err(|e| {
+                    format!(
+                        "cannot create the cgroup {} ({e}): needs root and cgroup v1 with {controller} mounted",
+                        dir.display()
+                    )
+                })?;
+            }
+            dirs.push(dir);
+        }
+        Ok(Cgroup { dirs })
+    }
+
+    /// A command that runs `program ARGS…` inside this cgroup: a shell puts itself in first, then
+    /// execs it, so that everything it forks is in the cgroup from its first instruction.
+    pub fn command(&self, program: &std::path::Path) -> Command {
+        let mut script = String::new();
+        for dir in &self.dirs {
+            script.push_str(&format!("echo $$ > '{}/cgroup.procs' || exit 125; ", dir.display()));
+        }
+        script.push_str("exec \"$@\"");
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg(script).arg("sh").arg(program);
+        cmd
+    }
+
+    /// CPU time of everything that ran in the cgroup, in seconds (`cpuacct.usage`).
+    pub fn cpu_seconds(&self) -> f64 {
+        let ns = std::fs::read_to_string(self.dirs[0].join("cpuacct.usage")).unwrap_or_default();
+        ns.trim().parse::<u64>().unwrap_or(0) as f64 / 1e9
+    }
+
+    /// The processes in the cgroup now.
+    pub fn pids(&self) -> Vec<u32> {
+        let text = std::fs::read_to_string(self.dirs[0].join("cgroup.procs")).unwrap_or_default();
+        let mut pids: Vec<u32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        pids.sort_unstable();
+        pids
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // rmdir fails while a process is still inside: give what was stopped a moment to go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !self.pids().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        for dir in &self.dirs {
+            if let Err(e) = std::fs::remove_dir(dir) {
+                eprintln!("cannot remove the cgroup {}: {e}", dir.display());
+            }
+        }
+    }
 }
 
 /// Bytes as MiB with one decimal.

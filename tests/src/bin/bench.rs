@@ -4,7 +4,9 @@
 //!
 //! CPU is the run time of the process's threads from /proc/PID/task/*/schedstat (children
 //! excluded; utime+stime when schedstat is missing), RSS is
-//! VmRSS (steady, at the end) and VmHWM (peak) from /proc/PID/status.
+//! VmRSS (steady, at the end) and VmHWM (peak) from /proc/PID/status. The footprint part measures
+//! whole agents instead: each runs in a cgroup of its own (`cpuacct.usage`: every process, thread
+//! and child), PuyPuy as `./puypuy.sh start` leaves it, beside collectd, all at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use puypuy_common::client::SenderClient;
 use puypuy_common::Point;
-use puypuy_tests::{bin, free_port, require, wait_for, Agent, Proc};
+use puypuy_tests::measure::{self, Cgroup};
+use puypuy_tests::{bin, bin_dir, free_port, repo_root, require, wait_for, Agent, Proc, StopOnDrop};
 use serde_json::{json, Value as Json};
 
 fn clk_tck() -> f64 {
@@ -75,18 +78,6 @@ fn rss(pid: u32) -> (u64, u64) {
             * 1024
     };
     (kb("VmRSS:"), kb("VmHWM:"))
-}
-
-/// Proportional set size: shared pages (libc, the binary when two processes map it) counted
-/// once across the processes that share them.
-fn pss(pid: u32) -> u64 {
-    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
-    rollup
-        .lines()
-        .find_map(|l| l.strip_prefix("Pss:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(0)
-        * 1024
 }
 
 fn mib(b: u64) -> f64 {
@@ -291,138 +282,241 @@ fn influx_tsdb(port: u16) -> String {
     format!("[TSDB]\ntsdtype = InfluxDB\naddress = http://127.0.0.1:{port}\ndatabase = bench\ngzip = False\n")
 }
 
-fn footprint(b: &mut Bench) {
-    let d = b.secs(60);
-    let warm = Duration::from_secs(if b.quick { 1 } else { 5 });
-    // PuyPuy: collector + shipper at 1 s, once with every system check, once with the set that
-    // matches collectd's plugins (no tcpconn, ipconntrack, openfiles).
-    let ours = |checks: &str, carbon: bool| {
-        let (port, sink) = if carbon { pickle_sink() } else { http_sink() };
-        let tsdb =
-            if carbon { format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{port}\n") } else { influx_tsdb(port) };
-        let agent = Agent::new(&format!("self_metrics: no\nsystem_checks: {checks}"), &tsdb);
-        let shipper = agent.start_shipper();
-        let collector = agent.start_collector();
-        thread::sleep(warm);
-        let (c0, s0, p0) =
-            (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
-        thread::sleep(d);
-        let (c1, s1, p1) =
-            (cpu_seconds(collector.pid()), cpu_seconds(shipper.pid()), sink.points.load(Ordering::Relaxed));
-        let secs = d.as_secs_f64();
-        Footprint {
-            values: (p1 - p0) as f64 / secs,
-            collector_cpu: (c1 - c0) / secs,
-            shipper_cpu: (s1 - s0) / secs,
-            rss: (rss(collector.pid()), rss(shipper.pid())),
-            pss: pss(collector.pid()) + pss(shipper.pid()),
+/// The check set that matches collectd's `cpu memory load interface df disk`.
+const COLLECTD_SET: &str = "cpustats, memory, load_average, network_bytes, disks";
+
+/// An agent running in a cgroup of its own, and the sink that counts what it sends.
+struct Resident {
+    label: String,
+    cgroup: Cgroup,
+    sink: Arc<SinkStats>,
+}
+
+/// One reading of a [`Resident`]: the cgroup's CPU, the sink's count, and each process's CPU and
+/// wake-ups by pid.
+struct Reading {
+    cpu: f64,
+    points: u64,
+    processes: Vec<(u32, f64, u64)>,
+}
+
+impl Resident {
+    fn read(&self) -> Reading {
+        Reading {
+            cpu: self.cgroup.cpu_seconds(),
+            points: self.sink.points.load(Ordering::Relaxed),
+            processes: self.cgroup.pids().into_iter().map(|p| (p, cpu_seconds(p), measure::wakeups(p))).collect(),
         }
+    }
+}
+
+/// A process of a resident agent over the run: per-cycle CPU and wake-ups, memory at the end.
+struct ProcessRow {
+    label: String,
+    cpu: f64,
+    wakeups: f64,
+    threads: usize,
+    rss: u64,
+    pss: u64,
+}
+
+/// A resident agent over the run, per cycle (1 s cycles).
+struct Footprint {
+    label: String,
+    values: f64,
+    cpu: f64,
+    processes: Vec<ProcessRow>,
+}
+
+impl Footprint {
+    fn of(r: &Resident, before: &Reading, after: &Reading, cycles: f64) -> Footprint {
+        let mut processes: Vec<ProcessRow> = after
+            .processes
+            .iter()
+            .filter_map(|&(pid, cpu, wakeups)| {
+                let &(_, cpu0, wakeups0) = before.processes.iter().find(|p| p.0 == pid)?;
+                Some(ProcessRow {
+                    label: measure::process_label(pid),
+                    cpu: (cpu - cpu0) / cycles,
+                    wakeups: wakeups.saturating_sub(wakeups0) as f64 / cycles,
+                    threads: measure::threads(pid),
+                    rss: rss(pid).0,
+                    pss: measure::pss(pid),
+                })
+            })
+            .collect();
+        processes.sort_by(|a, b| b.cpu.total_cmp(&a.cpu));
+        Footprint {
+            label: r.label.clone(),
+            values: (after.points - before.points) as f64 / cycles,
+            cpu: (after.cpu - before.cpu) / cycles,
+            processes,
+        }
+    }
+
+    fn per_value(&self) -> f64 {
+        per_value(self.cpu, self.values)
+    }
+
+    fn wakeups(&self) -> f64 {
+        self.processes.iter().map(|p| p.wakeups).sum()
+    }
+
+    /// RSS of the processes whose label starts with one of `names`.
+    fn rss_of(&self, names: &[&str]) -> u64 {
+        self.processes.iter().filter(|p| names.iter().any(|n| p.label.starts_with(n))).map(|p| p.rss).sum()
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let processes: Vec<Json> = self
+            .processes
+            .iter()
+            .map(|p| json!({"process": p.label, "cpu_ms_per_cycle": p.cpu * 1000.0, "wakeups_per_cycle": p.wakeups, "threads": p.threads, "rss_bytes": p.rss, "pss_bytes": p.pss}))
+            .collect();
+        json!({"values_per_cycle": self.values, "cpu_ms_per_cycle": self.cpu * 1000.0, "cpu_us_per_value": self.per_value(),
+               "wakeups_per_cycle": self.wakeups(), "processes": processes,
+               "collector_shipper_rss_bytes": self.rss_of(&["puypuy-collector", "puypuy-shipper"])})
+    }
+}
+
+/// `./puypuy.sh start` with a config of its own, from inside a new cgroup: every process it leaves
+/// running (the watchdogs, the binaries, their children) is charged to that cgroup.
+fn start_puypuy(label: &str, name: &str, dir: &Path, tsdb: &str, sink: Arc<SinkStats>) -> (Resident, StopOnDrop) {
+    let config = dir.join("config.ini");
+    let tmp = dir.join("tmp");
+    std::fs::write(
+        &config,
+        format!(
+            "[SelfConfig]\ncheck_period_seconds: 1\nlog_file: {0}/puypuy.log\npid_file: {0}/puypuy.pid\ntmpdir: {0}\n\
+             cluster_name: bench\nhost_group: bench\nlocation: bench\nself_metrics: no\nsystem_checks: {COLLECTD_SET}\n\n{tsdb}",
+            tmp.display()
+        ),
+    )
+    .expect("config.ini");
+    let cgroup =
+        Cgroup::create(&format!("puypuy-bench-{}-{name}", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
+    let stop = StopOnDrop(config.clone());
+    let out = cgroup
+        .command(&repo_root().join("puypuy.sh"))
+        .arg("--config")
+        .arg(&config)
+        .arg("start")
+        .env("PUYPUY_BIN_DIR", bin_dir())
+        .stdin(Stdio::null())
+        .output()
+        .expect("puypuy.sh start");
+    assert!(
+        out.status.success(),
+        "puypuy.sh start failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (Resident { label: label.to_string(), cgroup, sink }, stop)
+}
+
+fn footprint(b: &mut Bench) {
+    let d = b.secs(40);
+    let warm = Duration::from_secs(if b.quick { 2 } else { 5 });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let subdir = |name: &str| {
+        let p = dir.path().join(name);
+        std::fs::create_dir_all(&p).expect("mkdir");
+        p
     };
-    let cycles = d.as_secs_f64();
-    let collectd_set = "cpustats, memory, load_average, network_bytes, disks";
-    let all = ours("all", false);
-    let same = ours(collectd_set, false);
-    // The same over a persistent TCP connection in a Graphite protocol, as collectd writes.
-    let same_carbon = ours(collectd_set, true);
+    // PuyPuy as ./puypuy.sh start leaves it, twice: InfluxDB line protocol over HTTP, and Carbon
+    // pickles over one TCP connection, the kind of connection collectd's write_graphite uses.
+    let (hport, hsink) = http_sink();
+    let (influx, _stop_influx) =
+        start_puypuy("PuyPuy, InfluxDB over HTTP", "influx", &subdir("influx"), &influx_tsdb(hport), hsink);
+    let (pport, psink) = pickle_sink();
+    let (carbon, _stop_carbon) = start_puypuy(
+        "PuyPuy, Carbon pickle over TCP",
+        "carbon",
+        &subdir("carbon"),
+        &format!("[TSDB]\ntsdtype = Carbon\naddress = 127.0.0.1:{pport}\n"),
+        psink,
+    );
 
     // collectd with cpu, memory, load, interface, df, disk → write_graphite to a local sink.
     let collectd = require("collectd");
     let (gport, gsink) = line_sink();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("collectd.conf");
+    let cdir = subdir("collectd");
+    let conf = cdir.join("collectd.conf");
     std::fs::write(
         &conf,
         format!(
             "Interval 1\nFQDNLookup false\nBaseDir \"{0}\"\nPIDFile \"{0}/collectd.pid\"\nPluginDir \"/usr/lib/collectd\"\nTypesDB \"/usr/share/collectd/types.db\"\n\
              LoadPlugin cpu\nLoadPlugin memory\nLoadPlugin load\nLoadPlugin interface\nLoadPlugin df\nLoadPlugin disk\nLoadPlugin write_graphite\n\
              <Plugin write_graphite>\n  <Node \"sink\">\n    Host \"127.0.0.1\"\n    Port \"{gport}\"\n    Protocol \"tcp\"\n  </Node>\n</Plugin>\n",
-            dir.path().display()
+            cdir.display()
         ),
     )
     .expect("collectd.conf");
+    let cgroup =
+        Cgroup::create(&format!("puypuy-bench-{}-collectd", std::process::id())).unwrap_or_else(|e| panic!("{e}"));
     let cd = Proc::spawn(
         "collectd",
-        Command::new(collectd).arg("-f").arg("-C").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
+        cgroup.command(&collectd).arg("-f").arg("-C").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()),
     );
+    let collectd = Resident { label: "collectd 5.12 (cpu memory load interface df disk)".into(), cgroup, sink: gsink };
+
+    let residents = [&influx, &carbon, &collectd];
     thread::sleep(warm);
-    let (k0, q0) = (cpu_seconds(cd.pid()), gsink.points.load(Ordering::Relaxed));
+    let before: Vec<Reading> = residents.iter().map(|r| r.read()).collect();
     thread::sleep(d);
-    let (k1, q1) = (cpu_seconds(cd.pid()), gsink.points.load(Ordering::Relaxed));
-    let theirs_values = (q1 - q0) as f64 / cycles;
-    let theirs_cpu = (k1 - k0) / cycles;
-    let (rk, hk) = rss(cd.pid());
-    let pk = pss(cd.pid());
+    let after: Vec<Reading> = residents.iter().map(|r| r.read()).collect();
+    let cycles = d.as_secs_f64();
+    let runs: Vec<Footprint> =
+        residents.iter().zip(before.iter().zip(&after)).map(|(r, (b0, b1))| Footprint::of(r, b0, b1, cycles)).collect();
     drop(cd);
 
     b.section(
-        &format!("1. Host footprint: system checks at 1 s for {} s", d.as_secs()),
-        "| agent | values/cycle | CPU ms/cycle (collector + shipper) | CPU µs/value | steady RSS MiB | peak RSS MiB | PSS MiB |",
+        &format!("1. Host footprint: the whole agent at rest beside collectd, 1 s cycles for {} s", d.as_secs()),
+        "| agent | values/cycle | CPU ms/cycle (cgroup) | CPU µs/value | ÷ collectd | wake-ups/cycle | processes (threads) | RSS MiB, collector + shipper | PSS MiB, all processes |",
     );
-    b.row(&all.row("PuyPuy collector + shipper, every system check"));
-    b.row(&same.row("PuyPuy collector + shipper, collectd's set (cpustats memory load_average network_bytes disks)"));
-    b.row(&same_carbon.row("PuyPuy collector + shipper, collectd's set, Carbon pickle over TCP"));
-    b.row(&[
-        "collectd 5.12 (cpu memory load interface df disk)".into(),
-        format!("{theirs_values:.0}"),
-        format!("{:.2}", theirs_cpu * 1000.0),
-        format!("{:.1}", per_value(theirs_cpu, theirs_values)),
-        format!("{}", mib(rk)),
-        format!("{}", mib(hk)),
-        format!("{}", mib(pk)),
-    ]);
-    let theirs = per_value(theirs_cpu, theirs_values);
-    let (ratio, ratio_carbon) = (same.per_value() / theirs, same_carbon.per_value() / theirs);
+    let theirs = runs[2].per_value();
+    for f in &runs {
+        b.row(&[
+            f.label.clone(),
+            format!("{:.0}", f.values),
+            format!("{:.2}", f.cpu * 1000.0),
+            format!("{:.1}", f.per_value()),
+            format!("{:.2}", f.per_value() / theirs),
+            format!("{:.1}", f.wakeups()),
+            format!("{} ({})", f.processes.len(), f.processes.iter().map(|p| p.threads).sum::<usize>()),
+            if f.label.starts_with("PuyPuy") {
+                format!("{}", mib(f.rss_of(&["puypuy-collector", "puypuy-shipper"])))
+            } else {
+                format!("{} (collectd)", mib(f.rss_of(&[""])))
+            },
+            format!("{}", mib(f.processes.iter().map(|p| p.pss).sum())),
+        ]);
+    }
+    b.md.push_str("\nPer process (wake-ups: voluntary + involuntary context switches of its threads):\n\n");
+    b.md.push_str("| agent | process | CPU ms/cycle | wake-ups/cycle | threads | RSS MiB | PSS MiB |\n|---|---|---|---|---|---|---|\n");
+    for f in &runs {
+        for p in &f.processes {
+            b.row(&[
+                f.label.clone(),
+                p.label.clone(),
+                format!("{:.3}", p.cpu * 1000.0),
+                format!("{:.1}", p.wakeups),
+                p.threads.to_string(),
+                format!("{}", mib(p.rss)),
+                format!("{}", mib(p.pss)),
+            ]);
+        }
+    }
+    let (ratio, ratio_carbon) = (runs[0].per_value() / theirs, runs[1].per_value() / theirs);
     b.md.push_str(&format!(
-        "\nCPU per value with the same check set, PuyPuy ÷ collectd: **{ratio:.2}** writing to InfluxDB over HTTP, **{ratio_carbon:.2}** writing Carbon pickles over TCP (target ≤ 0.5); RSS together: {} MiB (target ≤ 6); PSS together: {} MiB.\n",
-        mib(same.rss.0 .0 + same.rss.1 .0),
-        mib(same.pss)
+        "\nCPU per value, PuyPuy ÷ collectd: **{ratio:.2}** writing InfluxDB line protocol over HTTP, **{ratio_carbon:.2}** writing Carbon pickles over TCP (target ≤ 1.0, then 0.5); collector + shipper RSS: {} MiB (target ≤ 6).\n",
+        mib(runs[0].rss_of(&["puypuy-collector", "puypuy-shipper"]))
     ));
     b.json.insert(
         "footprint".into(),
-        json!({"seconds": d.as_secs(), "puypuy_all_checks": all.json(), "puypuy": same.json(), "puypuy_carbon": same_carbon.json(),
-               "collectd": {"values_per_cycle": theirs_values, "cpu_ms_per_cycle": theirs_cpu * 1000.0, "cpu_us_per_value": theirs, "rss_bytes": rk, "peak_rss_bytes": hk, "pss_bytes": pk},
+        json!({"seconds": d.as_secs(), "puypuy": runs[0].json(), "puypuy_carbon": runs[1].json(), "collectd": runs[2].json(),
                "cpu_per_value_ratio": ratio, "cpu_per_value_ratio_carbon": ratio_carbon}),
     );
-}
-
-/// Collector + shipper over one footprint run: per-cycle averages (1 s cycles), memory at the end.
-struct Footprint {
-    values: f64,
-    collector_cpu: f64,
-    shipper_cpu: f64,
-    /// (RSS, peak RSS) of the collector, then of the shipper.
-    rss: ((u64, u64), (u64, u64)),
-    pss: u64,
-}
-
-impl Footprint {
-    fn per_value(&self) -> f64 {
-        per_value(self.collector_cpu + self.shipper_cpu, self.values)
-    }
-
-    fn row(&self, label: &str) -> Vec<String> {
-        let ((rc, hc), (rs, hs)) = self.rss;
-        vec![
-            label.to_string(),
-            format!("{:.0}", self.values),
-            format!(
-                "{:.2} ({:.2} + {:.2})",
-                (self.collector_cpu + self.shipper_cpu) * 1000.0,
-                self.collector_cpu * 1000.0,
-                self.shipper_cpu * 1000.0
-            ),
-            format!("{:.1}", self.per_value()),
-            format!("{} + {} = {}", mib(rc), mib(rs), mib(rc + rs)),
-            format!("{} + {} = {}", mib(hc), mib(hs), mib(hc + hs)),
-            format!("{}", mib(self.pss)),
-        ]
-    }
-
-    fn json(&self) -> serde_json::Value {
-        let ((rc, hc), (rs, hs)) = self.rss;
-        json!({"values_per_cycle": self.values, "collector_cpu_ms_per_cycle": self.collector_cpu * 1000.0, "shipper_cpu_ms_per_cycle": self.shipper_cpu * 1000.0,
-               "cpu_us_per_value": self.per_value(), "rss_bytes": rc + rs, "peak_rss_bytes": hc + hs, "pss_bytes": self.pss})
-    }
 }
 
 /// CPU seconds per cycle over values per cycle, in µs per value.
