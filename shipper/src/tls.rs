@@ -5,16 +5,21 @@
 //! is refused there with a reason, and a front that puts TLS before the HTTP input.
 //!
 //! The HTTP input is tiny_http, which speaks plain HTTP only (its own TLS feature would bring a
-//! second, older rustls). With TLS, tiny_http serves a Unix socket in a private (0700) folder and
-//! [`front`] accepts the TCP connections, checks the peer, completes the handshake and copies bytes
-//! both ways between the two sockets.
+//! second, older rustls). With TLS, tiny_http serves a port of its own on 127.0.0.1 and [`front`]
+//! accepts the TCP connections, checks the peer, completes the handshake and copies bytes both ways
+//! between the client and a connection to that port, whose local address it records with the
+//! client's in [`FrontPeers`]. tiny_http sees only 127.0.0.1 and that local port: the HTTP input
+//! looks the client up there (to log and check its real address) and refuses any connection the
+//! front did not make (another local process reaching the inner port directly, skipping TLS).
+//! (It was a Unix socket in a private folder, which hid every client's address from the logs, as
+//! tiny_http gives no peer for one, and was left behind at exit.)
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -105,18 +110,10 @@ fn refusal(e: &std::io::Error) -> String {
     }
 }
 
-/// A folder only this user can enter, for the Unix socket behind a TLS front.
-pub fn private_socket_path(name: &str) -> Result<PathBuf, String> {
-    let template = std::env::temp_dir().join("puypuy-tls-XXXXXX");
-    let dir = nix::unistd::mkdtemp(&template)
-        .map_err(|e| format!("cannot create a folder in {}: {e}", template.display()))?;
-    Ok(dir.join(name))
-}
-
 /// Copies bytes both ways between a TLS client and the plain server behind it until either side
 /// closes or the client is silent for `idle`. One thread per connection, no blocking read: each
 /// side is read only when `poll` says it is readable.
-pub fn pump(mut tls: TlsStream, mut inner: UnixStream, idle: Duration) {
+pub fn pump(mut tls: TlsStream, mut inner: impl Read + Write + AsFd, idle: Duration) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut buf = vec![0u8; 64 * 1024];
     let timeout = PollTimeout::try_from(idle).unwrap_or(PollTimeout::MAX);
@@ -174,7 +171,7 @@ pub fn pump(mut tls: TlsStream, mut inner: UnixStream, idle: Duration) {
 }
 
 /// Writes to `inner` what rustls holds decrypted; `false` once the client closed or `inner` failed.
-fn forward_plaintext(tls: &mut TlsStream, inner: &mut UnixStream, buf: &mut [u8]) -> bool {
+fn forward_plaintext(tls: &mut TlsStream, inner: &mut impl Write, buf: &mut [u8]) -> bool {
     loop {
         match tls.conn.reader().read(buf) {
             Ok(0) => return false,
@@ -195,12 +192,39 @@ pub type Admit = dyn Fn(&TcpStream) -> bool + Send + Sync;
 /// Told the peer and the reason of a failed handshake.
 pub type Refused = dyn Fn(&str, &str) + Send + Sync;
 
-/// Accepts TLS clients on `listener` for the plain server on the Unix socket `backend`. `admit`
-/// decides on the peer before the handshake and `refused` is told why a client was turned away.
+/// The clients of the TLS front, by the local address of the front's connection to the plain
+/// server behind it (all the server sees), for as long as that connection is open.
+#[derive(Clone, Default)]
+pub struct FrontPeers(Arc<Mutex<HashMap<SocketAddr, SocketAddr>>>);
+
+impl FrontPeers {
+    /// The client whose requests come from the front's connection at `inner` (the peer address the
+    /// server was given); `None` for a connection the front did not make.
+    pub fn client_of(&self, inner: &SocketAddr) -> Option<SocketAddr> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(inner).copied()
+    }
+
+    fn set(&self, inner: SocketAddr, client: Option<SocketAddr>) {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match client {
+            Some(c) => map.insert(inner, c),
+            None => map.remove(&inner),
+        };
+    }
+}
+
+/// How long the server behind the front may take to answer what a client sent before it closed
+/// (the HTTP input answers once the points are delivered or spooled).
+const FRONT_DRAIN: Duration = Duration::from_secs(60);
+
+/// Accepts TLS clients on `listener` for the plain server at `backend` (on 127.0.0.1), recording
+/// each in `peers`. `admit` decides on the peer before the handshake and `refused` is told why a
+/// client was turned away.
 pub fn front(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-    backend: PathBuf,
+    backend: SocketAddr,
+    peers: FrontPeers,
     idle: Duration,
     admit: Arc<Admit>,
     refused: Arc<Refused>,
@@ -210,17 +234,28 @@ pub fn front(
         if !admit(&stream) {
             continue;
         }
-        let (config, backend, refused) = (Arc::clone(&config), backend.clone(), Arc::clone(&refused));
+        let (config, peers, refused) = (Arc::clone(&config), peers.clone(), Arc::clone(&refused));
         let spawned = thread::Builder::new().name("tls-front".into()).spawn(move || {
-            let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+            let client = stream.peer_addr().ok();
+            let shown = client.map_or_else(|| "?".to_string(), |a| a.to_string());
             let tls = match accept(&config, stream, HANDSHAKE_TIMEOUT) {
                 Ok(t) => t,
-                Err(why) => return refused(&peer, &why),
+                Err(why) => return refused(&shown, &why),
             };
-            match UnixStream::connect(&backend) {
-                Ok(inner) => pump(tls, inner, idle),
-                Err(e) => log::error!("TLS front: cannot reach {}: {e}", backend.display()),
-            }
+            let inner = match TcpStream::connect(backend) {
+                Ok(inner) => inner,
+                Err(e) => return log::error!("TLS front: cannot reach {backend}: {e}"),
+            };
+            let Ok(local) = inner.local_addr() else { return };
+            // Recorded before the first byte goes through, so the server always finds it.
+            peers.set(local, client);
+            pump(tls, &inner, idle);
+            // What the client sent before it closed is still answered (into the void) before the
+            // record goes: the server must not take it for a connection the front did not make.
+            let _ = inner.shutdown(std::net::Shutdown::Write);
+            let _ = inner.set_read_timeout(Some(FRONT_DRAIN));
+            let _ = std::io::copy(&mut &inner, &mut std::io::sink());
+            peers.set(local, None);
         });
         if spawned.is_err() {
             log::error!("TLS front: cannot start a connection thread");

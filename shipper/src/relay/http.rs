@@ -11,12 +11,13 @@
 //! answered 401 as InfluxDB 1.x answers it (`WWW-Authenticate: Basic realm="InfluxDB"`, `{"error":
 //! "unable to parse authentication credentials"}` or `{"error":"authorization failed"}`), or as
 //! OpenTSDB formats its errors for `/api/put`; `/ping` stays open, as InfluxDB's. Both count in
-//! `refused`, and the body is not read. With TLS, tiny_http serves a private Unix socket behind a
-//! TLS front ([`crate::tls::front`]), which checks `allow` before the handshake.
+//! `refused`, and the body is not read. With TLS, tiny_http serves a port on 127.0.0.1 behind a
+//! TLS front ([`crate::tls::front`]), which checks `allow` before the handshake; each request's
+//! client is the one the front recorded for its connection (logged as the client's address), and
+//! a connection the front did not make (a local process skipping TLS) is answered 403.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -43,6 +44,8 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 struct HttpDoor {
     allow: Door,
     auth: HttpAuth,
+    /// Behind the TLS front: its clients, by the front's connections.
+    front: Option<crate::tls::FrontPeers>,
 }
 
 pub(crate) fn start(
@@ -52,27 +55,30 @@ pub(crate) fn start(
     tx: Sender<Input>,
     stats: Arc<InputStats>,
 ) -> Result<(), String> {
-    let server = match tls {
-        None => tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?,
+    let (server, front) = match tls {
+        None => (tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?, None),
         Some(tls) => {
             let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
-            let path = crate::tls::private_socket_path("http.sock")?;
-            let inner = UnixListener::bind(&path).map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            let inner = TcpListener::bind(("127.0.0.1", 0))
+                .map_err(|e| format!("[Relay] HTTPS input: cannot listen on 127.0.0.1 behind TLS: {e}"))?;
+            let backend = inner.local_addr().map_err(|e| format!("[Relay] HTTPS input: {e}"))?;
             let server = tiny_http::Server::from_listener(inner, None)
-                .map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+                .map_err(|e| format!("[Relay] HTTPS input: cannot serve {backend}: {e}"))?;
             let (door, front_stats, refuse_stats) = (config.doors.http.clone(), Arc::clone(&stats), Arc::clone(&stats));
             let admit = Arc::new(move |s: &std::net::TcpStream| front_stats.admits(&door, s));
             let refused = Arc::new(move |peer: &str, why: &str| refuse_stats.refuse(peer, why));
-            let idle = config.idle_timeout;
+            let (idle, peers) = (config.idle_timeout, crate::tls::FrontPeers::default());
+            let front_peers = peers.clone();
             thread::Builder::new()
                 .name("relay-https".into())
-                .spawn(move || crate::tls::front(listener, tls, path, idle, admit, refused))
+                .spawn(move || crate::tls::front(listener, tls, backend, front_peers, idle, admit, refused))
                 .map_err(|e| e.to_string())?;
-            server
+            log::info!("relay: the HTTPS input's TLS front on {addr} serves its clients through {backend}, which answers nothing else");
+            (server, Some(peers))
         }
     };
     let server = Arc::new(server);
-    let door = Arc::new(HttpDoor { allow: config.doors.http.clone(), auth: config.http_auth.clone() });
+    let door = Arc::new(HttpDoor { allow: config.doors.http.clone(), auth: config.http_auth.clone(), front });
     for i in 0..HTTP_WORKERS {
         let (server, tx, stats, door) = (Arc::clone(&server), tx.clone(), Arc::clone(&stats), Arc::clone(&door));
         thread::Builder::new()
@@ -80,8 +86,8 @@ pub(crate) fn start(
             .spawn(move || {
                 while let Ok(request) = server.recv() {
                     stats.connections.fetch_add(1, Ordering::Relaxed);
-                    if let Some(request) = through_the_door(request, &door, &stats) {
-                        handle_http(request, &tx, &stats);
+                    if let Some((request, peer)) = through_the_door(request, &door, &stats) {
+                        handle_http(request, &peer, &tx, &stats);
                     }
                 }
             })
@@ -90,28 +96,46 @@ pub(crate) fn start(
     Ok(())
 }
 
-/// The request, if its peer is allowed and it carries valid credentials; else it is answered
-/// (403, 401), counted and logged, and its body is never read.
-fn through_the_door(request: tiny_http::Request, door: &HttpDoor, stats: &InputStats) -> Option<tiny_http::Request> {
-    // Behind the TLS front the peer is the Unix socket (no address): the front checked it.
+/// The request and its client's address, if the client is allowed and the request carries valid
+/// credentials; else it is answered (403, 401), counted and logged, and its body is never read.
+fn through_the_door(
+    request: tiny_http::Request,
+    door: &HttpDoor,
+    stats: &InputStats,
+) -> Option<(tiny_http::Request, String)> {
+    let forbidden = |request: tiny_http::Request, shown: &str, why: &str| {
+        stats.refuse(shown, &format!("{why} (answered 403)"));
+        let _ = request.respond(json_response(403, r#"{"error":"forbidden: this address is not allowed"}"#.into()));
+    };
     let peer = request.remote_addr().copied();
-    let shown = peer.map(|a| a.to_string()).unwrap_or_else(|| "a TLS client".into());
-    if let Some(peer) = peer {
-        if !door.allow.admits(peer.ip()) {
-            stats.refuse(&shown, "not in the input's allow list (answered 403)");
-            let _ = request.respond(json_response(403, r#"{"error":"forbidden: this address is not allowed"}"#.into()));
+    // Behind the TLS front the peer is the front's connection: the client is the one it recorded.
+    let client = match (&door.front, peer) {
+        (None, peer) => peer,
+        (Some(peers), Some(inner)) => match peers.client_of(&inner) {
+            Some(client) => Some(client),
+            None => {
+                forbidden(request, &inner.to_string(), "reached the HTTPS input's inner port without TLS");
+                return None;
+            }
+        },
+        (Some(_), None) => None,
+    };
+    let shown = client.map_or_else(|| "?".to_string(), |a| a.to_string());
+    if let Some(client) = client {
+        if !door.allow.admits(client.ip()) {
+            forbidden(request, &shown, "not in the input's allow list");
             return None;
         }
     }
     let path = request.url().split('?').next().unwrap_or("");
     if path == "/ping" {
-        return Some(request);
+        return Some((request, shown));
     }
     let authorization =
         request.headers().iter().find(|h| h.field.equiv("Authorization")).map(|h| h.value.as_str().to_string());
     let verdict = auth::check(&door.auth, authorization.as_deref(), request.url());
     let message = match verdict {
-        Verdict::Allowed => return Some(request),
+        Verdict::Allowed => return Some((request, shown)),
         Verdict::Missing => "unable to parse authentication credentials",
         Verdict::Wrong => "authorization failed",
     };
@@ -187,11 +211,10 @@ enum Reply {
     Json(u16, String),
 }
 
-fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &InputStats) {
+fn handle_http(mut request: tiny_http::Request, peer: &str, tx: &Sender<Input>, stats: &InputStats) {
     let url = request.url().to_string();
     let path = url.split('?').next().unwrap_or("").to_string();
     let method = request.method().clone();
-    let peer = request.remote_addr().map(|a| a.to_string()).unwrap_or_else(|| "?".into());
     let result = match (&method, path.as_str()) {
         (tiny_http::Method::Get | tiny_http::Method::Head, "/ping") => {
             let _ = request.respond(empty_response(204));
@@ -202,10 +225,8 @@ fn handle_http(mut request: tiny_http::Request, tx: &Sender<Input>, stats: &Inpu
             let _ = request.respond(json_response(200, r#"{"results":[{"statement_id":0}]}"#.into()));
             return;
         }
-        (tiny_http::Method::Post, "/write") => {
-            write_influx(&mut request, &url, tx, stats, &peer).map(|()| Reply::Empty)
-        }
-        (tiny_http::Method::Post, "/api/put") => put_opentsdb(&mut request, &url, tx, stats, &peer),
+        (tiny_http::Method::Post, "/write") => write_influx(&mut request, &url, tx, stats, peer).map(|()| Reply::Empty),
+        (tiny_http::Method::Post, "/api/put") => put_opentsdb(&mut request, &url, tx, stats, peer),
         _ => Err((404, format!("unknown path {path} (expected POST /write or POST /api/put)"))),
     };
     let response = match result {

@@ -168,6 +168,29 @@ fn tls_auth_and_allow_refuse_at_the_door_and_let_the_right_clients_in() {
     let log = agent.log();
     assert!(log.contains("not a TLS client"), "{log}");
     assert!(log.contains("not in the input's allow list"), "{log}");
+    // A 401 behind the TLS front names the client's address (it said "a TLS client").
+    for why in ["unable to parse authentication credentials (answered 401)", "authorization failed (answered 401)"] {
+        assert!(log.lines().any(|l| l.contains("http input: refused 127.0.0.1:") && l.contains(why)), "{why}:\n{log}");
+    }
+    // The plain port behind the front answers only the front's connections: a local client that
+    // skips TLS is refused even with good credentials.
+    let inner = log
+        .lines()
+        .find_map(|l| l.split("serves its clients through 127.0.0.1:").nth(1))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|port| port.parse::<u16>().ok())
+        .expect("the inner port in the log");
+    let (status, body) = curl(
+        &format!("http://127.0.0.1:{inner}/write?db=x"),
+        &certs.ca,
+        &["-u", "alice:s3cr3t-pw"],
+        &format!("door_inner v=5 {t}000000000"),
+    );
+    assert_eq!(status, 403, "{body}");
+    wait_for(Duration::from_secs(15), "the inner refusal logged", || {
+        agent.log().contains("reached the HTTPS input's inner port without TLS").then_some(())
+    });
+    assert!(influx.points("door_inner_v").is_empty(), "a request that skipped TLS arrived");
     for secret in ["s3cr3t-pw", "tok-0123456789"] {
         assert!(!log.contains(secret), "a secret in the log:\n{log}");
     }
