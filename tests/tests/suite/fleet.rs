@@ -239,6 +239,71 @@ fn an_agents_points_leave_the_relay_with_exactly_the_agents_tags_and_the_relays_
     assert_eq!(values, [[(1_700_000_000, Some(7.0))], [(1_700_000_000, Some(8.0))], [(1_700_000_000, Some(9.0))]]);
 }
 
+/// A relay forwarding to another relay (`tsdtype: PuyPuy` on a relay) passes an agent's points on as
+/// they came: the last relay stores them with exactly the agent's tags, none of either relay's. The
+/// middle relay's own points leave with its tags, none of the last one's.
+#[test]
+fn through_two_relays_an_agents_points_keep_exactly_the_agents_tags() {
+    use puypuy_common::client::SenderClient;
+    let certs_dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certificates(certs_dir.path());
+    let influx = Influx::start(false);
+    let (mid_port, last_port) = (free_port(), free_port());
+    let last = Agent::new(
+        "cluster_name: lastcluster\nlocation: lastloc\nself_metrics: no",
+        &format!("{}\n[Tags]\nowner = last-team\n", relay_config(&influx, &certs, last_port, "")),
+    );
+    let _last = start_relay(&last);
+    let mid = Agent::new(
+        "cluster_name: midcluster\nlocation: midloc\nself_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{last_port}\nca_file = {ca}\ntoken = tok-new-222\n\n[Relay]\ntls_cert = {}\ntls_key = {}\nframes_listen = {mid_port}\ntokens = tok-mid\n\n[Tags]\nmid = m1\n",
+            certs.server_cert.display(),
+            certs.server_key.display(),
+            ca = certs.ca.display(),
+        ),
+    );
+    let _mid = start_relay(&mid);
+    let agent = Agent::new(
+        "location:\nself_metrics: no",
+        &format!(
+            "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{mid_port}\nca_file = {}\ntoken = tok-mid\n",
+            certs.ca.display()
+        ),
+    );
+    let _agent_shipper = agent.start_shipper();
+    for (socket, name, value) in [(agent.socket(), "fleet_chain_agent", 1), (mid.socket(), "fleet_chain_mid", 2)] {
+        let client = SenderClient::start(&socket, "chain-check", 10);
+        client.send(vec![Point::int(name, 1_700_000_000, value, "chaincheck")]);
+        assert!(client.flush(Duration::from_secs(60)), "{name}: not taken");
+    }
+    let host = Agent::host();
+    let expected = [
+        (
+            "fleet_chain_agent",
+            format!("fleet_chain_agent,cluster=testcluster,group=testgroup,host={host},type=chaincheck"),
+        ),
+        (
+            "fleet_chain_mid",
+            format!(
+                "fleet_chain_mid,cluster=midcluster,group=testgroup,host={host},location=midloc,mid=m1,type=chaincheck"
+            ),
+        ),
+    ];
+    for (measurement, key) in expected {
+        let keys = wait_for(Duration::from_secs(60), measurement, || {
+            let keys = series_keys(&influx, measurement);
+            (!keys.is_empty()).then_some(keys)
+        });
+        assert_eq!(keys, [key], "{measurement}");
+    }
+    let values: Vec<_> = ["fleet_chain_agent", "fleet_chain_mid"]
+        .iter()
+        .map(|m| influx.points(m).into_iter().map(|p| (p.0, p.1.as_i64())).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(values, [[(1_700_000_000, Some(1))], [(1_700_000_000, Some(2))]]);
+}
+
 /// `tls = False` on the agent: plain TCP, refused by a TLS `frames_listen` (nothing it sends is
 /// taken; the agent keeps its points), accepted by a plain one (`frames_tls = False`), which in turn
 /// refuses an agent speaking TLS.
