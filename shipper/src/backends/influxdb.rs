@@ -15,33 +15,38 @@ use puypuy_common::{Point, Value};
 
 use crate::tags::HostTags;
 
-/// For each byte: true when it can be copied as is (printable ASCII, not one of `specials`).
-const fn plain_table(specials: &[u8]) -> [bool; 256] {
-    let mut table = [false; 256];
-    let mut b = 0x20;
-    while b < 0x7f {
-        table[b] = true;
-        b += 1;
-    }
-    let mut i = 0;
-    while i < specials.len() {
-        table[specials[i] as usize] = false;
-        i += 1;
-    }
-    table
+/// The bytes to escape in one part of a line, and for each byte whether it can be copied as is
+/// (printable ASCII, not one of them).
+struct Specials {
+    bytes: &'static [u8],
+    plain: [bool; 256],
 }
 
-const MEASUREMENT: &[u8] = b", ";
-const TAG: &[u8] = b",= ";
-const PLAIN_MEASUREMENT: [bool; 256] = plain_table(MEASUREMENT);
-const PLAIN_TAG: [bool; 256] = plain_table(TAG);
+impl Specials {
+    const fn new(bytes: &'static [u8]) -> Specials {
+        let mut plain = [false; 256];
+        let mut b = 0x20;
+        while b < 0x7f {
+            plain[b] = true;
+            b += 1;
+        }
+        let mut i = 0;
+        while i < bytes.len() {
+            plain[bytes[i] as usize] = false;
+            i += 1;
+        }
+        Specials { bytes, plain }
+    }
+}
+
+const MEASUREMENT: Specials = Specials::new(b", ");
+const TAG: Specials = Specials::new(b",= ");
 
 /// Appends `s` escaped. Most names and tags are plain printable ASCII without specials: those are
 /// copied in one go; only the others are walked character by character.
-fn escape(out: &mut Vec<u8>, s: &str, specials: &[u8]) {
-    let plain = if specials == MEASUREMENT { &PLAIN_MEASUREMENT } else { &PLAIN_TAG };
+fn escape(out: &mut Vec<u8>, s: &str, specials: &Specials) {
     let bytes = s.as_bytes();
-    if bytes.iter().all(|&b| plain[b as usize]) && bytes.last() != Some(&b'\\') {
+    if bytes.iter().all(|&b| specials.plain[b as usize]) && bytes.last() != Some(&b'\\') {
         out.extend_from_slice(bytes);
         return;
     }
@@ -51,7 +56,7 @@ fn escape(out: &mut Vec<u8>, s: &str, specials: &[u8]) {
             out.push(b'_');
             continue;
         }
-        if c.is_ascii() && specials.contains(&(c as u8)) {
+        if c.is_ascii() && specials.bytes.contains(&(c as u8)) {
             out.push(b'\\');
         }
         let mut buf = [0u8; 4];
@@ -64,17 +69,20 @@ pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
     let mut numbers = itoa::Buffer::new();
     let tag = |out: &mut Vec<u8>, k: &str, v: &str| {
         out.push(b',');
-        escape(out, k, TAG);
+        escape(out, k, &TAG);
         out.push(b'=');
-        escape(out, v, TAG);
+        escape(out, v, &TAG);
     };
     // The host-wide tags escaped once per batch.
     let host = host.encoded(tag);
+    // The points of a batch mostly share their timestamp: written once.
+    let mut timestamp = itoa::Buffer::new();
+    let mut last: Option<(u64, &str)> = None;
     for p in points {
         if !p.value.is_finite() || p.name.is_empty() {
             continue;
         }
-        escape(out, &p.name, MEASUREMENT);
+        escape(out, &p.name, &MEASUREMENT);
         host.write(p, out, tag);
         out.extend_from_slice(b" value=");
         match p.value {
@@ -87,7 +95,12 @@ pub fn encode(points: &[Point], host: &HostTags, out: &mut Vec<u8>) {
             }
         }
         out.push(b' ');
-        out.extend_from_slice(numbers.format(p.timestamp).as_bytes());
+        let text = match last {
+            Some((t, text)) if t == p.timestamp => text,
+            _ => timestamp.format(p.timestamp),
+        };
+        out.extend_from_slice(text.as_bytes());
+        last = Some((p.timestamp, text));
         out.push(b'\n');
     }
 }
@@ -128,6 +141,16 @@ mod tests {
     }
 
     #[test]
+    fn each_line_has_its_own_timestamp_when_they_change_within_a_batch() {
+        let points: Vec<Point> = [5, 5, 17, 5, 1700000000].iter().map(|&t| Point::int("m", t, 1, "")).collect();
+        let mut out = Vec::new();
+        encode(&points, &HostTags::empty(), &mut out);
+        let stamps: Vec<String> =
+            String::from_utf8(out).unwrap().lines().map(|l| l.rsplit(' ').next().unwrap_or("").to_string()).collect();
+        assert_eq!(stamps, ["5", "5", "17", "5", "1700000000"]);
+    }
+
+    #[test]
     fn escapes_per_spec() {
         let points = vec![Point::int("my m,x=1", 1, 1, "t").with_tag("k ey", "a,b=c d").with_tag("nl", "x\ny\\")];
         let mut out = Vec::new();
@@ -155,11 +178,11 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn fast_path_escapes_like_the_slow_one(s in "(?s).{0,24}", plain in "[a-zA-Z0-9_.\\\\-]{0,24}") {
-            for specials in [MEASUREMENT, TAG] {
+            for specials in [&MEASUREMENT, &TAG] {
                 for text in [&s, &plain] {
                     let mut out = Vec::new();
                     escape(&mut out, text, specials);
-                    proptest::prop_assert_eq!(out, escape_slowly(text, specials));
+                    proptest::prop_assert_eq!(out, escape_slowly(text, specials.bytes));
                 }
             }
         }
