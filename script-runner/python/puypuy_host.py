@@ -144,10 +144,11 @@ class Module(object):
                     result = getattr(check, 'local_vars', None)
                     raise
                 finally:
+                    stamp_of = getattr(result, 'stamp_of', lambda entry: None)
                     for entry in result if isinstance(result, list) else []:
                         if isinstance(entry, dict):
                             entry.setdefault('host', runtime.hostname)
-                        collector.add(entry)
+                        collector.add(entry, stamp_of(entry))
             else:
                 for fn in self.functions:
                     getattr(self.module, fn)()

@@ -34,19 +34,78 @@ def current_module():
 
 
 class Collector(object):
-    """The points one module made in one cycle, and the values it gave that are not sent."""
+    """The points one module made in one cycle, and the values it gave that are not sent.
+
+    int() and float() of a rate not known yet (a first sample, a counter that went backwards) must
+    give a number, and Python makes that an exact int or float, so it cannot carry a mark: they
+    give 0 and count the call here (`no_rate_numbers`). A point whose value is 0 made after such a
+    call (`stamp`: the count when the point was made) is then not sent, one per call: `int(rate)`,
+    `float(rate) / 1024` and `round(float(rate), 2)` are all 0. A zero made before the call is sent.
+    """
 
     def __init__(self, module):
         self.module = module
         self.points = []
         self.dropped = []  # (metric name, why)
+        self.no_rate_numbers = 0
+        self._used = 0
+        self.first_samples = 0
 
-    def add(self, entry):
+    def add(self, entry, stamp=None):
         point, why = to_point(entry)
         if point is not None:
+            if stamp is None:
+                stamp = self.no_rate_numbers
+            if point['v'] == 0 and not point['r'] and stamp > self._used:
+                self._used += 1
+                self.first_samples += 1
+                return
             self.points.append(point)
         elif why is not None:
             self.dropped.append((str(entry.get('name', '')), why))
+        else:
+            self.first_samples += 1
+
+
+class PointList(list):
+    """CheckBase.local_vars: a list that notes, for each dict appended, how many no-rate numbers
+    its module had made by then (see Collector)."""
+
+    def __init__(self, *args):
+        list.__init__(self, *args)
+        self.stamps = {}
+        for entry in self:
+            self._stamp(entry)
+
+    def _stamp(self, entry):
+        self.stamps[id(entry)] = collector().no_rate_numbers
+
+    def append(self, entry):
+        self._stamp(entry)
+        list.append(self, entry)
+
+    def insert(self, index, entry):
+        self._stamp(entry)
+        list.insert(self, index, entry)
+
+    def extend(self, entries):
+        entries = list(entries)
+        for entry in entries:
+            self._stamp(entry)
+        list.extend(self, entries)
+
+    def __iadd__(self, entries):
+        self.extend(entries)
+        return self
+
+    def stamp_of(self, entry):
+        return self.stamps.get(id(entry))
+
+
+def no_rate_number(zero):
+    """int() or float() of a rate not known yet: counted for this thread's module, and 0."""
+    collector().no_rate_numbers += 1
+    return zero
 
 
 def collector():

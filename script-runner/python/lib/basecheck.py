@@ -28,7 +28,7 @@ class CheckBase(object):
         self.host_group = _self('host_group')
         self.location = _self('location')
         self.timestamp = _runtime.tick
-        self.local_vars = []
+        self.local_vars = _runtime.PointList()
 
     def info(self):
         for t in self.local_vars:
@@ -38,7 +38,7 @@ class CheckBase(object):
         pass
 
     def runcheck(self):
-        self.local_vars = []
+        self.local_vars = _runtime.PointList()
         self.precheck()
         for k in self.local_vars:
             if isinstance(k, dict) and 'host' not in k:

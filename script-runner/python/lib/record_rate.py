@@ -10,7 +10,9 @@ rate (`r * 8`, `r / 1024`, `-r`, `round(r, 2)`, the sum or difference of two rat
 (int(), float(), comparisons, a ratio of two rates, adding a constant) uses the rate this host
 computes itself from the same samples, kept in the state file so that it survives a restart too;
 where that is not known yet (a first sample) the result is a value that is not sent (no point),
-comparisons are False, int() and float() give 0: none of them raises.
+comparisons are False, int() and float() give 0: none of them raises. That 0 is counted for the
+module's cycle, and a point of value 0 the module makes after it is not sent (lib._runtime.Collector):
+`int(rate)` shipped on a first sample gives no point, not a false 0.
 
 record_value_delta(key, value) and GetPrevValue.return_last_value(key, value) are computed here
 (no point for a first sample, or a delta that went negative). The state file also keeps
@@ -171,10 +173,10 @@ class RateValue(object):
         return RateValue(None, value)
 
     def __float__(self):
-        return float(self.local) if self.local is not None else 0.0
+        return float(self.local) if self.local is not None else _runtime.no_rate_number(0.0)
 
     def __int__(self):
-        return int(self.local) if self.local is not None else 0
+        return int(self.local) if self.local is not None else _runtime.no_rate_number(0)
 
     __index__ = __int__
 

@@ -110,6 +110,83 @@ class Rates(unittest.TestCase):
             self.assertNotIn('dropped', lib.sharedvars.last_value)
 
 
+class NoFalseZero(unittest.TestCase):
+    """int() and float() of a rate not known yet give 0; a point made from them is not sent
+    (regression: the module shipped that 0 as if the rate were 0)."""
+
+    def setUp(self):
+        lib.record_rate.last_value.clear()
+        runtime.current.collector = runtime.Collector('check_t')
+
+    def tearDown(self):
+        runtime.current.collector = None
+
+    def cycle(self, counter, ts, make):
+        """One class-style cycle: `make(rate, local_vars)` appends the module's dicts."""
+        import lib.basecheck
+        collector = runtime.Collector('check_t')
+        runtime.current.collector = collector
+
+        class Check(lib.basecheck.CheckBase):
+            def precheck(self):
+                make(self.rate.record_value_rate('k', counter, ts), self.local_vars)
+
+        result = Check().runcheck()
+        for entry in result:
+            collector.add(entry, result.stamp_of(entry))
+        return [(p['n'], p['v'], p['r']) for p in collector.points]
+
+    def entry(self, name, value):
+        return {'name': name, 'timestamp': 1, 'value': value, 'check_type': 't'}
+
+    def test_each_pattern_of_the_old_modules_gives_no_point_first_and_the_rate_then(self):
+        def make(rate, out):
+            out.append(self.entry('direct', rate))
+            out.append(self.entry('as_int', int(rate)))
+            out.append(self.entry('as_float', float(rate)))
+            out.append(self.entry('kib', rate / 1024))
+            out.append(self.entry('rounded', round(rate, 2)))
+            out.append(self.entry('float_kib', round(float(rate) / 1024, 2)))
+            if rate >= 0:
+                out.append(self.entry('compared', rate))
+        self.assertEqual(self.cycle(1000, 10, make), [('direct', 1000.0, True), ('kib', 1000 / 1024, True),
+                                                      ('rounded', 1000.0, True)])
+        self.assertEqual(self.cycle(21480, 20, make), [
+            ('direct', 21480.0, True), ('as_int', 2048, False), ('as_float', 2048.0, False),
+            ('kib', 21480 / 1024, True), ('rounded', 21480.0, True), ('float_kib', 2.0, False),
+            ('compared', 21480.0, True)])
+
+    def test_a_zero_made_before_the_conversion_is_sent(self):
+        def make(rate, out):
+            out.append(self.entry('real_zero', 0))
+            value = int(rate)
+            out.append(self.entry('other', 5))
+            out.append(self.entry('as_int', value))
+            out.append(self.entry('later_zero', 0))
+        self.assertEqual(self.cycle(1000, 10, make), [('real_zero', 0, False), ('other', 5, False),
+                                                      ('later_zero', 0, False)])
+
+    def test_a_comparison_is_not_a_conversion(self):
+        def make(rate, out):
+            if rate > 5 or rate == 0:
+                out.append(self.entry('never', 1))
+            out.append(self.entry('real_zero', 0))
+        self.assertEqual(self.cycle(1000, 10, make), [('real_zero', 0, False)])
+
+    def test_function_style_gen_data_and_a_backwards_counter(self):
+        import lib.pushdata
+        ValueRate().record_value_rate('f', 500, 10)
+        for counter, ts, expected in ((100, 20, []), (300, 30, [('f', 20, False)])):
+            collector = runtime.Collector('check_t')
+            runtime.current.collector = collector
+            jsondata = lib.pushdata.JonSon()
+            jsondata.create_data()
+            rate = ValueRate().record_value_rate('f', counter, ts)
+            jsondata.gen_data('f', ts, int(rate), 'me.example', 't', '')
+            jsondata.put_json()
+            self.assertEqual([(p['n'], p['v'], p['r']) for p in collector.points], expected)
+
+
 class GetConfig(unittest.TestCase):
     def test_getparam_booleans_strings_and_missing_keys(self):
         self.assertIs(lib.getconfig.getparam('Redis', 'auth'), True)
