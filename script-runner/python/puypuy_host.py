@@ -5,17 +5,24 @@ Protocol with the runner (one JSON object per line):
   runner -> host, on stdin:  {"cmd": "init", "config": {...}, "hostname": ..., "checks_dir": ...,
                               "state_file": ..., "import_timeout": s, "skip": [module names]}
                              {"cmd": "cycle", "tick": T}
+                             {"cmd": "ping", "id": N}
   host -> runner, on the protocol descriptor (the original stdout):
                              {"ev": "loaded", "module": M, "style": "class"|"function"}
                              {"ev": "import_error", "module": M, "file": F, "reason": R}
                              {"ev": "ready"}
                              {"ev": "result", "module": M, "tick": T, "points": [...],
                               "dropped": [[name, why]], "error": null|text, "seconds": s}
+                             {"ev": "result", ..., "still_running": true, "cpu": s}
+                             {"ev": "pong", "id": N, "busy": [[module, cpu seconds]]}
                              {"ev": "log", "level": L, "module": M, "text": X}
 Descriptor 1 is pointed at descriptor 2 before any module is imported, and sys.stdout/sys.stderr
 are replaced by writers that turn what a module prints into "log" events: nothing a module prints
 can reach the protocol. Each module's cycle runs in a thread of its own, so a slow one never delays
-the others' results; one that hangs is the runner's to stop (it restarts this process).
+the others' results, and the main thread never waits for them: it answers a ping at once, and a
+module whose thread has not ended is not started again (its result says still_running). Python
+threads cannot be stopped, so a hung module's thread is left to end on its own; the runner restarts
+this process only when it does not answer, when a hung thread burns CPU (the CPU seconds of each
+busy thread are in the pong and in still_running results), or when most modules hang.
 """
 
 import datetime
@@ -123,6 +130,21 @@ class Module(object):
             self.check = None
         self.functions = sorted(n for n in dir(module) if n.startswith('run_') and callable(getattr(module, n)))
         self.thread = None
+
+    def cpu_seconds(self):
+        """CPU time of this module's running thread (Linux: /proc/self/task/TID/stat), or 0."""
+        tid = getattr(self.thread, 'native_id', None)
+        if tid is None:
+            return 0.0
+        try:
+            with open('/proc/self/task/%d/stat' % tid) as f:
+                fields = f.read().rsplit(')', 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / float(os.sysconf('SC_CLK_TCK'))
+        except (OSError, ValueError, IndexError):
+            return 0.0
+
+    def busy(self):
+        return self.thread is not None and self.thread.is_alive()
 
     @property
     def style(self):
@@ -257,22 +279,21 @@ def main():
     send({'ev': 'ready'})
     for line in stdin:
         command = json.loads(line)
+        if command.get('cmd') == 'ping':
+            send({'ev': 'pong', 'id': command.get('id', 0),
+                  'busy': [[m.name, m.cpu_seconds()] for m in modules if m.busy()]})
+            continue
         if command.get('cmd') != 'cycle':
             continue
         tick = int(command['tick'])
         runtime.tick = tick
-        threads = []
         for m in modules:
-            if m.thread is not None and m.thread.is_alive():
+            if m.busy():
                 send({'ev': 'result', 'module': m.name, 'tick': tick, 'points': [], 'dropped': [],
-                      'error': None, 'still_running': True, 'seconds': 0})
+                      'error': None, 'still_running': True, 'cpu': m.cpu_seconds(), 'seconds': 0})
                 continue
             m.thread = threading.Thread(target=m.run, args=(tick,), name=m.name, daemon=True)
             m.thread.start()
-            threads.append(m.thread)
-        for t in threads:
-            t.join()
-        send({'ev': 'cycle_done', 'tick': tick})
 
 
 if __name__ == '__main__':

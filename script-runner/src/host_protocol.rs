@@ -25,8 +25,9 @@ pub enum HostEvent {
     Result(ModuleResult),
     /// A line for the log: a module's print, a `puylogger` or `print_error` call.
     Log { level: String, module: String, text: String },
-    /// Every module of the cycle answered.
-    CycleDone { tick: u64 },
+    /// The answer to a ping: the host's main thread runs. `busy` holds each module whose thread
+    /// has not ended, with that thread's CPU seconds.
+    Pong { id: u64, busy: Vec<(String, f64)> },
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -41,6 +42,9 @@ pub struct ModuleResult {
     /// Its previous cycle had not ended yet, so it was not started.
     #[serde(default)]
     pub still_running: bool,
+    /// With `still_running`: the CPU seconds its thread has used.
+    #[serde(default)]
+    pub cpu: f64,
     pub seconds: f64,
 }
 
@@ -119,6 +123,9 @@ mod tests {
         assert!(parse_event("hello from a module").is_err());
         assert!(parse_event(r#"{"ev":"nonsense"}"#).is_err());
         assert_eq!(parse_event(r#"{"ev":"ready"}"#), Ok(HostEvent::Ready));
-        assert_eq!(parse_event(r#"{"ev":"cycle_done","tick":3}"#), Ok(HostEvent::CycleDone { tick: 3 }));
+        assert_eq!(
+            parse_event(r#"{"ev":"pong","id":3,"busy":[["check_hang",0.01]]}"#),
+            Ok(HostEvent::Pong { id: 3, busy: vec![("check_hang".to_string(), 0.01)] })
+        );
     }
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use puypuy_common::config::Config;
 use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
@@ -198,17 +198,34 @@ fn settings_of(
     }))
 }
 
-/// The Python thread: runs the modules at each tick, restarts the host on SIGHUP.
+/// The Python thread: starts the modules' cycle at each tick and ships their points as they come,
+/// without waiting for a slow one; restarts the host on SIGHUP. Ends when the ticks end (`--once`,
+/// stop) and every module started has answered or reached its deadline.
 fn python_loop(first: HostSettings, rx: crossbeam_channel::Receiver<PythonMessage>, producer: &Producer, once: bool) {
-    let mut supervisor = Supervisor::new(first);
+    let mut supervisor = Supervisor::new(first, !once);
     supervisor.ensure_started();
-    while let Ok(message) = rx.recv() {
-        match message {
-            PythonMessage::Tick(tick) => supervisor.cycle(tick, !once, &mut |points| producer.emit(points)),
-            PythonMessage::Reload(settings) => {
-                supervisor.reload(*settings);
-                supervisor.ensure_started();
-            }
+    let emit = &mut |points: Vec<puypuy_common::Point>| producer.emit(points);
+    let mut ticks = rx;
+    let mut ticks_open = true;
+    while ticks_open || supervisor.busy() {
+        let events = supervisor.events();
+        let wait = supervisor
+            .next_deadline()
+            .map_or(Duration::from_secs(3600), |d| d.saturating_duration_since(Instant::now()));
+        crossbeam_channel::select! {
+            recv(ticks) -> message => match message {
+                Ok(PythonMessage::Tick(tick)) => supervisor.start_cycle(tick),
+                Ok(PythonMessage::Reload(settings)) => {
+                    supervisor.reload(*settings);
+                    supervisor.ensure_started();
+                }
+                Err(_) => {
+                    ticks_open = false;
+                    ticks = crossbeam_channel::never();
+                }
+            },
+            recv(events) -> event => supervisor.on_event(event.ok().flatten(), emit),
+            default(wait) => supervisor.check_deadlines(emit),
         }
     }
 }

@@ -7,10 +7,12 @@
 //! since the host is restarted then) and runs each module's cycle in a thread of its own, sending
 //! each module's result as soon as it is done, so a slow module never delays the others' points.
 //!
-//! What the host cannot do for itself, this side does: a module still running at the cycle's
-//! deadline (`script_timeout_seconds`) is reported and the host is killed (its whole process group)
-//! and started again — Python threads cannot be stopped; a host that dies or stops answering is
-//! restarted too. The host writes the protocol on a descriptor of its own; what modules print goes
+//! What the host cannot do for itself, this side does. A module still running at the cycle's
+//! deadline (`script_timeout_seconds`) is reported, its points of that cycle are not sent, and it
+//! is not started again until its thread ends: Python threads cannot be stopped, and killing the
+//! host would cost every module its connections. The host itself (its whole process group) is
+//! killed and started again only when it dies, does not answer a ping, has a hung thread that
+//! burns CPU (it would slow every module), or when more than half of the modules hang. The host writes the protocol on a descriptor of its own; what modules print goes
 //! to the log (see [`crate::host_protocol`]). Rate state lives in the shipper (rate-style points)
 //! and in a state file in `tmpdir`, so a restart loses none.
 
@@ -169,6 +171,8 @@ impl Host {
 pub struct Supervisor {
     settings: HostSettings,
     host: Option<Host>,
+    /// Restart a host that had to be killed at once (not with `--once`).
+    restart: bool,
     /// Modules the running host loaded.
     loaded: Vec<String>,
     /// Import errors already logged (again only after a SIGHUP).
@@ -180,23 +184,55 @@ pub struct Supervisor {
     /// Why the host could not start, logged once until it starts.
     start_failure: Option<String>,
     last_stderr: Option<Receiver<String>>,
+    /// The latest cycle's tick.
+    tick: u64,
+    /// Modules whose cycle has not answered yet, and by when it must.
+    pending: HashMap<String, Pending>,
+    /// Modules whose thread outlived its deadline: left to end on their own, not started meanwhile.
+    hung: HashMap<String, Hung>,
+    ping_id: u64,
     pub restarts: u64,
 }
+
+/// A module's cycle not answered yet.
+struct Pending {
+    tick: u64,
+    started: Instant,
+    deadline: Instant,
+}
+
+/// A hung module's thread: its CPU seconds when last seen, to tell waiting from spinning.
+struct Hung {
+    cpu: f64,
+    seen: Instant,
+}
+
+/// How long a host whose modules hang gets to answer a ping before it is taken for hung itself.
+const PING_GRACE: Duration = Duration::from_secs(2);
+/// A hung thread using at least this share of one CPU is spinning, and slows every module.
+const SPINNING_SHARE: f64 = 0.5;
 
 /// How long the host gets per module to import, and for the whole start beyond that.
 const START_GRACE: Duration = Duration::from_secs(5);
 
 impl Supervisor {
-    pub fn new(settings: HostSettings) -> Supervisor {
+    /// With `restart`, a host that had to be killed is started again at once, so that the next
+    /// cycle finds the modules imported (`--once` does not).
+    pub fn new(settings: HostSettings, restart: bool) -> Supervisor {
         Supervisor {
             settings,
             host: None,
+            restart,
             loaded: Vec::new(),
             import_errors: HashSet::new(),
             failing: HashSet::new(),
             dropped_logged: HashSet::new(),
             start_failure: None,
             last_stderr: None,
+            tick: 0,
+            pending: HashMap::new(),
+            hung: HashMap::new(),
+            ping_id: 0,
             restarts: 0,
         }
     }
@@ -214,6 +250,8 @@ impl Supervisor {
             host.kill(&self.settings.groups);
         }
         self.loaded.clear();
+        self.pending.clear();
+        self.hung.clear();
     }
 
     /// Starts the host when it is not running; `false` when there is nothing to run.
@@ -285,78 +323,241 @@ impl Supervisor {
         }
     }
 
-    /// One cycle: every loaded module's points, handed to `emit` module by module as they come.
-    /// With `restart`, a host that had to be killed is started again at once, so that the next
-    /// cycle finds the modules imported.
-    pub fn cycle(&mut self, tick: u64, restart: bool, emit: &mut dyn FnMut(Vec<Point>)) {
+    /// Starts a cycle: the host runs every module not hung. Their points come as events
+    /// ([`Supervisor::on_event`]); [`Supervisor::check_deadlines`] handles those that do not.
+    /// Nothing here waits for a module, so a slow or hung one never delays the others' points nor
+    /// the next cycle.
+    pub fn start_cycle(&mut self, tick: u64) {
         if !self.ensure_started() {
             return;
         }
         let Some(host) = self.host.as_mut() else { return };
         let command = format!("{{\"cmd\":\"cycle\",\"tick\":{tick}}}\n");
-        let deadline = Instant::now() + self.settings.timeout;
-        let mut waiting: HashSet<String> = self.loaded.iter().cloned().collect();
-        let mut broken = host.stdin.write_all(command.as_bytes()).err().map(|e| format!("cannot write to it: {e}"));
-        let events = host.events.clone();
-        let mut results = Vec::new();
-        let mut logs = Vec::new();
-        while broken.is_none() {
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match events.recv_timeout(wait) {
-                Ok(Some(HostEvent::Result(r))) if r.tick == tick => {
-                    waiting.remove(&r.module);
-                    results.push(r);
+        if let Err(e) = host.stdin.write_all(command.as_bytes()) {
+            let why = format!("the Python host crashed (cannot write to it: {e}){}", self.stderr_tail());
+            self.restart_host(&why);
+            return;
+        }
+        self.tick = tick;
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout;
+        for module in &self.loaded {
+            // A module still running from an earlier cycle keeps that cycle's deadline.
+            if !self.hung.contains_key(module) {
+                self.pending.entry(module.clone()).or_insert(Pending { tick, started, deadline });
+            }
+        }
+    }
+
+    /// The host's events, for a `select!` beside the ticks (nothing while no host runs).
+    pub fn events(&self) -> Receiver<Option<HostEvent>> {
+        self.host.as_ref().map_or_else(crossbeam_channel::never, |h| h.events.clone())
+    }
+
+    /// When the earliest module not answered yet reaches its deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.deadline).min()
+    }
+
+    /// Modules of a started cycle have not answered yet.
+    pub fn busy(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// One event from [`Supervisor::events`]: `None` when the host ended.
+    pub fn on_event(&mut self, event: Option<HostEvent>, emit: &mut dyn FnMut(Vec<Point>)) {
+        match event {
+            Some(event) => self.take(event, emit),
+            None => {
+                let why = format!("the Python host crashed (it ended){}", self.stderr_tail());
+                self.restart_host(&why);
+            }
+        }
+    }
+
+    fn take(&mut self, event: HostEvent, emit: &mut dyn FnMut(Vec<Point>)) {
+        match event {
+            HostEvent::Result(r) => {
+                let points = self.result(r);
+                if !points.is_empty() {
+                    emit(points);
                 }
-                Ok(Some(HostEvent::CycleDone { tick: done })) if done == tick => break,
-                Ok(Some(HostEvent::Log { level, module, text })) => logs.push((level, module, text)),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(RecvTimeoutError::Disconnected) => broken = Some("it ended".to_string()),
-                Err(RecvTimeoutError::Timeout) => break,
             }
-            // Log and ship as results arrive: a slow module does not hold the others' points.
-            for (level, module, text) in logs.drain(..) {
-                log_line(&level, &module, &text);
-            }
-            for r in results.drain(..) {
-                let points = self.points_of(r);
-                emit(points);
-            }
+            HostEvent::Log { level, module, text } => log_line(&level, &module, &text),
+            // A pong come too late, events of the start.
+            _ => {}
         }
-        let mut kill = false;
-        if let Some(why) = broken {
-            log::error!(
-                "the Python host crashed ({why}){}; restarting it ({} modules lost this cycle)",
-                self.stderr_tail(),
-                waiting.len()
-            );
-            kill = true;
-        } else if !waiting.is_empty() {
-            let mut names: Vec<&String> = waiting.iter().collect();
-            names.sort();
-            for name in &names {
-                log::warn!(
-                    "python module {name}: still running after {:?} (script_timeout_seconds); stopped by restarting the Python host",
-                    self.settings.timeout
+    }
+
+    fn result(&mut self, r: ModuleResult) -> Vec<Point> {
+        let module = r.module.clone();
+        if r.still_running {
+            if self.hung.contains_key(&module) {
+                return self.hung_again(r);
+            }
+            // Slow, not yet at its deadline: not started again, like a script.
+            log::debug!("python module {module}: still running from an earlier cycle; not started at {}", r.tick);
+            return Vec::new();
+        }
+        let answered = match self.pending.get(&module) {
+            Some(p) => p.tick == r.tick,
+            None => r.tick == self.tick && !self.hung.contains_key(&module),
+        };
+        if !answered {
+            // The late result of a hung cycle: its deadline passed, so its points are not sent.
+            if self.hung.remove(&module).is_some() {
+                log::info!(
+                    "python module {module}: its hung cycle of {} ended; it runs again from the next cycle",
+                    r.tick
                 );
-                emit(self_metrics(name, tick, self.settings.timeout.as_secs_f64(), 1, 0, -1));
             }
-            kill = true;
+            return Vec::new();
         }
-        if kill {
-            self.stop();
-            self.restarts += 1;
-            if restart {
-                self.ensure_started();
+        self.pending.remove(&module);
+        self.points_of(r)
+    }
+
+    /// A hung module's cycle, one period later: a timeout again (logged once, when it began), and
+    /// a restart of the host when its thread burns CPU.
+    fn hung_again(&mut self, r: ModuleResult) -> Vec<Point> {
+        let Some(hung) = self.hung.get_mut(&r.module) else { return Vec::new() };
+        let share = (r.cpu - hung.cpu) / hung.seen.elapsed().as_secs_f64().max(0.001);
+        *hung = Hung { cpu: r.cpu, seen: Instant::now() };
+        let points = self_metrics(&r.module, r.tick, self.settings.timeout.as_secs_f64(), 1, 0, -1);
+        if share >= SPINNING_SHARE {
+            let why = format!(
+                "python module {}: hangs busy on the CPU ({:.0}% of one CPU), which only a restart of the Python host stops",
+                r.module,
+                share * 100.0
+            );
+            self.restart_host(&why);
+        }
+        points
+    }
+
+    /// Modules past their deadline (`script_timeout_seconds`). Python threads cannot be stopped,
+    /// so when the host answers a ping (its main thread runs), each is left to end on its own and
+    /// not started again until it has, and the others go on with their connections. The host is
+    /// restarted when it does not answer, when such a thread burns CPU, or when more than half of
+    /// the modules hang.
+    pub fn check_deadlines(&mut self, emit: &mut dyn FnMut(Vec<Point>)) {
+        let now = Instant::now();
+        let mut expired: Vec<String> =
+            self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(m, _)| m.clone()).collect();
+        if expired.is_empty() {
+            return;
+        }
+        expired.sort();
+        let busy = if self.restart {
+            match self.ping(emit) {
+                Ok(busy) => busy,
+                Err(why) => {
+                    self.restart_host(&why);
+                    return;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let mut spinning = None;
+        for name in expired {
+            // It may have answered while the ping was on its way.
+            let Some(p) = self.pending.remove(&name) else { continue };
+            let cpu = busy.iter().find(|(m, _)| *m == name).map_or(0.0, |(_, cpu)| *cpu);
+            log::warn!(
+                "python module {name}: still running after {:?} (script_timeout_seconds); its points of this cycle are not sent and it is not started again until it ends (a Python thread cannot be stopped); the other modules go on",
+                self.settings.timeout
+            );
+            emit(self_metrics(&name, p.tick, self.settings.timeout.as_secs_f64(), 1, 0, -1));
+            let elapsed = p.started.elapsed().as_secs_f64();
+            if cpu >= SPINNING_SHARE * elapsed {
+                spinning = Some(format!(
+                    "python module {name}: still running after {:?} and busy on the CPU ({cpu:.1} s of CPU in {elapsed:.1} s), which only a restart of the Python host stops",
+                    self.settings.timeout
+                ));
+            }
+            self.hung.insert(name, Hung { cpu, seen: Instant::now() });
+        }
+        if let Some(why) = spinning.or_else(|| self.piled_up()) {
+            if self.restart {
+                self.restart_host(&why);
+            }
+        }
+    }
+
+    /// Asks the host whether its main thread runs; its busy modules' CPU seconds, or why it must
+    /// be restarted. Results arriving meanwhile are taken as usual.
+    fn ping(&mut self, emit: &mut dyn FnMut(Vec<Point>)) -> Result<Vec<(String, f64)>, String> {
+        self.ping_id += 1;
+        let id = self.ping_id;
+        let ping = format!("{{\"cmd\":\"ping\",\"id\":{id}}}\n");
+        let Some(host) = self.host.as_mut() else { return Err("the Python host is gone".into()) };
+        if let Err(e) = host.stdin.write_all(ping.as_bytes()) {
+            return Err(format!("the Python host crashed (cannot write to it: {e}){}", self.stderr_tail()));
+        }
+        let events = host.events.clone();
+        let deadline = Instant::now() + PING_GRACE;
+        let restarts = self.restarts;
+        loop {
+            match events.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(Some(HostEvent::Pong { id: answer, busy })) if answer == id => return Ok(busy),
+                Ok(Some(event)) => {
+                    self.take(event, emit);
+                    if self.restarts != restarts {
+                        // Restarted meanwhile (a spinning module): nothing is pending any more.
+                        return Ok(Vec::new());
+                    }
+                }
+                Ok(None) | Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("the Python host crashed (it ended){}", self.stderr_tail()))
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!(
+                        "the Python host does not answer (modules still running after {:?}, and no answer to a ping within {PING_GRACE:?})",
+                        self.settings.timeout
+                    ))
+                }
+            }
+        }
+    }
+
+    /// More than half of the loaded modules hang: a fresh host is worth the connections it costs.
+    fn piled_up(&self) -> Option<String> {
+        if self.hung.is_empty() || self.hung.len() * 2 <= self.loaded.len() {
+            return None;
+        }
+        let mut names: Vec<&str> = self.hung.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        Some(format!("{} of {} python modules hang ({})", self.hung.len(), self.loaded.len(), names.join(", ")))
+    }
+
+    /// Kills the host (its whole process group) and, with `restart`, starts it again.
+    fn restart_host(&mut self, why: &str) {
+        let lost = self.pending.len();
+        log::error!("{why}; restarting it ({lost} modules' points of this cycle lost)");
+        self.stop();
+        self.restarts += 1;
+        if self.restart {
+            self.ensure_started();
+        }
+    }
+
+    /// One whole cycle, waiting for every module's answer or deadline: what `--once` and tests use.
+    pub fn cycle(&mut self, tick: u64, emit: &mut dyn FnMut(Vec<Point>)) {
+        self.start_cycle(tick);
+        while self.busy() {
+            let events = self.events();
+            let wait = self.next_deadline().map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now()));
+            match events.recv_timeout(wait) {
+                Ok(event) => self.on_event(event, emit),
+                Err(RecvTimeoutError::Timeout) => self.check_deadlines(emit),
+                Err(RecvTimeoutError::Disconnected) => self.on_event(None, emit),
             }
         }
     }
 
     fn points_of(&mut self, r: ModuleResult) -> Vec<Point> {
-        let ModuleResult { module, tick, points: wire, dropped, error, still_running, seconds } = r;
-        if still_running {
-            log::warn!("python module {module}: still running from an earlier cycle; not started at {tick}");
-            return Vec::new();
-        }
+        let ModuleResult { module, tick, points: wire, dropped, error, seconds, .. } = r;
         let mut points = Vec::with_capacity(wire.len() + 4);
         let mut bad = dropped.len() as i64;
         let mut reasons: Vec<(String, String)> = dropped;

@@ -123,7 +123,7 @@ fn modules_of_both_styles_against_real_servers_and_broken_ones_beside_them() {
     assert_eq!(first(&influx, "good_numeric_text").1.as_i64(), Some(42));
     assert_eq!(first(&influx, "good_float").1.as_f64(), Some(7.5));
     first(&influx, "prints_ok");
-    // The hanging module is stopped at its timeout, every cycle, and the others keep shipping.
+    // The hanging module times out every cycle, alone: the others keep shipping from the same host.
     let timeouts = wait_for(Duration::from_secs(30), "two timeouts of check_hang", || {
         let t: Vec<_> = influx
             .points("puypuy_script_timeout")
@@ -133,7 +133,7 @@ fn modules_of_both_styles_against_real_servers_and_broken_ones_beside_them() {
         (t.len() >= 2).then_some(t)
     });
     let after_second_timeout = timeouts[1].0;
-    wait_for(Duration::from_secs(30), "pyproc_uptime after the host was restarted", || {
+    wait_for(Duration::from_secs(30), "pyproc_uptime after the second timeout", || {
         influx.points("pyproc_uptime").iter().any(|p| p.0 > after_second_timeout).then_some(())
     });
 
@@ -163,6 +163,7 @@ fn modules_of_both_styles_against_real_servers_and_broken_ones_beside_them() {
     assert!(log.contains("python host: {\"ev\":\"result\",\"module\":\"check_prints\"} from os.write"), "{log}");
     assert!(log.contains("python module check_pynginx: pynginx read"), "{log}");
     assert!(log.contains("python module check_hang: still running after 2s"), "{log}");
+    assert!(!log.contains("restarting it"), "the host was restarted for a sleeping module:\n{log}");
     assert!(!log.contains("unknown section"), "the modules' sections are not warned about:\n{log}");
 }
 
@@ -200,4 +201,161 @@ fn once_and_dry_run_include_the_modules_and_sighup_loads_new_ones() {
     copy_modules(&agent, &["check_checkname.py"]);
     runner.signal(nix::sys::signal::Signal::SIGHUP);
     first(&influx, "CheckName");
+}
+
+fn influx_section(influx: &Influx) -> String {
+    format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = {}\n", influx.url(), Influx::DB)
+}
+
+/// The Python hosts the runner `runner` started (its children running puypuy_host.py).
+fn python_hosts(runner: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let parent =
+            stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)).and_then(|p| p.parse().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if parent == Some(runner) && String::from_utf8_lossy(&cmdline).contains("puypuy_host.py") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// The times of a measurement's points, sorted.
+fn times(influx: &Influx, name: &str) -> Vec<u64> {
+    let mut t: Vec<u64> = influx.points(name).into_iter().map(|p| p.0).collect();
+    t.sort_unstable();
+    t
+}
+
+/// Regression: int() and float() of a rate on its first sample gave 0, and a module shipping it
+/// sent a false 0. Every way the old modules use a rate gives no point for the first sample and
+/// 2048/s from the second on, in both styles; a real 0 is still sent. The Python host killed with
+/// signal 9 is restarted, the modules run again, and the rate state survives it: the first cycle of
+/// the new host has every rate, int() included (the host's own state, from its state file).
+#[test]
+fn rates_give_no_false_zero_on_the_first_sample_and_survive_a_host_killed_with_signal_9() {
+    let influx = Influx::start(false);
+    let agent = Agent::new("python: /usr/bin/python3", &influx_section(&influx));
+    copy_modules(&agent, &["check_pyrates.py", "check_pyrates_fn.py"]);
+    let _shipper = agent.start_shipper();
+    let runner = Proc::spawn("puypuy-script-runner", &mut agent.command("puypuy-script-runner"));
+    wait_for(Duration::from_secs(30), "three cycles of both modules", || {
+        (times(&influx, "pyrates_cycle").len() >= 3 && times(&influx, "pyrates_fn_cycle").len() >= 3).then_some(())
+    });
+    let host = wait_for(Duration::from_secs(10), "the Python host", || python_hosts(runner.pid()).first().copied());
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(host as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill -9 the Python host");
+    let killed_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    wait_for(Duration::from_secs(30), "a new Python host", || {
+        python_hosts(runner.pid()).into_iter().find(|p| *p != host)
+    });
+    wait_for(Duration::from_secs(30), "four cycles of both modules after the kill", || {
+        let after = |name| times(&influx, name).into_iter().filter(|t| *t > killed_at).count();
+        (after("pyrates_cycle") >= 4 && after("pyrates_fn_cycle") >= 4).then_some(())
+    });
+
+    for (marker, expected) in [
+        (
+            "pyrates_cycle",
+            &[
+                ("pyrates_direct", 2048.0, 1),
+                ("pyrates_int", 2048.0, 1),
+                ("pyrates_float", 2048.0, 1),
+                ("pyrates_kib", 2.0, 1),
+                ("pyrates_round", 2048.0, 1),
+                ("pyrates_float_kib", 2.0, 1),
+                // Shipped only once the comparison holds, from the second sample: the shipper's
+                // rate of it starts one cycle later.
+                ("pyrates_compared", 2048.0, 2),
+            ][..],
+        ),
+        (
+            "pyrates_fn_cycle",
+            &[("pyrates_fn_direct", 2048.0, 1), ("pyrates_fn_int", 2048.0, 1), ("pyrates_fn_float_kib", 2.0, 1)][..],
+        ),
+    ] {
+        // Every cycle but the first `skip`, up to the one before the last (its rates may be in flight).
+        let cycles = times(&influx, marker);
+        let upto = cycles[cycles.len() - 2];
+        assert!(cycles.iter().any(|t| *t > killed_at && *t < upto), "no cycle after the kill in {cycles:?}");
+        for (name, value, skip) in expected {
+            let want: Vec<u64> = cycles[*skip..].iter().copied().filter(|t| *t <= upto).collect();
+            let got: Vec<(u64, Option<f64>)> =
+                influx.points(name).into_iter().filter(|p| p.0 <= upto).map(|p| (p.0, p.1.as_f64())).collect();
+            let expected: Vec<(u64, Option<f64>)> = want.iter().map(|t| (*t, Some(*value))).collect();
+            assert_eq!(got, expected, "{name}: cycles {cycles:?}, host killed at {killed_at}\n{}", agent.log());
+        }
+    }
+    // A real 0 made before any conversion is sent in every cycle, the first included.
+    let zeros: Vec<(u64, Option<f64>)> =
+        influx.points("pyrates_zero").into_iter().map(|p| (p.0, p.1.as_f64())).collect();
+    let cycles = times(&influx, "pyrates_cycle");
+    assert!(cycles.iter().all(|t| zeros.contains(&(*t, Some(0.0)))), "{zeros:?} for cycles {cycles:?}");
+    let log = agent.log();
+    assert_eq!(count(&log, "the Python host crashed (it ended)"), 1, "{log}");
+    assert!(
+        !log.contains("python module check_pyrates: ") && !log.contains("python module check_pyrates_fn: "),
+        "{log}"
+    );
+    let bad = influx.points("puypuy_script_bad_lines");
+    assert!(bad.iter().all(|p| p.1.as_i64() == Some(0)), "first samples are not bad values: {bad:?}");
+}
+
+/// A module that hangs (sleeping) past script_timeout_seconds stops alone: the host keeps
+/// running, so the other modules keep their state and connections, and their points come every
+/// cycle. A module that hangs busy on the CPU cannot be stopped and slows every module, so the host
+/// is restarted for it. A module whose import hangs is not loaded, the others run.
+#[test]
+fn a_hung_module_stops_alone_a_spinning_one_restarts_the_host_and_a_hung_import_is_skipped() {
+    let influx = Influx::start(false);
+    let agent = Agent::new("python: /usr/bin/python3\nscript_timeout_seconds: 2", &influx_section(&influx));
+    copy_modules(&agent, &["check_hang.py", "check_import_hang.py", "check_pyrates.py", "check_checkname.py"]);
+    let _shipper = agent.start_shipper();
+    let runner = Proc::spawn("puypuy-script-runner", &mut agent.command("puypuy-script-runner"));
+    let host = wait_for(Duration::from_secs(20), "the Python host", || python_hosts(runner.pid()).first().copied());
+    let timeouts = |script: &str| -> Vec<u64> {
+        influx
+            .points("puypuy_script_timeout")
+            .into_iter()
+            .filter(|p| p.2["script"] == script && p.1.as_i64() == Some(1))
+            .map(|p| p.0)
+            .collect()
+    };
+    wait_for(Duration::from_secs(40), "four timeouts of check_hang", || {
+        (timeouts("check_hang.py").len() >= 4).then_some(())
+    });
+    assert_eq!(python_hosts(runner.pid()), [host], "the host was restarted for a sleeping module:\n{}", agent.log());
+    // The others ran in every cycle while it hung (the host's start, slowed by the hanging import,
+    // may skip a cycle before).
+    let hung = timeouts("check_hang.py");
+    let cycles: Vec<u64> = times(&influx, "pyrates_cycle").into_iter().filter(|t| *t >= hung[1]).collect();
+    let expected: Vec<u64> = (hung[1]..=*cycles.last().expect("cycles")).collect();
+    assert_eq!(cycles, expected, "a cycle of check_pyrates is missing while check_hang hung: {hung:?}");
+    let log = agent.log();
+    assert_eq!(count(&log, "python module check_hang: still running after 2s (script_timeout_seconds)"), 1, "{log}");
+    assert!(!log.contains("restarting it"), "{log}");
+    assert_eq!(
+        count(&log, "check_import_hang.py not loaded: import still running after 2.0 s (a network call at import?)"),
+        1,
+        "{log}"
+    );
+
+    // Now a module spinning on the CPU: the host is restarted, and the others go on after it.
+    drop(runner);
+    copy_modules(&agent, &["check_spin.py"]);
+    std::fs::remove_file(agent.path("checks_enabled/check_hang.py")).expect("remove check_hang.py");
+    let runner = Proc::spawn("puypuy-script-runner", &mut agent.command("puypuy-script-runner"));
+    wait_for(Duration::from_secs(40), "a restart for check_spin", || {
+        agent.log().contains("python module check_spin: still running after 2s and busy on the CPU").then_some(())
+    });
+    let restarted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    wait_for(Duration::from_secs(30), "CheckName after the restart", || {
+        influx.points("CheckName").iter().any(|p| p.0 > restarted + 1).then_some(())
+    });
+    assert!(!python_hosts(runner.pid()).is_empty());
+    let log = agent.log();
+    assert!(log.contains("which only a restart of the Python host stops; restarting it"), "{log}");
 }
