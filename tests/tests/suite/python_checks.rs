@@ -359,3 +359,66 @@ fn a_hung_module_stops_alone_a_spinning_one_restarts_the_host_and_a_hung_import_
     let log = agent.log();
     assert!(log.contains("which only a restart of the Python host stops; restarting it"), "{log}");
 }
+
+/// The old README's examples (tests/fixtures/python_checks/original_readme_examples.txt: its code
+/// lines, byte for byte) with only their slips fixed: a colon after each `def`, each function's body
+/// (indented with tabs and spaces mixed, and split into snippets by the README's prose) indented as
+/// one block, and `key`, which the rate example uses without defining it, defined as the name.
+fn fix_readme_examples(original: &str) -> String {
+    let mut out = String::new();
+    let mut in_function = false;
+    for line in original.lines() {
+        // One tab: the README's code-block indentation.
+        let code = line.strip_prefix('\t').unwrap_or(line).trim();
+        if code.is_empty() {
+            continue;
+        }
+        if let Some(def) = code.strip_prefix("def ") {
+            out.push_str(&format!("\ndef {}:\n", def.trim_end_matches(':')));
+            in_function = true;
+        } else if in_function {
+            out.push_str(&format!("    {code}\n"));
+            if code == "name='some_metric'" {
+                out.push_str("    key = name\n");
+            }
+        } else {
+            out.push_str(&format!("{code}\n"));
+        }
+    }
+    out
+}
+
+/// The old README's two function-style examples run as written but for their slips, and README's
+/// migration section shows them so fixed.
+#[test]
+fn the_old_readmes_two_examples_run_with_only_their_slips_fixed() {
+    let original =
+        std::fs::read_to_string(repo_root().join("tests/fixtures/python_checks/original_readme_examples.txt"))
+            .expect("the old README's examples");
+    let fixed = fix_readme_examples(&original);
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README.md");
+    let section = &readme[readme.find("## Python check modules").expect("README: the Python modules section")..];
+    let shown = section.split("```python\n").nth(1).and_then(|b| b.split("```").next()).expect("README: the examples");
+    assert_eq!(shown, fixed, "README's migration section shows the old examples with their slips fixed");
+
+    let influx = Influx::start(false);
+    let agent = Agent::new("python: /usr/bin/python3", &influx_section(&influx));
+    std::fs::create_dir_all(agent.path("checks_enabled")).expect("checks_enabled");
+    std::fs::write(agent.path("checks_enabled/check_checkname.py"), &fixed).expect("check_checkname.py");
+    let _shipper = agent.start_shipper();
+    let _runner = Proc::spawn("puypuy-script-runner", &mut agent.command("puypuy-script-runner"));
+    let names = wait_for(Duration::from_secs(30), "three cycles", || {
+        let points = influx.points("CheckName");
+        (points.len() >= 3 && !influx.points("some_metric").is_empty()).then_some(points)
+    });
+    for (_, value, tags) in &names {
+        assert_eq!((value.as_i64(), tags["type"].as_str()), (Some(10), Some("test")), "{names:?}");
+    }
+    // A constant counter: no point for the first sample, a rate of 0 from the second on.
+    let rates = influx.points("some_metric");
+    assert!(rates.iter().all(|p| p.1.as_f64() == Some(0.0) && p.2["type"] == "test"), "{rates:?}");
+    assert!(rates.iter().all(|p| p.0 > names[0].0), "a point for the first sample: {rates:?} {names:?}");
+    let log = agent.log();
+    assert!(log.contains("python module check_checkname loaded (function style)"), "{log}");
+    assert!(!log.contains("python module check_checkname: "), "{log}");
+}
