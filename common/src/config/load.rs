@@ -52,8 +52,11 @@ impl Config {
     /// Loads and validates the whole file. Creates `tmpdir` when it is missing.
     pub fn load(file: &Path) -> Result<Config, ConfigErrors> {
         let (file, base, text) = read_file(file).map_err(|e| ConfigErrors(vec![e]))?;
-        let text = with_conf_d(&file, &base, text).map_err(ConfigErrors)?;
-        Config::from_text(&file, &base, &text)
+        let (text, owners) = with_conf_d(&file, &base, text).map_err(ConfigErrors)?;
+        Config::from_text(&file, &base, &text).map_err(|mut e| {
+            name_owners(&mut e.0, &owners);
+            e
+        })
     }
 
     pub fn from_text(file: &Path, base: &Path, text: &str) -> Result<Config, ConfigErrors> {
@@ -68,12 +71,14 @@ impl Config {
             Ok(read) => read,
             Err(e) => return (vec![e], Vec::new()),
         };
-        let text = match with_conf_d(&file, &base, text) {
-            Ok(text) => text,
+        let (text, owners) = match with_conf_d(&file, &base, text) {
+            Ok(read) => read,
             Err(errors) => return (errors, Vec::new()),
         };
         let (config, warnings) = Config::assemble(&file, &base, &text, false);
-        (config.err().map(|e| e.0).unwrap_or_default(), warnings)
+        let mut errors = config.err().map(|e| e.0).unwrap_or_default();
+        name_owners(&mut errors, &owners);
+        (errors, warnings)
     }
 
     /// Every section read; the config, or every error; and the warnings in both cases.
@@ -171,10 +176,24 @@ fn read_file(file: &Path) -> Result<(PathBuf, PathBuf, String), ConfigError> {
 /// The folder of extra config files beside the config file, as the old agent read `conf/*.ini`.
 pub const CONF_D: &str = "conf.d";
 
-/// `text` followed by every `conf.d/*.ini` beside the config file, in name order, as if appended.
-/// Each file's syntax is checked on its own (errors name that file and line), and a section
-/// defined in two files is an error naming both: which one should win is the operator's call.
-fn with_conf_d(file: &Path, base: &Path, text: String) -> Result<String, Vec<ConfigError>> {
+/// Which file each section came from (`conf.d` files and the config file), so that an error in a
+/// section names the file to fix.
+type SectionOwners = Vec<(String, PathBuf)>;
+
+/// The errors of sections read from a `conf.d` file name that file, not the config file.
+fn name_owners(errors: &mut [ConfigError], owners: &SectionOwners) {
+    for e in errors.iter_mut().filter(|e| !e.section.is_empty()) {
+        if let Some((_, path)) = owners.iter().find(|(name, _)| *name == e.section) {
+            e.file.clone_from(path);
+        }
+    }
+}
+
+/// `text` followed by every `conf.d/*.ini` beside the config file, in name order, as if appended,
+/// and the file of each section. Each file's syntax is checked on its own (errors name that file
+/// and line), and a section defined in two files is an error naming both: which one should win is
+/// the operator's call.
+fn with_conf_d(file: &Path, base: &Path, text: String) -> Result<(String, SectionOwners), Vec<ConfigError>> {
     let folder = base.join(CONF_D);
     let mut extra: Vec<PathBuf> = match std::fs::read_dir(&folder) {
         Ok(entries) => entries
@@ -182,10 +201,10 @@ fn with_conf_d(file: &Path, base: &Path, text: String) -> Result<String, Vec<Con
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "ini") && p.is_file())
             .collect(),
-        Err(_) => return Ok(text),
+        Err(_) => return Ok((text, Vec::new())),
     };
     if extra.is_empty() {
-        return Ok(text);
+        return Ok((text, Vec::new()));
     }
     extra.sort();
     let mut errors = Vec::new();
@@ -226,7 +245,7 @@ fn with_conf_d(file: &Path, base: &Path, text: String) -> Result<String, Vec<Con
         }
     }
     if errors.is_empty() {
-        Ok(all)
+        Ok((all, owner))
     } else {
         Err(errors)
     }
@@ -644,6 +663,27 @@ mod tests {
         std::fs::write(dir.path().join("conf.d/c.ini"), "[PyC]\nno separator\n").unwrap();
         let e = Config::load(&file).unwrap_err().to_string();
         assert!(e.starts_with(&format!("{}:2: ", c_ini.display())), "{e}");
+    }
+
+    /// Regression: a bad key in a section of a conf.d file was reported in config.ini.
+    #[test]
+    fn a_key_error_in_a_conf_d_section_names_that_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.ini");
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: t\n[TSDB]\ntsdtype: File\npath: x\n[Redis:a]\nport: 1\n").unwrap();
+        std::fs::create_dir(dir.path().join("conf.d")).unwrap();
+        let redis_ini = dir.path().join("conf.d/10-redis.ini");
+        std::fs::write(&redis_ini, "[Redis]\nport: many\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: [Redis] port: ", redis_ini.display())), "{e}");
+        let (errors, _) = Config::check(&file);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].file, redis_ini);
+        // A section of the config file itself still names the config file.
+        std::fs::write(&redis_ini, "[Redis]\nport: 6379\n").unwrap();
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: t\n[TSDB]\ntsdtype: File\npath: x\n[Redis:a]\nport: x\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{}: [Redis:a] port: ", file.display())), "{e}");
     }
 
     /// Old configs give the Redis password as `[Redis] auth`, which the old module read.
