@@ -422,3 +422,69 @@ fn the_old_readmes_two_examples_run_with_only_their_slips_fixed() {
     assert!(log.contains("python module check_checkname loaded (function style)"), "{log}");
     assert!(!log.contains("python module check_checkname: "), "{log}");
 }
+
+/// lib.commonclient verifies certificates: one the system does not trust gives None and an error
+/// naming the key that turns the check off; with that key set (SIGHUP), the module reads the page.
+#[test]
+fn commonclient_names_the_key_when_a_certificate_is_not_verified() {
+    let influx = Influx::start(false);
+    let nginx = nginx(None);
+    let (tls, _ca) = puypuy_tests::services::tls_proxy(nginx.port);
+    let url = format!("https://127.0.0.1:{}/nginx_status", tls.port);
+    let sections = format!("{}[PyTls]\nurl: {url}\n", influx_section(&influx));
+    let agent = Agent::new("python: /usr/bin/python3", &sections);
+    copy_modules(&agent, &["check_pytls.py"]);
+    let _shipper = agent.start_shipper();
+    let runner = Proc::spawn("puypuy-script-runner", &mut agent.command("puypuy-script-runner"));
+    assert_eq!(first(&influx, "pytls_refused").1.as_i64(), Some(1));
+    let log = agent.log();
+    let line = log.lines().find(|l| l.contains("python module check_pytls: ")).expect("the module's error");
+    let (before, after) = line.split_once(" (").expect("a reason in parentheses");
+    assert!(
+        before.ends_with(&format!(
+            "ERROR puypuy-script-runner: python module check_pytls: pytls: {url}: certificate not verified"
+        )),
+        "{line}"
+    );
+    assert!(after.ends_with("); set [SelfConfig] python_tls_insecure = True to skip the check (unsafe)"), "{line}");
+    assert!(influx.points("pytls_ok").is_empty());
+
+    let config = std::fs::read_to_string(&agent.config).expect("config");
+    std::fs::write(&agent.config, config.replacen("[SelfConfig]\n", "[SelfConfig]\npython_tls_insecure: True\n", 1))
+        .expect("config");
+    runner.signal(nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(first(&influx, "pytls_ok").1.as_i64(), Some(1), "{}", agent.log());
+}
+
+/// `./puypuy.sh once` lists the modules' points beside the built-in ones: a rate's first sample as
+/// its counter (rate*), and none of the values int() and float() made of it.
+#[test]
+fn puypuy_sh_once_includes_the_modules_points() {
+    let agent = Agent::new(
+        "python: /usr/bin/python3",
+        "[TSDB]\ntsdtype: File\npath: out.txt\n[PyProc]\nenabled: True\nlabel: z\n",
+    );
+    copy_modules(&agent, &["check_pyproc.py", "check_pyrates.py"]);
+    let out = puypuy_tests::puypuy_sh(&agent.config, &["once"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let row = |metric: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(metric))
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+    };
+    let label = row("pyproc_label_z").expect("pyproc_label_z row");
+    assert_eq!(label[0], "script-runner");
+    assert_eq!(&label[2..5], ["1", "stack", "type=pyproc"]);
+    assert_eq!(&row("pyproc_flag_is_bool").expect("pyproc_flag_is_bool row")[2..5], ["1", "stack", "type=pyproc"]);
+    assert_eq!(&row("pyrates_zero").expect("pyrates_zero row")[2..5], ["0", "stack", "type=pyrates"]);
+    let direct = row("pyrates_direct").expect("pyrates_direct row");
+    let counter: f64 = direct[2].parse().expect("a counter");
+    assert!(counter > 2048.0 * 1.7e9 && counter % 2048.0 == 0.0, "{direct:?}");
+    assert_eq!(&direct[3..5], ["rate*", "type=pyrates"]);
+    for none in ["pyrates_int", "pyrates_float", "pyrates_float_kib", "pyrates_compared", "pyproc_ctxt_delta"] {
+        assert!(row(none).is_none(), "{none} has a point on its first sample:\n{text}");
+    }
+    assert!(row("mem_total").is_some(), "{text}");
+    assert!(!agent.path("out.txt").exists(), "once must not send anything");
+}
