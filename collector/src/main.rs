@@ -109,6 +109,7 @@ fn main() -> ExitCode {
     };
     let mut plan = Plan::new(producer.config.clone());
     let mut failing: HashSet<&str> = HashSet::new();
+    let open_files = context::OpenFiles::default();
     loop {
         if let Some(config) = producer.reloaded_config() {
             plan = Plan::new(config);
@@ -125,6 +126,7 @@ fn main() -> ExitCode {
             timestamp: tick,
             statfs: &context::statvfs,
             pid_files: &plan.pid_files,
+            files: Some(&open_files),
         };
         let started = Instant::now();
         let mut points = Vec::with_capacity(128);

@@ -26,7 +26,14 @@ fn run_case(case: &str) -> Vec<String> {
     let mut lines = Vec::new();
     for (reading, timestamp) in [("proc0", 1000), ("proc1", 1005)] {
         let proc_root = dir.join(reading);
-        let ctx = Context { proc_root: &proc_root, sys_root: &sys, timestamp, statfs: &fake_statfs, pid_files: &[] };
+        let ctx = Context {
+            proc_root: &proc_root,
+            sys_root: &sys,
+            timestamp,
+            statfs: &fake_statfs,
+            pid_files: &[],
+            files: None,
+        };
         lines.clear();
         for check in SystemCheck::ALL {
             let name = check.name();
@@ -52,8 +59,14 @@ fn basic_snapshot_gives_the_expected_values() {
 #[test]
 fn missing_conntrack_is_quietly_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx =
-        Context { proc_root: dir.path(), sys_root: dir.path(), timestamp: 1, statfs: &fake_statfs, pid_files: &[] };
+    let ctx = Context {
+        proc_root: dir.path(),
+        sys_root: dir.path(),
+        timestamp: 1,
+        statfs: &fake_statfs,
+        pid_files: &[],
+        files: None,
+    };
     assert_eq!(checks::ipconntrack::collect(&ctx).unwrap(), vec![]);
     assert!(checks::memory::collect(&ctx).is_err());
 }
