@@ -166,7 +166,15 @@ impl ForwardTransport {
                 })?;
                 let mut tls = StreamOwned::new(conn, tcp);
                 while tls.conn.is_handshaking() {
-                    tls.conn.complete_io(&mut tls.sock).map_err(|e| self.retryable(&e))?;
+                    tls.conn.complete_io(&mut tls.sock).map_err(|e| {
+                        // A plain frames_listen answers the TLS hello with a plain refusal.
+                        let hint = if e.to_string().contains("InvalidContentType") {
+                            " (a relay with frames_tls = False answers so: set tls = False here)"
+                        } else {
+                            ""
+                        };
+                        self.retryable(&std::io::Error::new(e.kind(), format!("{e}{hint}")))
+                    })?;
                 }
                 Box::new(tls)
             }
@@ -174,7 +182,15 @@ impl ForwardTransport {
         let mut hello = Vec::new();
         frames::hello(&self.token, &mut hello);
         conn.write_all(&hello).and_then(|()| conn.flush()).map_err(|e| self.retryable(&e))?;
-        let answer = frames::read_message(&mut conn).map_err(|e| self.retryable(&e))?;
+        let answer = frames::read_message(&mut conn).map_err(|e| {
+            // A TLS frames_listen closes a plain client without a word.
+            let hint = if self.config.is_none() {
+                " (closed at the hello: a relay whose frames_listen speaks TLS does so to tls = False)"
+            } else {
+                ""
+            };
+            self.retryable(&std::io::Error::new(e.kind(), format!("{e}{hint}")))
+        })?;
         if answer != b"OK" {
             // An operator fixes a refused token or certificate; the points wait meanwhile.
             return Err(SendError::Retryable(
