@@ -310,6 +310,15 @@ pub fn read_tsdb_section(
                 r.error(Some(key), "has no use with tls = False (remove it, or set tls = True)".into());
             }
         }
+        let loopback = |a: &str| {
+            let host = a.rsplit_once(':').map_or(a, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        };
+        if let Some(a) = addresses.iter().find(|a| !loopback(a)) {
+            warnings.push(format!(
+                "[{section}] tls = False: the token and the frames travel to {a} in plain text (keep it to loopback or a trusted network)"
+            ));
+        }
     }
     if auth && !matches!(backend, Backend::File | Backend::Carbon | Backend::Prometheus) {
         if user.as_deref().unwrap_or("").is_empty() {
@@ -551,6 +560,18 @@ mod tests {
         for key in ["ca_file", "cert_file", "key_file", "insecure"] {
             assert!(e.contains(&format!("{key} has no use with tls = False (remove it, or set tls = True)")), "{e:?}");
         }
+        let plain = |address: &str| {
+            load(&format!("[TSDB]\ntsdtype = PuyPuy\naddress = {address}\ntoken = t\ntls = False\n"))
+                .expect("valid")
+                .warnings
+        };
+        assert!(
+            plain("127.0.0.1:5999").is_empty() && plain("[::1]:5999").is_empty() && plain("localhost:1").is_empty()
+        );
+        assert_eq!(
+            plain("127.0.0.1:5999, relay.example:5999"),
+            ["[TSDB] tls = False: the token and the frames travel to relay.example:5999 in plain text (keep it to loopback or a trusted network)"]
+        );
         let e = messages(load(&format!("{base}tls = maybe\n")).expect_err("not a boolean"));
         assert!(e.iter().any(|m| m.starts_with("tls \"maybe\" is not a boolean")), "{e:?}");
         let e = messages(
