@@ -37,6 +37,21 @@ fn package_builds_installs_runs_and_purges() {
     ] {
         assert!(std::path::Path::new(path).exists(), "{path} not installed");
     }
+    // The Python modules' host and every file of its compatibility package.
+    assert!(std::path::Path::new("/usr/share/puypuy/python/puypuy_host.py").exists(), "puypuy_host.py not installed");
+    for entry in
+        std::fs::read_dir(repo_root().join("script-runner/python/lib")).expect("script-runner/python/lib").flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".py") {
+            let installed = format!("/usr/share/puypuy/python/lib/{name}");
+            assert_eq!(
+                std::fs::read(&installed).ok(),
+                std::fs::read(entry.path()).ok(),
+                "{installed} not installed as in the source tree"
+            );
+        }
+    }
     if let Ok(analyze) = std::process::Command::new("systemd-analyze")
         .args([
             "verify",
@@ -61,11 +76,24 @@ fn package_builds_installs_runs_and_purges() {
         .replace("check_period_seconds: 5", "check_period_seconds: 1")
         .replace("cluster_name: default", "cluster_name: pkg");
     std::fs::write("/etc/puypuy/config.ini", config).expect("write config");
+    // An old-style Python module beside the installed config, run by the installed package.
+    std::fs::create_dir_all("/etc/puypuy/checks_enabled").expect("checks_enabled");
+    std::fs::write(
+        "/etc/puypuy/checks_enabled/check_pkg.py",
+        "import lib.basecheck\nimport lib.commonclient\nimport lib.getconfig\nimport lib.sharedvars\n\n\n\
+         class Check(lib.basecheck.CheckBase):\n    def precheck(self):\n        \
+         self.local_vars.append({'name': 'pkg_python_module', 'timestamp': self.timestamp, 'value': 7, 'check_type': 'pkg'})\n",
+    )
+    .expect("check_pkg.py");
     run(Command::new("/usr/share/puypuy/puypuy.sh").arg("start"));
     let p = wait_for(Duration::from_secs(30), "metrics from the installed agent", || {
         influx.points("mem_total").into_iter().find(|p| p.2.get("cluster").and_then(|v| v.as_str()) == Some("pkg"))
     });
     assert_eq!(p.2["type"], "system");
+    let module = wait_for(Duration::from_secs(30), "the Python module's point from the installed agent", || {
+        influx.points("pkg_python_module").into_iter().next()
+    });
+    assert_eq!((module.1.as_i64(), module.2["type"].as_str()), (Some(7), Some("pkg")));
     let pid = std::fs::read_to_string("/var/lib/puypuy/puypuy.shipper.pid").expect("pid");
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).expect("status");
     let uid = status
