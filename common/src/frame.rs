@@ -150,7 +150,7 @@ impl Frame {
         spare: &mut Vec<Point>,
     ) -> Result<FrameHead<'a>, FrameError> {
         check_version(payload)?;
-        Cursor(payload).frame(Some((out, spare)))
+        Cursor::new(payload).frame(Some((out, spare)))
     }
 }
 
@@ -168,7 +168,7 @@ impl Frame {
     /// thread, so that every point is allocated by the thread whose allocator takes it back.
     pub fn check(payload: &[u8]) -> Result<FrameHead<'_>, FrameError> {
         check_version(payload)?;
-        Cursor(payload).frame(None)
+        Cursor::new(payload).frame(None)
     }
 }
 
@@ -215,11 +215,12 @@ pub fn encode_points(points: &[Point], out: &mut Vec<u8>) {
 }
 
 pub fn decode_points(bytes: &[u8]) -> Result<Vec<Point>, FrameError> {
-    let mut c = Cursor(bytes);
+    let mut c = Cursor::new(bytes);
     let mut points = Vec::new();
-    c.points(Some((&mut points, &mut Vec::new())))?;
-    c.end()?;
-    Ok(points)
+    match c.points(Some((&mut points, &mut Vec::new()))).and_then(|_| c.end()) {
+        Some(()) => Ok(points),
+        None => Err(c.error()),
+    }
 }
 
 /// The smallest encoded point: empty name and type, no tags (8 + 8 + 4 + 8 + 8 + 4 + 8 bytes).
@@ -228,69 +229,140 @@ const MIN_POINT_BYTES: usize = 48;
 /// Where a walk puts the points it decodes, and the points whose allocations it may reuse.
 type Build<'b> = Option<(&'b mut Vec<Point>, &'b mut Vec<Point>)>;
 
-/// Decodes the layout above by hand, for the hot path: the shipper decodes every point it
-/// receives, and going through serde's visitors cost more than the rest of the decode. The
-/// property tests below check it against bincode on arbitrary frames and arbitrary bytes.
-struct Cursor<'a>(&'a [u8]);
+/// Why a walk stopped, kept in the cursor: the walk's own steps return `Option`s that fit in
+/// registers (a `Result` carrying a [`FrameError`] was written through memory at every string,
+/// a good part of a connection thread's time), and the message is made once, at the end.
+#[derive(Debug)]
+enum Stop {
+    Short { need: usize, left: usize },
+    Length { n: u64, left: usize },
+    Utf8(std::str::Utf8Error),
+    Variant { what: &'static str, found: u32 },
+    Trailing(usize),
+}
+
+impl From<Stop> for FrameError {
+    fn from(stop: Stop) -> FrameError {
+        FrameError::Decode(match stop {
+            Stop::Short { need, left } => format!("needs {need} more bytes, {left} left"),
+            Stop::Length { n, left } => format!("a length of {n} does not fit in the {left} bytes left"),
+            Stop::Utf8(e) => format!("string is not UTF-8: {e}"),
+            Stop::Variant { what, found } => format!(
+                "{what} variant {found} ({})",
+                match what {
+                    "value" => "expected 0 Int or 1 Float",
+                    _ => "expected 0 Stack or 1 Rate",
+                }
+            ),
+            Stop::Trailing(n) => format!("{n} trailing bytes"),
+        })
+    }
+}
+
+/// Decodes the layout above by hand, for the hot path: the shipper checks every frame on its
+/// connection thread and decodes it on the batcher, and going through serde's visitors cost more
+/// than the rest of the decode. The property tests below check it against bincode on arbitrary
+/// frames and arbitrary bytes.
+struct Cursor<'a> {
+    rest: &'a [u8],
+    stop: Option<Stop>,
+}
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
-        if n > self.0.len() {
-            return Err(FrameError::Decode(format!("needs {n} more bytes, {} left", self.0.len())));
+    fn new(bytes: &'a [u8]) -> Cursor<'a> {
+        Cursor { rest: bytes, stop: None }
+    }
+
+    /// `None`, with the reason kept for [`Cursor::error`].
+    #[cold]
+    fn stop<T>(&mut self, stop: Stop) -> Option<T> {
+        self.stop = Some(stop);
+        None
+    }
+
+    fn error(&mut self) -> FrameError {
+        self.stop.take().map(FrameError::from).unwrap_or_else(|| FrameError::Decode("does not decode".into()))
+    }
+
+    #[inline(always)]
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.rest.len() {
+            return self.stop(Stop::Short { need: n, left: self.rest.len() });
         }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
+        let (head, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Some(head)
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], FrameError> {
-        let mut out = [0u8; N];
-        out.copy_from_slice(self.take(N)?);
-        Ok(out)
+    #[inline(always)]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        match self.rest.split_first_chunk::<N>() {
+            Some((head, rest)) => {
+                self.rest = rest;
+                Some(*head)
+            }
+            None => self.stop(Stop::Short { need: N, left: self.rest.len() }),
+        }
     }
 
-    fn u16(&mut self) -> Result<u16, FrameError> {
-        Ok(u16::from_le_bytes(self.array()?))
+    #[inline(always)]
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32, FrameError> {
-        Ok(u32::from_le_bytes(self.array()?))
+    #[inline(always)]
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64, FrameError> {
-        Ok(u64::from_le_bytes(self.array()?))
+    #[inline(always)]
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.array()?))
     }
 
-    /// A length that must fit in what is left (each element takes at least `min` bytes).
-    fn len(&mut self, min: usize) -> Result<usize, FrameError> {
+    /// A length that must fit in what is left (each element takes at least `MIN` bytes).
+    #[inline(always)]
+    fn len<const MIN: usize>(&mut self) -> Option<usize> {
         let n = self.u64()?;
-        if n > (self.0.len() / min.max(1)) as u64 {
-            return Err(FrameError::Decode(format!("a length of {n} does not fit in the {} bytes left", self.0.len())));
+        if n > (self.rest.len() / MIN) as u64 {
+            return self.stop(Stop::Length { n, left: self.rest.len() });
         }
-        Ok(n as usize)
+        Some(n as usize)
     }
 
-    fn str(&mut self) -> Result<&'a str, FrameError> {
-        let n = self.len(1)?;
+    #[inline(always)]
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.len::<1>()?;
         let bytes = self.take(n)?;
-        std::str::from_utf8(bytes).map_err(|e| FrameError::Decode(format!("string is not UTF-8: {e}")))
+        if bytes.is_ascii() {
+            // SAFETY: ASCII bytes are valid UTF-8. Names and tags are nearly always ASCII, and
+            // checking that inline costs a fraction of a call to the general validation.
+            return Some(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Some(s),
+            Err(e) => self.stop(Stop::Utf8(e)),
+        }
     }
 
     /// The whole payload after its version: one walk for [`Frame::decode`] (`build`: the points
     /// go onto its first vector, reusing those of the second) and [`Frame::check`] (`None`:
     /// nothing allocated), so that the two accept exactly the same bytes.
     fn frame(&mut self, build: Build<'_>) -> Result<FrameHead<'a>, FrameError> {
-        self.u16()?;
-        let sender = self.str()?;
-        let seq = self.u64()?;
-        let n = self.points(build)?;
-        self.end()?;
-        Ok(FrameHead { sender, seq, points: n })
+        let walked = (|| {
+            self.u16()?;
+            let sender = self.str()?;
+            let seq = self.u64()?;
+            let n = self.points(build)?;
+            self.end()?;
+            Some(FrameHead { sender, seq, points: n })
+        })();
+        walked.ok_or_else(|| self.error())
     }
 
     /// The count of points and, with `build`, the points.
-    fn points(&mut self, mut build: Build<'_>) -> Result<usize, FrameError> {
-        let n = self.len(MIN_POINT_BYTES)?;
+    fn points(&mut self, mut build: Build<'_>) -> Option<usize> {
+        let n = self.len::<MIN_POINT_BYTES>()?;
         match &mut build {
             Some((out, spare)) => {
                 out.reserve(n);
@@ -306,31 +378,32 @@ impl<'a> Cursor<'a> {
                 }
             }
         }
-        Ok(n)
+        Some(n)
     }
 
     /// One point, written over `into` (its strings and tag list keep their allocations) when given.
-    fn point(&mut self, into: Option<&mut Point>) -> Result<(), FrameError> {
+    #[inline(always)]
+    fn point(&mut self, into: Option<&mut Point>) -> Option<()> {
         let name = self.str()?;
         let timestamp = self.u64()?;
         let value = match self.u32()? {
             0 => crate::point::Value::Int(i64::from_le_bytes(self.array()?)),
             1 => crate::point::Value::Float(f64::from_le_bytes(self.array()?)),
-            v => return Err(FrameError::Decode(format!("value variant {v} (expected 0 Int or 1 Float)"))),
+            found => return self.stop(Stop::Variant { what: "value", found }),
         };
         let check_type = self.str()?;
         let style = match self.u32()? {
             0 => crate::point::Style::Stack,
             1 => crate::point::Style::Rate,
-            v => return Err(FrameError::Decode(format!("style variant {v} (expected 0 Stack or 1 Rate)"))),
+            found => return self.stop(Stop::Variant { what: "style", found }),
         };
-        let n = self.len(16)?;
+        let n = self.len::<16>()?;
         let Some(p) = into else {
             for _ in 0..n {
                 self.str()?;
                 self.str()?;
             }
-            return Ok(());
+            return Some(());
         };
         fn set(to: &mut String, from: &str) {
             to.clear();
@@ -352,14 +425,14 @@ impl<'a> Cursor<'a> {
                 None => p.tags.push((k.to_owned(), v.to_owned())),
             }
         }
-        Ok(())
+        Some(())
     }
 
-    fn end(&self) -> Result<(), FrameError> {
-        if self.0.is_empty() {
-            Ok(())
+    fn end(&mut self) -> Option<()> {
+        if self.rest.is_empty() {
+            Some(())
         } else {
-            Err(FrameError::Decode(format!("{} trailing bytes", self.0.len())))
+            self.stop(Stop::Trailing(self.rest.len()))
         }
     }
 }

@@ -103,11 +103,16 @@ impl RateState {
     }
 
     /// Turns a `rate` point into its rate, or `None` when no point should be sent. `stack` points
-    /// pass unchanged.
-    pub fn apply(&mut self, mut p: Point) -> Option<Point> {
+    /// pass unchanged (inlined: most points are, and the batcher calls this for every point).
+    #[inline]
+    pub fn apply(&mut self, p: Point) -> Option<Point> {
         if p.style != Style::Rate {
             return Some(p);
         }
+        self.rate_of(p)
+    }
+
+    fn rate_of(&mut self, mut p: Point) -> Option<Point> {
         self.key_of(&p);
         let value = p.value.as_f64();
         let previous = match self.last.get_mut(self.key.as_str()) {
