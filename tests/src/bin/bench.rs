@@ -860,7 +860,8 @@ fn fleet(b: &mut Bench) {
     let (ca, cert, key) = bench_certificates(certs_dir.path());
     let counts: &[usize] = if b.quick { &[1] } else { &[1, 16] };
     let mut rows = Vec::new();
-    for mode in ["frames over TLS", "InfluxDB /write, plain HTTP"] {
+    const PLAIN_FRAMES: &str = "frames over plain TCP (tls = False)";
+    for mode in ["frames over TLS", PLAIN_FRAMES, "InfluxDB /write, plain HTTP"] {
         for &agents in counts {
             let (sink_port, sink) = http_sink();
             let port = free_port();
@@ -870,6 +871,8 @@ fn fleet(b: &mut Bench) {
                     cert.display(),
                     key.display()
                 )
+            } else if mode == PLAIN_FRAMES {
+                format!("frames_listen = {port}\nframes_tls = False\ntokens = bench-token\n")
             } else {
                 format!("http_listen = {port}\n")
             };
@@ -886,6 +889,8 @@ fn fleet(b: &mut Bench) {
                     "[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\nca_file = {}\ntoken = bench-token\n",
                     ca.display()
                 )
+            } else if mode == PLAIN_FRAMES {
+                format!("[TSDB]\ntsdtype = PuyPuy\naddress = 127.0.0.1:{port}\ntls = False\ntoken = bench-token\n")
             } else {
                 influx_tsdb(port)
             };
