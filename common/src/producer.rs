@@ -220,6 +220,36 @@ impl Producer {
         false
     }
 
+    /// Sleeps, with no timeout, until `fd` is readable (a producer with nothing to do waiting for
+    /// a change, see the script-runner's folder watch), a SIGHUP comes (true, so that the reload
+    /// is applied) or a stop (false).
+    pub fn sleep_until_readable(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        use std::io::Read;
+        use std::os::fd::AsRawFd;
+        let mut drain = [0u8; 64];
+        while !self.terminated() {
+            if self.hup.load(Ordering::SeqCst) {
+                return true;
+            }
+            let mut fds = [
+                libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: `fds` is a valid array of two pollfds for the call; both descriptors are
+            // open (one is borrowed for the call, the other owned by self).
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n > 0 && fds[0].revents != 0 {
+                // The handlers set the flags before writing their byte; one read drains it (the
+                // socket is readable, so it does not block).
+                let _ = (&self.wake).read(&mut drain);
+            }
+            if n > 0 && fds[1].revents != 0 {
+                return !self.terminated();
+            }
+        }
+        false
+    }
+
     /// For `--once` and for a clean stop: waits until the shipper acknowledged what was sent.
     pub fn finish(&self, timeout: Duration) -> ExitCode {
         let Some(client) = &self.client else { return ExitCode::SUCCESS };

@@ -6,7 +6,10 @@
 //! (puypuy_script_runner::python), on the same ticks.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::ffi::CString;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -161,6 +164,21 @@ fn main() -> ExitCode {
             warnings.finish();
             return producer.finish(ONCE_TIMEOUT);
         }
+        // Nothing to run (no `check_*` in either folder, no Python host ticking): sleep until one
+        // of the folders changes instead of waking every cycle to look. A change, a SIGHUP or a
+        // stop ends the sleep, and the next cycle looks as usual.
+        if !python_ticks && !has_checks(&s.scripts_dir) && !has_checks(&s.checks_dir) {
+            match FolderWatch::new(&[&s.scripts_dir, &s.checks_dir]) {
+                // Looked at again once watched: a script added in between is not missed.
+                Ok(watch) if !has_checks(&s.scripts_dir) && !has_checks(&s.checks_dir) => {
+                    if !producer.sleep_until_readable(watch.fd()) {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => log::debug!("cannot watch the scripts folders ({e}); looking every cycle"),
+            }
+        }
     }
     log::info!("stopping; killing the scripts still running");
     drop(python_tx);
@@ -168,6 +186,48 @@ fn main() -> ExitCode {
     warnings.finish();
     let _ = producer.finish(Duration::from_secs(2));
     ExitCode::SUCCESS
+}
+
+/// Whether `folder` has an entry named `check_*` (a script, or a Python module), whatever its mode.
+fn has_checks(folder: &Path) -> bool {
+    std::fs::read_dir(folder)
+        .is_ok_and(|entries| entries.flatten().any(|e| e.file_name().as_encoded_bytes().starts_with(b"check_")))
+}
+
+/// An inotify watch on folders for entries created or moved in; a missing folder is watched
+/// through its nearest existing parent (its own creation is an entry there). It becomes readable
+/// at the first such event, or when a watched folder goes away.
+struct FolderWatch(OwnedFd);
+
+impl FolderWatch {
+    fn new(folders: &[&Path]) -> std::io::Result<FolderWatch> {
+        // SAFETY: inotify_init1 takes only flags; its result is checked before use.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a new descriptor that nothing else owns.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut watched = 0;
+        for folder in folders {
+            let mut dir = folder.to_path_buf();
+            while !dir.is_dir() && dir.pop() {}
+            let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else { continue };
+            let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
+            // SAFETY: `fd` is open and `path` is a NUL-terminated string for the call.
+            if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } >= 0 {
+                watched += 1;
+            }
+        }
+        if watched == 0 {
+            return Err(std::io::Error::other("no folder could be watched"));
+        }
+        Ok(FolderWatch(owned))
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
 }
 
 /// The settings every script run gets, from `[SelfConfig]`.

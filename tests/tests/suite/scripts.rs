@@ -247,3 +247,23 @@ fn two_hundred_scripts_complete_within_the_period() {
         assert_eq!(pair[1].0 - pair[0].0, 2, "a cycle was skipped: {counts:?}");
     }
 }
+
+/// A runner with nothing to run sleeps on its folders (inotify) instead of looking every cycle:
+/// a scripts folder created afterwards, then a script dropped into it, still run from the next
+/// cycle on, without a restart.
+#[test]
+fn an_idle_runner_runs_a_script_added_to_a_folder_created_later() {
+    let agent = Agent::new("", "[TSDB]\ntsdtype: File\npath: out.txt\n");
+    let _shipper = agent.start_shipper();
+    let _runner = start_runner(&agent);
+    wait_for(Duration::from_secs(15), "the runner's first cycle", || {
+        agent.log().contains("cannot read the scripts folder").then_some(())
+    });
+    std::fs::create_dir_all(agent.path("scripts_enabled")).expect("scripts dir");
+    add_script(&agent, "check_late.sh", "#!/bin/sh\necho late_metric 7 late stack\n");
+    let line = wait_for(Duration::from_secs(15), "late_metric in out.txt", || {
+        let out = std::fs::read_to_string(agent.path("out.txt")).unwrap_or_default();
+        out.lines().find(|l| l.starts_with("late_metric")).map(str::to_string)
+    });
+    assert!(line.contains(",type=late value=7 "), "{line}");
+}
