@@ -209,8 +209,9 @@ struct Hung {
 
 /// How long a host whose modules hang gets to answer a ping before it is taken for hung itself.
 const PING_GRACE: Duration = Duration::from_secs(2);
-/// A hung thread using at least this share of one CPU is spinning, and slows every module.
-const SPINNING_SHARE: f64 = 0.5;
+/// A hung thread using at least this share of one CPU is spinning, and slows every module (low,
+/// so that a thread spinning on a busy machine, where it gets a small share, is still seen).
+const SPINNING_SHARE: f64 = 0.2;
 
 /// How long the host gets per module to import, and for the whole start beyond that.
 const START_GRACE: Duration = Duration::from_secs(5);
