@@ -563,9 +563,10 @@ fn throughput(b: &mut Bench) {
     let d = b.secs(10);
     b.section(
         &format!("2. Shipper throughput ({} s per row, frames of 1000 points, sink answering at once)", d.as_secs()),
-        "| backend | producers | points/s | shipper CPU µs/point | shipper CPU cores | peak RSS MiB |",
+        "| backend | producers | points/s | shipper CPU µs/point | M points per shipper core-second | shipper CPU cores | peak RSS MiB |",
     );
     let mut rows = Vec::new();
+    let mut line_per_core = Vec::new();
     let counts: &[usize] = if b.quick { &[1] } else { &[1, 4, 16] };
     for backend in ["InfluxDB line", "OpenTSDB JSON", "Carbon pickle"] {
         for &producers in counts {
@@ -596,11 +597,15 @@ fn throughput(b: &mut Bench) {
             let (_, peak) = rss(shipper.pid());
             let rate = points / elapsed;
             let cpu_us = if points > 0.0 { (c1 - c0) * 1e6 / points } else { f64::NAN };
+            if backend == "InfluxDB line" {
+                line_per_core.push(format!("{:.2}", 1.0 / cpu_us));
+            }
             b.row(&[
                 backend.into(),
                 producers.to_string(),
                 format!("{rate:.0}"),
                 format!("{cpu_us:.2}"),
+                format!("{:.2}", 1.0 / cpu_us),
                 format!("{:.2}", (c1 - c0) / elapsed),
                 format!("{}", mib(peak)),
             ]);
@@ -608,6 +613,11 @@ fn throughput(b: &mut Bench) {
             drop(shipper);
         }
     }
+    b.md.push_str(&format!(
+        "\nInfluxDB line protocol, M points per shipper core-second with {} producers: {} (target ≥ 2, peak RSS flat as producers are added).\n",
+        counts.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+        line_per_core.join(", ")
+    ));
     b.json.insert("throughput".into(), Json::from(rows));
 }
 
@@ -1262,7 +1272,8 @@ fn lossless_rate(daemon: &StatsdDaemon, packets: &[Vec<u8>], d: Duration, quick:
     let (mut good, mut bad, mut best) = (0.0f64, None::<f64>, None);
     let mut rate = 2000.0;
     let mut sender_bound = false;
-    for _ in 0..if quick { 2 } else { 14 } {
+    let mut short_tries = 0;
+    for _ in 0..if quick { 2 } else { 16 } {
         let step = statsd_step(daemon, packets, rate, d);
         let ok = step.lost == 0 && step.drops == 0;
         eprintln!(
@@ -1282,9 +1293,16 @@ fn lossless_rate(daemon: &StatsdDaemon, packets: &[Vec<u8>], d: Duration, quick:
                 best = Some(step);
             }
             if achieved < rate * 0.95 {
+                // A sender that fell behind once may have been held up by another process on
+                // the shared cores: the same rate is tried twice more before calling it the limit.
+                short_tries += 1;
+                if short_tries < 3 {
+                    continue;
+                }
                 sender_bound = true;
                 break;
             }
+            short_tries = 0;
         } else {
             bad = Some(rate);
         }
