@@ -184,8 +184,6 @@ pub struct Supervisor {
     /// Why the host could not start, logged once until it starts.
     start_failure: Option<String>,
     last_stderr: Option<Receiver<String>>,
-    /// The latest cycle's tick.
-    tick: u64,
     /// Modules whose cycle has not answered yet, and by when it must.
     pending: HashMap<String, Pending>,
     /// Modules whose thread outlived its deadline: left to end on their own, not started meanwhile.
@@ -230,7 +228,6 @@ impl Supervisor {
             dropped_logged: HashSet::new(),
             start_failure: None,
             last_stderr: None,
-            tick: 0,
             pending: HashMap::new(),
             hung: HashMap::new(),
             ping_id: 0,
@@ -339,14 +336,12 @@ impl Supervisor {
             self.restart_host(&why);
             return;
         }
-        self.tick = tick;
         let started = Instant::now();
         let deadline = started + self.settings.timeout;
         for module in &self.loaded {
-            // A module still running from an earlier cycle keeps that cycle's deadline.
-            if !self.hung.contains_key(module) {
-                self.pending.entry(module.clone()).or_insert(Pending { tick, started, deadline });
-            }
+            // A module still running from an earlier cycle keeps that cycle's deadline; a hung one
+            // answers at once (still running, or run again since its thread ended).
+            self.pending.entry(module.clone()).or_insert(Pending { tick, started, deadline });
         }
     }
 
@@ -392,18 +387,18 @@ impl Supervisor {
 
     fn result(&mut self, r: ModuleResult) -> Vec<Point> {
         let module = r.module.clone();
+        let answered = self.pending.get(&module).is_some_and(|p| p.tick == r.tick);
         if r.still_running {
             if self.hung.contains_key(&module) {
+                if answered {
+                    self.pending.remove(&module);
+                }
                 return self.hung_again(r);
             }
-            // Slow, not yet at its deadline: not started again, like a script.
+            // Slow, not yet at the deadline of the cycle it runs: not started again, like a script.
             log::debug!("python module {module}: still running from an earlier cycle; not started at {}", r.tick);
             return Vec::new();
         }
-        let answered = match self.pending.get(&module) {
-            Some(p) => p.tick == r.tick,
-            None => r.tick == self.tick && !self.hung.contains_key(&module),
-        };
         if !answered {
             // The late result of a hung cycle: its deadline passed, so its points are not sent.
             if self.hung.remove(&module).is_some() {
@@ -676,6 +671,88 @@ mod tests {
             .expect("python3 (apt-get install python3)");
         let text = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success() && text.contains("OK"), "{text}");
+    }
+
+    fn supervisor(dir: &Path, timeout: Duration) -> Supervisor {
+        let init = serde_json::json!({
+            "cmd": "init", "config": {}, "hostname": "h", "checks_dir": dir.display().to_string(),
+            "state_file": dir.join("state.json").display().to_string(), "import_timeout": 2, "skip": [],
+        });
+        let settings = HostSettings {
+            python: python3().to_string(),
+            python_dir: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("python")),
+            checks_dir: dir.to_path_buf(),
+            init,
+            timeout,
+            user: None,
+            groups: Groups::new(),
+        };
+        Supervisor::new(settings, true)
+    }
+
+    /// (script tag or point name, value) of what one cycle emitted, sorted.
+    fn run_cycle(s: &mut Supervisor, tick: u64) -> Vec<(String, String)> {
+        let mut got = Vec::new();
+        s.cycle(tick, &mut |points| {
+            for p in points {
+                let script = p.tags.iter().find(|(k, _)| k == "script").map(|(_, v)| format!("{v} "));
+                got.push((format!("{}{}", script.unwrap_or_default(), p.name), format!("{:?}", p.value)));
+            }
+        });
+        got.retain(|(name, _)| !name.ends_with("puypuy_script_duration"));
+        got.sort();
+        got
+    }
+
+    /// A module sleeping past its timeout is left to end on its own: the host is not restarted,
+    /// the other module runs every cycle, and the sleeper counts a timeout every cycle until its
+    /// thread ends, then runs again.
+    #[test]
+    fn a_hung_module_is_left_to_end_and_the_host_keeps_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let class = "import lib.basecheck\n\n\nclass Check(lib.basecheck.CheckBase):\n    def precheck(self):\n";
+        std::fs::write(
+            dir.path().join("check_a.py"),
+            format!("{class}        self.local_vars.append({{'name': 'a', 'value': 1, 'check_type': 't'}})\n"),
+        )
+        .expect("check_a.py");
+        // Sleeps 2.5 s in its first cycle only.
+        std::fs::write(
+            dir.path().join("check_slow.py"),
+            format!("import time\nruns = []\n{class}        runs.append(1)\n        if len(runs) == 1:\n            time.sleep(2.5)\n        self.local_vars.append({{'name': 'slow', 'value': len(runs), 'check_type': 't'}})\n"),
+        )
+        .expect("check_slow.py");
+        let mut s = supervisor(dir.path(), Duration::from_millis(1000));
+        let timed_out = |n: i64| {
+            vec![
+                ("a".to_string(), "Int(1)".to_string()),
+                ("check_a.py puypuy_script_bad_lines".to_string(), "Int(0)".to_string()),
+                ("check_a.py puypuy_script_exit_status".to_string(), "Int(0)".to_string()),
+                ("check_a.py puypuy_script_timeout".to_string(), "Int(0)".to_string()),
+                ("check_slow.py puypuy_script_bad_lines".to_string(), "Int(0)".to_string()),
+                ("check_slow.py puypuy_script_exit_status".to_string(), "Int(-1)".to_string()),
+                ("check_slow.py puypuy_script_timeout".to_string(), format!("Int({n})")),
+            ]
+        };
+        assert_eq!(run_cycle(&mut s, 100), timed_out(1));
+        assert_eq!(run_cycle(&mut s, 101), timed_out(1));
+        // Once its thread has ended, its late points are not sent, and it runs again.
+        let mut again = timed_out(0);
+        again[5].1 = "Int(0)".to_string();
+        again.push(("slow".to_string(), "Int(2)".to_string()));
+        again.sort();
+        let mut tick = 102;
+        loop {
+            let got = run_cycle(&mut s, tick);
+            if got == again {
+                break;
+            }
+            assert_eq!(got, timed_out(1), "cycle {tick}");
+            assert!(tick < 140, "check_slow never ran again");
+            tick += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(s.restarts, 0);
     }
 
     #[test]
