@@ -755,6 +755,32 @@ mod tests {
         assert_eq!(s.restarts, 0);
     }
 
+    /// A module that hangs holding the interpreter lock (a regular expression that backtracks for
+    /// ever: the host cannot even answer a ping) or busy on the CPU cannot be left to end: the
+    /// host is restarted, and the other module's points of that cycle are sent before.
+    #[test]
+    fn a_host_that_does_not_answer_or_a_spinning_module_restarts_the_host() {
+        let class =
+            "import re\nimport lib.basecheck\n\n\nclass Check(lib.basecheck.CheckBase):\n    def precheck(self):\n";
+        for (body, why) in [
+            ("        re.match(r'(a+)+$', 'a' * 64 + 'b')\n", "holds the lock"),
+            ("        while True:\n            pass\n", "spins"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(
+                dir.path().join("check_a.py"),
+                format!("{class}        self.local_vars.append({{'name': 'a', 'value': 1, 'check_type': 't'}})\n"),
+            )
+            .expect("check_a.py");
+            std::fs::write(dir.path().join("check_stuck.py"), format!("{class}{body}")).expect("check_stuck.py");
+            let mut s = supervisor(dir.path(), Duration::from_millis(1000));
+            let got = run_cycle(&mut s, 100);
+            assert!(got.contains(&("a".to_string(), "Int(1)".to_string())), "{why}: {got:?}");
+            assert_eq!(s.restarts, 1, "{why}: {got:?}");
+            assert_eq!(s.loaded(), ["check_a", "check_stuck"], "{why}: started again");
+        }
+    }
+
     #[test]
     fn only_check_py_files_are_modules_and_builtins_replace_their_namesakes() {
         let dir = tempfile::tempdir().expect("tempdir");
