@@ -384,10 +384,12 @@ fn wait_for_socket(conn: &UnixStream, writable: bool, timeout: Duration) {
 fn helper(shared: &Shared) {
     let mut state = shared.lock();
     loop {
-        if state.shutdown {
+        state.pump();
+        // Once the client is dropped, what is half written is finished on the connection there
+        // is (as before the helper took it over), and nothing is retried without one.
+        if state.shutdown && (state.conn.is_none() || !state.unfinished()) {
             return;
         }
-        state.pump();
         if !state.unfinished() {
             state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             continue;
@@ -462,6 +464,26 @@ mod tests {
         assert_eq!(frames.iter().map(|f| f.points[0].name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert!(client.flush(Duration::from_secs(5)));
         assert_eq!(client.stats().reconnects, 1);
+    }
+
+    /// A frame larger than the socket takes at once is finished by the helper thread, also after
+    /// the client was dropped.
+    #[test]
+    fn a_frame_bigger_than_the_socket_buffer_arrives_whole_after_the_client_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = SenderClient::start(&path, "big", 10);
+        let points: Vec<Point> = (0..100_000).map(|i| Point::int(format!("m{i}"), 1, i, "t")).collect();
+        client.send(points);
+        assert_eq!(client.stats().queued_frames, 1);
+        drop(client);
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
+        let f = Frame::decode(&buf).unwrap();
+        assert_eq!(f.points.len(), 100_000);
+        assert_eq!(f.points[99_999].name, "m99999");
     }
 
     #[test]
