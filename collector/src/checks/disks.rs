@@ -112,14 +112,44 @@ fn mounts(ctx: &Context) -> std::io::Result<Vec<(String, PathBuf)>> {
     Ok(mounts)
 }
 
+/// The block devices listed last: the folder, the device names of diskstats they were listed
+/// for, and the list.
+struct BlockList {
+    folder: PathBuf,
+    stat_devices: Vec<String>,
+    devices: Vec<String>,
+}
+
+static BLOCK_DEVICES: std::sync::Mutex<Option<BlockList>> = std::sync::Mutex::new(None);
+
 /// The block devices of `sys_root/block`, sorted; an unreadable folder is an error, not "no devices".
-fn block_devices(ctx: &Context) -> std::io::Result<Vec<String>> {
-    let mut names: Vec<String> = std::fs::read_dir(ctx.sys_root.join("block"))?
+/// A sysfs folder is listed again only when the devices of diskstats changed (a disk added or
+/// removed is listed there too): listing it every cycle was five syscalls for nothing. A folder
+/// outside sysfs (a recorded snapshot) is listed every time.
+fn block_devices(ctx: &Context, stats: &[DiskStat]) -> std::io::Result<Vec<String>> {
+    use nix::sys::statfs::{statfs, SYSFS_MAGIC};
+    let folder = ctx.sys_root.join("block");
+    let mut cache = BLOCK_DEVICES.lock().unwrap_or_else(|e| e.into_inner());
+    let same_devices = |list: &BlockList| {
+        list.folder == folder
+            && list.stat_devices.len() == stats.len()
+            && list.stat_devices.iter().zip(stats).all(|(a, b)| *a == b.device)
+    };
+    if let Some(list) = cache.as_ref().filter(|l| same_devices(l)) {
+        return Ok(list.devices.clone());
+    }
+    let mut devices: Vec<String> = std::fs::read_dir(&folder)?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
         .collect();
-    names.sort();
-    Ok(names)
+    devices.sort();
+    let on_sysfs = statfs(&folder).is_ok_and(|fs| fs.filesystem_type() == SYSFS_MAGIC);
+    *cache = on_sysfs.then(|| BlockList {
+        folder,
+        stat_devices: stats.iter().map(|s| s.device.clone()).collect(),
+        devices: devices.clone(),
+    });
+    Ok(devices)
 }
 
 pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
@@ -128,7 +158,7 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
     match ctx.read_proc("diskstats") {
         Ok(text) => {
             let stats = parse_diskstats(&text);
-            let devices = block_devices(ctx).unwrap_or_else(|e| {
+            let devices = block_devices(ctx, &stats).unwrap_or_else(|e| {
                 problems.push(format!("cannot list {}: {e}", ctx.sys_root.join("block").display()));
                 Vec::new()
             });
@@ -175,6 +205,29 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// On this host's /sys the list is kept while diskstats names the same devices, and listed
+    /// again when they change: either way it is what a fresh listing gives. (The cache itself is
+    /// shared by the tests of this process, so only what it returns is compared.)
+    #[test]
+    fn block_devices_of_sysfs_are_listed_again_only_when_diskstats_changes() {
+        let (proc_root, sys_root) = (std::path::Path::new("/proc"), std::path::Path::new("/sys"));
+        let ctx = Context { proc_root, sys_root, timestamp: 1, statfs: &no_statfs, pid_files: &[], files: None };
+        let fresh = || {
+            let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+                .expect("/sys/block")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| !n.starts_with("loop") && !n.starts_with("ram"))
+                .collect();
+            names.sort();
+            names
+        };
+        let mut stats = parse_diskstats(&std::fs::read_to_string("/proc/diskstats").expect("diskstats"));
+        assert_eq!(block_devices(&ctx, &stats).expect("list"), fresh());
+        assert_eq!(block_devices(&ctx, &stats).expect("kept"), fresh());
+        stats.push(DiskStat { device: "new0".into(), sectors_read: 0, sectors_written: 0, io_ms: 0 });
+        assert_eq!(block_devices(&ctx, &stats).expect("listed again"), fresh());
+    }
 
     // Regression: an unreadable /sys/block was read as "no block devices", without a word.
     #[test]
