@@ -395,6 +395,12 @@ impl Supervisor {
                 }
                 return self.hung_again(r);
             }
+            if answered {
+                // The thread of a hung cycle that sent its late result (which ended the hang) but
+                // was not done yet when this cycle came: nothing else comes for this tick, and
+                // waiting for it would report a timeout of a module that no longer runs.
+                self.pending.remove(&module);
+            }
             // Slow, not yet at the deadline of the cycle it runs: not started again, like a script.
             log::debug!("python module {module}: still running from an earlier cycle; not started at {}", r.tick);
             return Vec::new();
@@ -410,6 +416,9 @@ impl Supervisor {
             return Vec::new();
         }
         self.pending.remove(&module);
+        // It answered in time: whatever hang it had is over (a stale entry would count towards a
+        // restart for piled-up modules, and take its next slow cycle for a hang).
+        self.hung.remove(&module);
         self.points_of(r)
     }
 
@@ -753,6 +762,37 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert_eq!(s.restarts, 0);
+    }
+
+    /// Regression: a hung module's thread that sent its late result but had not ended when the
+    /// next cycle came answered "still running" for that cycle; the runner then waited for it,
+    /// reported a timeout of a module no longer running, and kept it among the hung for good.
+    #[test]
+    fn a_hang_that_ended_just_before_a_cycle_leaves_nothing_pending_nor_hung() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = supervisor(dir.path(), Duration::from_secs(1));
+        let result = |tick: u64, still_running: bool| ModuleResult {
+            module: "check_m".into(),
+            tick,
+            points: Vec::new(),
+            dropped: Vec::new(),
+            error: None,
+            still_running,
+            cpu: 0.0,
+            seconds: 0.0,
+        };
+        let (started, deadline) = (Instant::now(), Instant::now() + Duration::from_secs(1));
+        s.hung.insert("check_m".into(), Hung { cpu: 0.0, seen: started });
+        s.pending.insert("check_m".into(), Pending { tick: 101, started, deadline });
+        // The late result of the hung cycle 100, then "still running" for 101.
+        assert!(s.result(result(100, false)).is_empty());
+        assert!(s.result(result(101, true)).is_empty());
+        assert!(s.pending.is_empty() && s.hung.is_empty(), "{:?} {:?}", s.pending.keys(), s.hung.keys());
+        // A module taken for hung whose next cycle answers in time is no longer hung.
+        s.hung.insert("check_m".into(), Hung { cpu: 0.0, seen: started });
+        s.pending.insert("check_m".into(), Pending { tick: 102, started, deadline });
+        assert!(!s.result(result(102, false)).is_empty());
+        assert!(s.pending.is_empty() && s.hung.is_empty());
     }
 
     /// A module that hangs holding the interpreter lock (a regular expression that backtracks for
