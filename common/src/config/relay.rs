@@ -381,6 +381,14 @@ pub fn read_relay(
             );
         }
         let client_ca = r.get("client_ca").filter(|v| !v.is_empty()).map(|v| resolve(base, v));
+        if client_ca.is_some() && !doors.frames.tls {
+            // Plain TCP has no client certificate to check: agents would be let in without one.
+            r.error(
+                Some("client_ca"),
+                "has no use with frames_tls = False: agents would be let in without a certificate (remove it, or set frames_tls = True)"
+                    .into(),
+            );
+        }
         FramesInput { listen, tokens, client_ca }
     });
     let graphite_udp = r.boolean("graphite_udp", false);
@@ -581,6 +589,12 @@ mod tests {
             relay_warnings("[Relay]\nframes_listen = 0.0.0.0:5999\nframes_tls = no\ntokens = t\n");
         assert!(errors.is_empty(), "{errors:?}");
         assert!(warnings.iter().any(|w| w.contains("frames_listen")), "{warnings:?}");
+        // Regression: client_ca was silently ignored in plain TCP (and the start-up line still
+        // said "client certificates required").
+        let (_, errors, _) =
+            relay_warnings("[Relay]\nframes_listen = 5999\nframes_tls = False\ntokens = t\nclient_ca = ca.pem\n");
+        let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert!(errors.iter().any(|e| e.contains("client_ca") && e.contains("frames_tls = False")), "{errors:?}");
     }
 
     #[test]
