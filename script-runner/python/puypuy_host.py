@@ -130,6 +130,11 @@ class Module(object):
             self.check = None
         self.functions = sorted(n for n in dir(module) if n.startswith('run_') and callable(getattr(module, n)))
         self.thread = None
+        # Set when a cycle is started, cleared once its result is sent, both under `lock`: a
+        # thread that sent its result but has not ended yet is not busy (is_alive() would say it
+        # is, and the next cycle would be answered "still running" for a module already done).
+        self.running = False
+        self.lock = threading.Lock()
 
     def cpu_seconds(self):
         """CPU time of this module's running thread (Linux: /proc/self/task/TID/stat), or 0."""
@@ -144,7 +149,16 @@ class Module(object):
             return 0.0
 
     def busy(self):
-        return self.thread is not None and self.thread.is_alive()
+        with self.lock:
+            return self.running
+
+    def claim(self):
+        """Marks a cycle started; False when the previous one has not sent its result yet."""
+        with self.lock:
+            if self.running:
+                return False
+            self.running = True
+            return True
 
     @property
     def style(self):
@@ -179,8 +193,10 @@ class Module(object):
         # Saved as each module ends: a host killed for another module's hang loses nothing.
         import lib.record_rate
         lib.record_rate.save_state()
-        send({'ev': 'result', 'module': self.name, 'tick': tick, 'points': collector.points,
-              'dropped': collector.dropped, 'error': error, 'seconds': time.monotonic() - started})
+        with self.lock:
+            send({'ev': 'result', 'module': self.name, 'tick': tick, 'points': collector.points,
+                  'dropped': collector.dropped, 'error': error, 'seconds': time.monotonic() - started})
+            self.running = False
 
 
 def _import(name, path, box):
@@ -288,7 +304,7 @@ def main():
         tick = int(command['tick'])
         runtime.tick = tick
         for m in modules:
-            if m.busy():
+            if not m.claim():
                 send({'ev': 'result', 'module': m.name, 'tick': tick, 'points': [], 'dropped': [],
                       'error': None, 'still_running': True, 'cpu': m.cpu_seconds(), 'seconds': 0})
                 continue
