@@ -179,6 +179,9 @@ struct PointPool {
     empty: Vec<Vec<Point>>,
     /// The vector frames are decoded into before the rates.
     decoded: Vec<Point>,
+    /// A sent batch, or an emptied vector, with room for more points than this is freed rather
+    /// than kept: one burst of huge frames does not pin its memory for good.
+    max_points: usize,
     sent_tx: Sender<Vec<Point>>,
     sent_rx: Receiver<Vec<Point>>,
 }
@@ -190,9 +193,10 @@ const RECYCLED_BATCHES: usize = 4;
 const SPARE_LOW: usize = 2_000;
 
 impl PointPool {
-    fn new() -> PointPool {
+    fn new(batch_points: usize) -> PointPool {
         let (sent_tx, sent_rx) = crossbeam_channel::bounded(RECYCLED_BATCHES);
         PointPool {
+            max_points: batch_points.saturating_mul(4).max(20_000),
             spare: Vec::new(),
             queued: std::collections::VecDeque::new(),
             empty: Vec::new(),
@@ -205,7 +209,7 @@ impl PointPool {
     /// Decodes a checked payload's points into `self.decoded`.
     fn decode(&mut self, payload: &[u8]) -> Result<(), FrameError> {
         while let Ok(sent) = self.sent_rx.try_recv() {
-            if self.queued.len() < RECYCLED_BATCHES {
+            if self.queued.len() < RECYCLED_BATCHES && sent.capacity() <= self.max_points {
                 self.queued.push_back(sent);
             }
         }
@@ -213,13 +217,25 @@ impl PointPool {
             if let Some(mut next) = self.queued.pop_front() {
                 next.append(&mut self.spare);
                 let emptied = std::mem::replace(&mut self.spare, next);
-                if self.empty.len() < RECYCLED_BATCHES {
-                    self.empty.push(emptied);
-                }
+                self.keep_empty(emptied);
             }
         }
         self.decoded.clear();
         Frame::decode_reusing(payload, &mut self.decoded, &mut self.spare).map(|_| ())
+    }
+
+    /// Keeps an emptied vector for a batch or a frame to come, unless it is too big or enough wait.
+    fn keep_empty(&mut self, emptied: Vec<Point>) {
+        if emptied.capacity() > self.max_points {
+            return;
+        }
+        if self.decoded.capacity() < emptied.capacity() && self.decoded.is_empty() {
+            let smaller = std::mem::replace(&mut self.decoded, emptied);
+            return self.keep_empty(smaller);
+        }
+        if self.empty.len() < RECYCLED_BATCHES && emptied.capacity() > 0 {
+            self.empty.push(emptied);
+        }
     }
 
     /// Readies an empty batch to take points.
@@ -269,7 +285,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
             let _ = out.send(std::mem::replace(batch, Batch { tagging, ..Batch::default() }));
         }
     };
-    let mut pool = PointPool::new();
+    let mut pool = PointPool::new(settings.batch_points);
     // Gives back `points` emptied, for the next frame to be decoded into.
     let prepare = |mut points: Vec<Point>, into: &mut Vec<Point>, rates: &mut RateState| -> Vec<Point> {
         stats.points_received.fetch_add(points.len() as u64, Ordering::Relaxed);
@@ -322,9 +338,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                 pool.open(batch);
                 let start = batch.points.len();
                 let emptied = prepare(points, &mut batch.points, &mut rates);
-                if emptied.capacity() > pool.decoded.capacity() {
-                    pool.decoded = emptied;
-                }
+                pool.keep_empty(emptied);
                 batch.add_ack(ack, start);
                 let full = batch.points.len() >= settings.batch_points;
                 if slot.1.is_none() {
@@ -441,6 +455,21 @@ mod tests {
         assert_eq!(second.points, expected[1..2]);
         tx.send(Input::Shutdown).expect("shutdown");
         batcher.join().expect("batcher");
+    }
+
+    /// A sent batch far larger than a batch is made of (a burst of huge frames) is freed, not
+    /// kept to decode into: the pool's memory stays bounded by `batch_points`.
+    #[test]
+    fn the_pool_keeps_sent_batches_of_usual_size_and_frees_huge_ones() {
+        use puypuy_common::frame::Frame;
+        let mut pool = PointPool::new(10);
+        let payload = Frame::new("a", 1, points(0..1)).to_bytes()[4..].to_vec();
+        pool.sent_tx.try_send(points(0..30_000)).expect("room");
+        pool.sent_tx.try_send(points(0..3)).expect("room");
+        pool.decode(&payload).expect("decodes");
+        assert_eq!(pool.decoded, points(0..1));
+        // The usual batch became the spare (one point of it decoded into), the huge one was freed.
+        assert_eq!((pool.spare.len(), pool.queued.len()), (2, 0));
     }
 
     /// Points from a PuyPuy agent carry its host tags: they never share a batch with local points,
