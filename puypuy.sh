@@ -25,8 +25,9 @@ DEFAULT_BIN_DIR=$HERE/target/release
 BIN_DIR=${PUYPUY_BIN_DIR:-$DEFAULT_BIN_DIR}
 ALL_PROCESSES=(shipper collector script-runner jmx-bridge)
 STOP_TIMEOUT=${PUYPUY_STOP_TIMEOUT:-30}
+START_TIMEOUT=${PUYPUY_START_TIMEOUT:-30}
 # Long enough for another puypuy.sh to stop every process and start them again.
-LOCK_TIMEOUT=$((STOP_TIMEOUT * 5 + 60))
+LOCK_TIMEOUT=$((STOP_TIMEOUT * 5 + START_TIMEOUT * 4 + 60))
 
 usage() {
   cat <<EOF
@@ -56,7 +57,8 @@ Options:
   -h, --help                    this text
 
 Environment: PUYPUY_CONFIG, PUYPUY_BIN_DIR (prebuilt binaries instead of building them here),
-PUYPUY_STOP_TIMEOUT (seconds stop waits before SIGKILL; 30).
+PUYPUY_STOP_TIMEOUT (seconds stop waits before SIGKILL; 30), PUYPUY_START_TIMEOUT (seconds start
+waits for each process to run; 30).
 EOF
 }
 
@@ -348,9 +350,10 @@ start_one() {
     setsid "$BASH" "$SELF" --config "$CONFIG" _watchdog "$name" </dev/null >/dev/null 2>>"$LOG_FILE" 9>&- &
   wpid=$!
   echo "$wpid" > "$(watchdog_pidfile "$name")"
-  # Wait until the process itself runs (the shipper: until its socket exists).
-  local i
-  for i in $(seq 1 100); do
+  # Wait until the process itself runs (the shipper: until its socket exists), by the clock: on a
+  # loaded machine each turn of this loop can take far longer than its sleep.
+  local deadline=$((SECONDS + START_TIMEOUT))
+  while [ "$SECONDS" -le "$deadline" ]; do
     cpid=$(read_pid "$(child_pidfile "$name")")
     if ours "$name" "$cpid"; then
       if [ "$name" != shipper ] || [ -S "$SOCKET" ]; then

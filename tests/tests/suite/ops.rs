@@ -254,8 +254,9 @@ fn reload_applies_tags_and_period_refuses_a_bad_config_and_reopens_logs() {
 #[test]
 fn status_json_reports_processes_and_shipper_metrics() {
     let agent = Agent::new("system_checks: memory", "[TSDB]\ntsdtype: File\npath: out.txt\n");
-    assert!(puypuy_sh(&agent, &["start"]).status.success());
+    let start = puypuy_sh(&agent, &["start"]);
     let _stop = puypuy_tests::StopOnDrop(agent.config.clone());
+    assert!(start.status.success(), "{}", String::from_utf8_lossy(&start.stderr));
     let json = wait_for(Duration::from_secs(20), "shipper metrics in status --json", || {
         let out = puypuy_sh(&agent, &["status", "--json"]);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
