@@ -76,13 +76,18 @@ pub fn read_small(path: &Path) -> io::Result<String> {
 /// Reads an open file from where it is to its end, as [`read_small`] does.
 pub fn read_all(file: &mut std::fs::File) -> io::Result<String> {
     use std::io::Read;
+    read_with(|buf, _| file.read(buf))
+}
+
+/// Reads to the end with `read(buffer, offset)`: one buffer of 16 KiB, doubled while it fills.
+fn read_with(mut read: impl FnMut(&mut [u8], u64) -> io::Result<usize>) -> io::Result<String> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {
         if len == buf.len() {
             buf.resize(len * 2, 0);
         }
-        match file.read(&mut buf[len..]) {
+        match read(&mut buf[len..], len as u64) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -131,31 +136,14 @@ impl OpenFiles {
 }
 
 fn on_procfs(file: &File) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut s = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: the descriptor is open for the duration of the call, and fstatfs fills the statfs
-    // it is given; it is read only when the call succeeded.
-    unsafe { libc::fstatfs(file.as_raw_fd(), s.as_mut_ptr()) == 0 && s.assume_init().f_type == libc::PROC_SUPER_MAGIC }
+    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
+    fstatfs(file).is_ok_and(|s| s.filesystem_type() == PROC_SUPER_MAGIC)
 }
 
 /// Reads a file from offset 0 to its end with positioned reads, as [`read_all`] does from where
 /// it is.
 fn read_all_at(file: &File) -> io::Result<String> {
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read_at(&mut buf[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    read_with(|buf, at| file.read_at(buf, at))
 }
 
 pub fn round2(x: f64) -> f64 {
