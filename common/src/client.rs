@@ -14,7 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -370,12 +370,10 @@ impl Drop for SenderClient {
 /// Sleeps until `conn` has something to read (acks, or the shipper closed it) or, when
 /// `writable` is asked for, room to write; at most `timeout`.
 fn wait_for_socket(conn: &UnixStream, writable: bool, timeout: Duration) {
-    let events = if writable { libc::POLLIN | libc::POLLOUT } else { libc::POLLIN };
-    let mut fds = [libc::pollfd { fd: conn.as_raw_fd(), events, revents: 0 }];
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let events = if writable { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
-    // SAFETY: `fds` is a valid array of one pollfd for the duration of the call; the descriptor
-    // belongs to `conn`, which outlives it.
-    unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+    let _ = poll(&mut [PollFd::new(conn.as_fd(), events)], PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
 }
 
 /// The helper thread: sleeps until the callers leave something unfinished, then connects (with

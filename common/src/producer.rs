@@ -224,26 +224,23 @@ impl Producer {
     /// a change, see the script-runner's folder watch), a SIGHUP comes (true, so that the reload
     /// is applied) or a stop (false).
     pub fn sleep_until_readable(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::io::Read;
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         let mut drain = [0u8; 64];
         while !self.terminated() {
             if self.hup.load(Ordering::SeqCst) {
                 return true;
             }
-            let mut fds = [
-                libc::pollfd { fd: self.wake.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            ];
-            // SAFETY: `fds` is a valid array of two pollfds for the call; both descriptors are
-            // open (one is borrowed for the call, the other owned by self).
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if n > 0 && fds[0].revents != 0 {
+            let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN), PollFd::new(fd, PollFlags::POLLIN)];
+            let n = poll(&mut fds, PollTimeout::NONE).unwrap_or(0);
+            let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
+            if n > 0 && ready(&fds[0]) {
                 // The handlers set the flags before writing their byte; one read drains it (the
                 // socket is readable, so it does not block).
                 let _ = (&self.wake).read(&mut drain);
             }
-            if n > 0 && fds[1].revents != 0 {
+            if n > 0 && ready(&fds[1]) {
                 return !self.terminated();
             }
         }
