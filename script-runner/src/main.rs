@@ -6,15 +6,14 @@
 //! (puypuy_script_runner::python), on the same ticks.
 
 use std::collections::HashSet;
-use std::ffi::CString;
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use puypuy_common::config::Config;
 use puypuy_common::producer::{Cycle, Producer, ONCE_TIMEOUT};
 use puypuy_common::{hostname, Point};
@@ -197,32 +196,24 @@ fn has_checks(folder: &Path) -> bool {
 /// An inotify watch on folders for entries created or moved in; a missing folder is watched
 /// through its nearest existing parent (its own creation is an entry there). It becomes readable
 /// at the first such event, or when a watched folder goes away.
-struct FolderWatch(OwnedFd);
+struct FolderWatch(Inotify);
 
 impl FolderWatch {
     fn new(folders: &[&Path]) -> std::io::Result<FolderWatch> {
-        // SAFETY: inotify_init1 takes only flags; its result is checked before use.
-        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a new descriptor that nothing else owns.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
         let mut watched = 0;
         for folder in folders {
             let mut dir = folder.to_path_buf();
             while !dir.is_dir() && dir.pop() {}
-            let Ok(path) = CString::new(dir.as_os_str().as_bytes()) else { continue };
-            let mask = libc::IN_CREATE | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
-            // SAFETY: `fd` is open and `path` is a NUL-terminated string for the call.
-            if unsafe { libc::inotify_add_watch(fd, path.as_ptr(), mask) } >= 0 {
+            let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+            if inotify.add_watch(dir.as_path(), mask).is_ok() {
                 watched += 1;
             }
         }
         if watched == 0 {
             return Err(std::io::Error::other("no folder could be watched"));
         }
-        Ok(FolderWatch(owned))
+        Ok(FolderWatch(inotify))
     }
 
     fn fd(&self) -> BorrowedFd<'_> {
