@@ -16,7 +16,7 @@
 //!   for `replication` > 1, to the next distinct nodes walking on; with `diverse_replicas` (carbon's
 //!   default) a node whose server already has a copy is passed over.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use md5::{Digest, Md5};
 use puypuy_common::config::{CarbonDestination, Hashing};
@@ -64,24 +64,12 @@ impl CarbonRing {
     /// The destinations (indices into the list given to [`CarbonRing::new`]) of a metric path, in
     /// carbon's order, into `out` (cleared first).
     pub fn destinations_of(&self, path: &str, out: &mut Vec<usize>) {
-        self.destinations_at(position(path, self.hashing), out);
-    }
-
-    /// [`CarbonRing::destinations_of`], with the path's ring position taken from `cache` when it
-    /// has it (the router's: a relay sees the same paths every interval, and the MD5 of each was
-    /// the router's largest cost).
-    pub fn destinations_cached(&self, path: &str, cache: &mut PositionCache, out: &mut Vec<usize>) {
-        let hashing = self.hashing;
-        self.destinations_at(cache.position(path, |p| position(p, hashing)), out);
-    }
-
-    fn destinations_at(&self, position: u16, out: &mut Vec<usize>) {
         out.clear();
         if self.ring.is_empty() {
             return;
         }
         let nodes = self.servers.len();
-        let position = u64::from(position);
+        let position = u64::from(position(path, self.hashing));
         let len = self.ring.len();
         let mut index = self.ring.partition_point(|e| e.0 < position) % len;
         if self.replication == 1 {
@@ -127,54 +115,6 @@ impl CarbonRing {
 
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
-    }
-}
-
-/// The ring positions of paths already placed, bounded: at most `capacity` paths are kept (each
-/// costs its length plus about 40 bytes). Once full, new paths are hashed without being kept, and
-/// when fewer than half of the last [`PositionCache::WINDOW`] lookups hit, the cache is emptied
-/// so that it fills again with the paths in use now (names that stopped arriving leave that way).
-pub struct PositionCache {
-    positions: HashMap<Box<str>, u16, foldhash::fast::RandomState>,
-    capacity: usize,
-    lookups: usize,
-    hits: usize,
-}
-
-impl PositionCache {
-    /// Lookups between two checks of the hit rate of a full cache.
-    const WINDOW: usize = 1 << 20;
-
-    pub fn new(capacity: usize) -> PositionCache {
-        PositionCache { positions: HashMap::default(), capacity, lookups: 0, hits: 0 }
-    }
-
-    fn position(&mut self, path: &str, hash: impl Fn(&str) -> u16) -> u16 {
-        self.lookups += 1;
-        if self.lookups == Self::WINDOW {
-            if self.positions.len() >= self.capacity && self.hits < Self::WINDOW / 2 {
-                self.positions.clear();
-            }
-            self.lookups = 0;
-            self.hits = 0;
-        }
-        if let Some(&position) = self.positions.get(path) {
-            self.hits += 1;
-            return position;
-        }
-        let position = hash(path);
-        if self.positions.len() < self.capacity {
-            self.positions.insert(path.into(), position);
-        }
-        position
-    }
-
-    pub fn len(&self) -> usize {
-        self.positions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
     }
 }
 
@@ -320,59 +260,6 @@ print('\n'.join(out))
                 }
             }
         }
-    }
-
-    #[test]
-    fn cached_positions_place_like_uncached_ones_and_the_cache_stays_bounded() {
-        let parsed: Vec<CarbonDestination> = ["127.0.0.1:2004:a", "127.0.0.2:2004:b", "127.0.0.3:2004:c"]
-            .iter()
-            .map(|d| CarbonDestination::parse(d).expect("destination"))
-            .collect();
-        let paths = paths();
-        for hashing in [Hashing::CarbonCh, Hashing::Fnv1aCh] {
-            for replication in [1, 2] {
-                let ring = CarbonRing::new(&parsed, hashing, replication, true);
-                let mut cache = PositionCache::new(1000);
-                let (mut cached, mut plain) = (Vec::new(), Vec::new());
-                // Twice over: the second pass takes the first 1000 paths from the cache.
-                for path in paths.iter().chain(&paths) {
-                    ring.destinations_cached(path, &mut cache, &mut cached);
-                    ring.destinations_of(path, &mut plain);
-                    assert_eq!(cached, plain, "{path:?}, {}, replication {replication}", hashing.name());
-                }
-                assert_eq!(cache.len(), 1000);
-                assert_eq!(cache.hits, 1000);
-            }
-        }
-    }
-
-    #[test]
-    fn a_full_cache_that_misses_most_lookups_is_emptied_to_refill() {
-        let mut cache = PositionCache::new(10);
-        let hash = |p: &str| p.len() as u16;
-        for i in 0..PositionCache::WINDOW - 1 {
-            cache.position(&format!("p{i}"), hash);
-        }
-        assert_eq!(cache.len(), 10);
-        cache.position("the window's last lookup", hash);
-        assert_eq!(cache.len(), 1, "emptied, then given the lookup that emptied it");
-        assert!(cache.positions.contains_key("the window's last lookup"));
-        assert_eq!(cache.position("p1", hash), 2);
-        assert_eq!(cache.len(), 2);
-    }
-
-    #[test]
-    fn a_full_cache_that_mostly_hits_is_kept() {
-        let mut cache = PositionCache::new(10);
-        let hash = |p: &str| p.len() as u16;
-        for i in 0..PositionCache::WINDOW {
-            cache.position(if i % 4 == 0 { "cold" } else { "hot" }, hash);
-            if i % 4 == 1 {
-                cache.position(&format!("new{i}"), hash);
-            }
-        }
-        assert_eq!(cache.len(), 10);
-        assert!(cache.positions.contains_key("hot"));
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::balance::BalancedTransport;
 use crate::batch::{Batch, BatchAck};
 use crate::delivery::{Backoff, Delivery, DeliverySettings};
 use crate::rejected::RejectedDir;
-use crate::ring::{CarbonRing, PositionCache};
+use crate::ring::CarbonRing;
 use crate::spool::{DropPolicy, Spool};
 use crate::stats::{DestinationList, DestinationStats, Stats};
 use crate::tags::{HostTagging, HostTags};
@@ -113,11 +113,8 @@ enum Placement {
     /// Every point to its one destination.
     Whole,
     /// Carbon's ring, on the path each point is sent under.
-    Ring { ring: CarbonRing, cache: PositionCache, host: HostTags, relay_prefix: bool },
+    Ring { ring: CarbonRing, host: HostTags, relay_prefix: bool },
 }
-
-/// Paths whose ring position the router keeps (about 20 MiB when full of 40-byte paths).
-const RING_CACHE_PATHS: usize = 1 << 18;
 
 /// The outputs of a config and their destinations.
 pub struct Plan {
@@ -142,12 +139,7 @@ impl Plan {
                         carbon_address: Some(d.connect_address()),
                     })
                     .collect();
-                let placement = Placement::Ring {
-                    ring,
-                    cache: PositionCache::new(RING_CACHE_PATHS),
-                    host: host.clone(),
-                    relay_prefix: r.relay_prefix,
-                };
+                let placement = Placement::Ring { ring, host: host.clone(), relay_prefix: r.relay_prefix };
                 plan.outputs.push((placement, destinations));
             } else {
                 let name = if r.addresses.is_empty() { tsdb.backend.name().to_string() } else { r.addresses.join(",") };
@@ -170,15 +162,15 @@ impl Plan {
 
     /// Which destinations (by position in [`Plan::destinations`]) each point goes to, into `out`;
     /// `tagging` is its batch's (a carbon path is built from the host tags).
-    fn place(&mut self, p: &Point, tagging: HostTagging, out: &mut Vec<usize>, scratch: &mut Vec<usize>) {
+    fn place(&self, p: &Point, tagging: HostTagging, out: &mut Vec<usize>, scratch: &mut Vec<usize>) {
         out.clear();
         let mut first = 0;
-        for (placement, destinations) in &mut self.outputs {
+        for (placement, destinations) in &self.outputs {
             match placement {
                 Placement::Whole => out.push(first),
-                Placement::Ring { ring, cache, host, relay_prefix } => {
+                Placement::Ring { ring, host, relay_prefix } => {
                     let path = crate::backends::carbon::path_ref(p, host.for_points(tagging), *relay_prefix);
-                    ring.destinations_cached(&path, cache, scratch);
+                    ring.destinations_of(&path, scratch);
                     out.extend(scratch.iter().map(|i| first + i));
                 }
             }
@@ -313,7 +305,7 @@ impl Router {
             return;
         }
         let mut scratch = Vec::new();
-        let plan = &mut self.plan;
+        let plan = &self.plan;
         let tagging = batch.tagging;
         let parts = split(batch, self.live.len(), |p, out| plan.place(p, tagging, out, &mut scratch));
         for (part, l) in parts.into_iter().zip(&self.live) {
