@@ -74,11 +74,22 @@ pub fn read_message(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(payload)
 }
 
-/// Whether `token` is one of `tokens`, compared in time independent of where they differ.
+/// Whether `token` is one of `tokens`, compared in time independent of where they differ and of
+/// whether their lengths do: every byte of the offered token is compared, with a configured token
+/// read round and round when it is shorter.
 fn token_matches(tokens: &[String], token: &str) -> bool {
-    tokens.iter().fold(false, |found, t| {
-        found | (t.len() == token.len() && t.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
-    })
+    tokens.iter().fold(false, |found, t| found | same_bytes(t.as_bytes(), token.as_bytes()))
+}
+
+fn same_bytes(expected: &[u8], given: &[u8]) -> bool {
+    if expected.is_empty() {
+        return given.is_empty();
+    }
+    let differ = given
+        .iter()
+        .enumerate()
+        .fold(u8::from(expected.len() != given.len()), |acc, (i, b)| acc | (expected[i % expected.len()] ^ b));
+    differ == 0
 }
 
 pub(crate) struct FramesDoor {
@@ -230,5 +241,8 @@ mod tests {
         let tokens = vec!["abc".to_string(), "rotated".to_string()];
         assert!(token_matches(&tokens, "abc") && token_matches(&tokens, "rotated"));
         assert!(!token_matches(&tokens, "ab") && !token_matches(&tokens, "abcd") && !token_matches(&tokens, ""));
+        // The token repeated, as the comparison reads a shorter one round and round.
+        assert!(!token_matches(&tokens, "abcabc") && !token_matches(&tokens, "xbc") && !token_matches(&tokens, "abC"));
+        assert!(!token_matches(&[String::new()], "a") && !token_matches(&[], "abc"));
     }
 }
