@@ -441,10 +441,11 @@ reload_one() {
 
 # fresh_status PID FILE: asks the shipper PID for its status file now (SIGUSR1: with self_metrics
 # off it writes none on a timer) and waits up to 2 s for FILE to be replaced (a new inode). Only
-# once its socket exists: its handler is in place by then, and SIGUSR1 before would end it.
+# once FILE is that shipper's own: it writes it after its handler is in place, and SIGUSR1 before
+# would end it (a socket left by a shipper killed with -9 says nothing about the new one).
 fresh_status() {
   local before i
-  [ -S "$SOCKET" ] || return 0
+  grep -q "\"pid\":$1[,}]" "$2" 2>/dev/null || return 0
   before=$(stat -c %i "$2" 2>/dev/null)
   kill -USR1 "$1" 2>/dev/null || return 0
   for i in $(seq 1 20); do

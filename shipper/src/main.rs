@@ -188,15 +188,15 @@ fn run(config: Config) -> anyhow::Result<()> {
         .with_destinations(Arc::clone(&destinations)),
     ));
     let lock_self_metrics = || self_metrics.lock().unwrap_or_else(|e| e.into_inner());
+    // The status file at once, in both modes: `puypuy.sh status --json` signals a shipper only
+    // once the file carries its pid (its SIGUSR1 handler is in place by then).
+    lock_self_metrics().write_status();
     if lock_self_metrics().sends() {
         let (shared, tx) = (Arc::clone(&self_metrics), input_tx.clone());
         thread::Builder::new()
             .name("self-metrics".into())
             .spawn(move || self_metrics::run(shared, tx))
             .context("cannot start the self-metrics thread")?;
-    } else {
-        // Nothing on a timer: the status file now, and again on SIGUSR1.
-        lock_self_metrics().write_status();
     }
 
     let mut running = config.clone();

@@ -732,6 +732,11 @@ impl Agent {
         use std::os::unix::fs::MetadataExt;
         let path = self.tmpdir.join("shipper-status.json");
         let inode = || std::fs::metadata(&path).map(|m| m.ino()).ok();
+        // Only a shipper that wrote the file already has its SIGUSR1 handler: before, the
+        // signal would end it.
+        if self.status().and_then(|s| s["pid"].as_u64()) != Some(u64::from(pid)) {
+            return;
+        }
         let before = inode();
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGUSR1);
         let _ = poll_for(Duration::from_secs(2), || (inode() != before).then_some(()));
