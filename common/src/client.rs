@@ -9,7 +9,9 @@
 //! cycle). Only what the caller cannot finish goes to a helper thread, started the first time it
 //! is needed: connecting (with backoff while the shipper is down) and writing a frame the socket
 //! did not take whole. After a reconnect every unacknowledged frame is written again, so a shipper
-//! killed with -9 costs nothing. The queue is bounded (`producer_queue` frames): when it is full
+//! killed with -9 costs nothing. A connection the shipper closed while every frame was written is
+//! noticed at the producer's next call (its next cycle, or its stop), which then resends: until
+//! then the frames wait in the producer, a period late at most. The queue is bounded (`producer_queue` frames): when it is full
 //! the oldest frame is dropped and counted.
 
 use std::collections::VecDeque;
@@ -33,6 +35,8 @@ struct Pending {
 /// The first retry after a failed connect, doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest ack payload taken for one (acks are a few bytes).
+const MAX_ACK_BYTES: usize = 1024;
 
 struct State {
     socket: PathBuf,
@@ -169,6 +173,13 @@ impl State {
         };
         let mut at = 0;
         while let Some(len) = self.acks.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize) {
+            if len > MAX_ACK_BYTES {
+                // Not an ack (they are a few bytes): the stream is out of step, and waiting for
+                // that many bytes would stop reading acks on this connection for good.
+                log::warn!("bad ack from the shipper: a length of {len} bytes; reconnecting");
+                self.disconnect();
+                return;
+            }
             let Some(payload) = self.acks.get(at + 4..at + 4 + len) else { break };
             at += 4 + len;
             match Ack::decode(payload) {
@@ -191,9 +202,10 @@ impl State {
             self.queue.remove(i);
             if i < self.written {
                 self.written -= 1;
-            } else if i == self.written {
-                // Cannot happen (the shipper acks only what it read whole); keep the counts sane.
-                self.partial = 0;
+            } else if i == self.written && self.partial > 0 {
+                // Cannot happen (the shipper acks only what it read whole). Were it to, the next
+                // frame's bytes must not follow half of this one: start a new connection.
+                self.disconnect();
             }
         }
         if ack.status == frame::ACK_DROPPED {
