@@ -220,20 +220,23 @@ impl Producer {
         false
     }
 
-    /// Sleeps, with no timeout, until `fd` is readable (a producer with nothing to do waiting for
-    /// a change, see the script-runner's folder watch), a SIGHUP comes (true, so that the reload
-    /// is applied) or a stop (false).
-    pub fn sleep_until_readable(&self, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    /// Sleeps until `fd` is readable (a producer with nothing to do waiting for a change, see the
+    /// script-runner's folder watch), `timeout` passed or a SIGHUP came (true: look again, apply
+    /// the reload) or a stop (false).
+    pub fn sleep_until_readable(&self, fd: std::os::fd::BorrowedFd<'_>, timeout: Duration) -> bool {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::io::Read;
         use std::os::fd::AsFd;
         let mut drain = [0u8; 64];
+        let deadline = Instant::now() + timeout;
         while !self.terminated() {
-            if self.hup.load(Ordering::SeqCst) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.hup.load(Ordering::SeqCst) || left.is_zero() {
                 return true;
             }
             let mut fds = [PollFd::new(self.wake.as_fd(), PollFlags::POLLIN), PollFd::new(fd, PollFlags::POLLIN)];
-            let n = poll(&mut fds, PollTimeout::NONE).unwrap_or(0);
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            let n = poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)).unwrap_or(0);
             let ready = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
             if n > 0 && ready(&fds[0]) {
                 // The handlers set the flags before writing their byte; one read drains it (the

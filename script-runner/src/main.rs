@@ -164,13 +164,14 @@ fn main() -> ExitCode {
             return producer.finish(ONCE_TIMEOUT);
         }
         // Nothing to run (no `check_*` in either folder, no Python host ticking): sleep until one
-        // of the folders changes instead of waking every cycle to look. A change, a SIGHUP or a
-        // stop ends the sleep, and the next cycle looks as usual.
+        // of the folders changes instead of waking every cycle to look. A change, a SIGHUP, a stop
+        // or IDLE_LOOK (for changes inotify does not see: a folder swapped under a symlink, NFS)
+        // ends the sleep, and the next cycle looks as usual.
         if !python_ticks && !has_checks(&s.scripts_dir) && !has_checks(&s.checks_dir) {
             match FolderWatch::new(&[&s.scripts_dir, &s.checks_dir]) {
                 // Looked at again once watched: a script added in between is not missed.
                 Ok(watch) if !has_checks(&s.scripts_dir) && !has_checks(&s.checks_dir) => {
-                    if !producer.sleep_until_readable(watch.fd()) {
+                    if !producer.sleep_until_readable(watch.fd(), IDLE_LOOK) {
                         break;
                     }
                 }
@@ -186,6 +187,9 @@ fn main() -> ExitCode {
     let _ = producer.finish(Duration::from_secs(2));
     ExitCode::SUCCESS
 }
+
+/// The longest an idle runner sleeps on its folder watch before it looks at the folders again.
+const IDLE_LOOK: Duration = Duration::from_secs(60);
 
 /// Whether `folder` has an entry named `check_*` (a script, or a Python module), whatever its mode.
 fn has_checks(folder: &Path) -> bool {
@@ -205,7 +209,11 @@ impl FolderWatch {
         for folder in folders {
             let mut dir = folder.to_path_buf();
             while !dir.is_dir() && dir.pop() {}
-            let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+            let mask = AddWatchFlags::IN_CREATE
+                | AddWatchFlags::IN_MOVED_TO
+                | AddWatchFlags::IN_MOVE_SELF
+                | AddWatchFlags::IN_DELETE_SELF
+                | AddWatchFlags::IN_ONLYDIR;
             if inotify.add_watch(dir.as_path(), mask).is_ok() {
                 watched += 1;
             }
