@@ -186,6 +186,10 @@ struct PointPool {
     sent_rx: Receiver<Vec<Point>>,
 }
 
+/// A frame's payload buffer larger than this is not handed back to its connection for the next
+/// frame (frames may reach `MAX_FRAME_BYTES`; a connection holds a few buffers for life).
+const KEPT_PAYLOAD_BYTES: usize = 1 << 20;
+
 /// Sent batches kept to decode into, and waiting in the channel; one sent when both are full is
 /// freed.
 const RECYCLED_BATCHES: usize = 4;
@@ -196,7 +200,7 @@ impl PointPool {
     fn new(batch_points: usize) -> PointPool {
         let (sent_tx, sent_rx) = crossbeam_channel::bounded(RECYCLED_BATCHES);
         PointPool {
-            max_points: batch_points.saturating_mul(4).max(20_000),
+            max_points: PointPool::max_points(batch_points),
             spare: Vec::new(),
             queued: std::collections::VecDeque::new(),
             empty: Vec::new(),
@@ -204,6 +208,11 @@ impl PointPool {
             sent_tx,
             sent_rx,
         }
+    }
+
+    /// The largest batch kept to decode into, for batches of `batch_points`.
+    fn max_points(batch_points: usize) -> usize {
+        batch_points.saturating_mul(4).max(20_000)
     }
 
     /// Decodes a checked payload's points into `self.decoded`.
@@ -319,6 +328,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
                 let (points, ack, tagging) = match input {
                     Input::Frame { payload, ack, back, tagging } => {
                         let decoded = pool.decode(&payload);
+                        // A buffer grown by a large frame is freed (an empty one goes back in
+                        // its place): a connection keeps its few buffers for life.
+                        let payload = if payload.capacity() > KEPT_PAYLOAD_BYTES { Vec::new() } else { payload };
                         let _ = back.try_send(payload);
                         match decoded {
                             Ok(()) => (std::mem::take(&mut pool.decoded), Some(ack), tagging),
@@ -350,6 +362,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: Sender<Batch>, mut settings: Batche
             }
             Ok(Input::Reload { batch_points, batch_wait }) => {
                 open.iter_mut().for_each(flush);
+                pool.max_points = PointPool::max_points(batch_points);
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
             }
@@ -407,6 +420,32 @@ mod tests {
         tx.send(Input::Shutdown).expect("shutdown");
         batcher.join().expect("batcher");
         assert_eq!(stats.points_received.load(Ordering::Relaxed), 8);
+    }
+
+    /// A frame's payload buffer goes back to its connection after the decode, unless a large
+    /// frame grew it past KEPT_PAYLOAD_BYTES: then an empty one goes back in its place.
+    #[test]
+    fn payload_buffers_go_back_to_their_connection_unless_large() {
+        use crate::ack::AckTo;
+        use puypuy_common::frame::Frame;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (out, _batches) = crossbeam_channel::unbounded();
+        let settings = BatcherSettings { batch_points: 3, batch_wait: Duration::from_secs(60), rate_file: None };
+        let batcher = std::thread::spawn(move || run_batcher(rx, out, settings, Arc::new(Stats::default())));
+        let (acks, _acked) = crossbeam_channel::unbounded();
+        let (back, returned) = crossbeam_channel::unbounded();
+        for (seq, room) in [(1, 4096), (2, KEPT_PAYLOAD_BYTES + 1)] {
+            let mut payload = Vec::with_capacity(room);
+            payload.extend_from_slice(&Frame::new("a", seq, vec![Point::int("x", 1, 2, "t")]).to_bytes()[4..]);
+            let ack = AckHandle { to: AckTo::Channel(acks.clone()), seq };
+            tx.send(Input::Frame { payload, ack, back: back.clone(), tagging: HostTagging::ThisHost }).expect("send");
+        }
+        let small = returned.recv_timeout(Duration::from_secs(5)).expect("first buffer back");
+        assert!(small.capacity() >= 4096, "the usual buffer is handed back: {}", small.capacity());
+        let large = returned.recv_timeout(Duration::from_secs(5)).expect("second buffer back");
+        assert_eq!(large.capacity(), 0, "an empty buffer in place of the large one");
+        tx.send(Input::Shutdown).expect("shutdown");
+        batcher.join().expect("batcher");
     }
 
     /// A batch whose points were all sent hands them back, and the next frames are decoded into
