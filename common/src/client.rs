@@ -9,9 +9,9 @@
 //! cycle). Only what the caller cannot finish goes to a helper thread, started the first time it
 //! is needed: connecting (with backoff while the shipper is down) and writing a frame the socket
 //! did not take whole. After a reconnect every unacknowledged frame is written again, so a shipper
-//! killed with -9 costs nothing. A connection the shipper closed while every frame was written is
-//! noticed at the producer's next call (its next cycle, or its stop), which then resends: until
-//! then the frames wait in the producer, a period late at most. The queue is bounded (`producer_queue` frames): when it is full
+//! killed with -9 costs nothing. While frames wait for their acks, the helper thread sleeps on the
+//! connection for the shipper closing it (acks arriving do not wake it), so a restarted shipper
+//! gets them again at once rather than at the producer's next cycle. The queue is bounded (`producer_queue` frames): when it is full
 //! the oldest frame is dropped and counted.
 
 use std::collections::VecDeque;
@@ -60,7 +60,17 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Duration,
     helper_started: bool,
+    /// What the helper thread sleeps on: the condition variable (`Waiting`), or the connection
+    /// and the wake socket (`Watching`: frames written, their acks not read yet).
+    helper: HelperSleep,
     shutdown: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HelperSleep {
+    Busy,
+    Waiting,
+    Watching,
 }
 
 impl State {
@@ -217,9 +227,25 @@ impl State {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    /// A socket pair: a byte written to the first ends the helper's watch of the connection.
+    wake: Option<(UnixStream, UnixStream)>,
 }
 
 impl Shared {
+    /// Gets the helper going again, wherever it sleeps: called with the lock held, after a change
+    /// it must act on.
+    fn wake_helper(&self, state: &State) {
+        match state.helper {
+            HelperSleep::Busy => {}
+            HelperSleep::Waiting => self.changed.notify_all(),
+            HelperSleep::Watching => {
+                if let Some((tx, _)) = &self.wake {
+                    let _ = (&*tx).write(&[1]);
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A poisoned lock means another thread panicked while holding it; the state is still a
         // consistent queue, so carry on rather than lose points.
@@ -263,10 +289,23 @@ impl SenderClient {
             retry_at: None,
             backoff: FIRST_BACKOFF,
             helper_started: false,
+            helper: HelperSleep::Busy,
             shutdown: false,
         };
+        let wake = UnixStream::pair()
+            .and_then(|(a, b)| {
+                a.set_nonblocking(true)?;
+                b.set_nonblocking(true)?;
+                Ok((a, b))
+            })
+            .map_err(|e| {
+                log::warn!(
+                    "no wake socket for the sender thread ({e}): a lost shipper connection is noticed at the next send"
+                )
+            })
+            .ok();
         SenderClient {
-            shared: Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new() }),
+            shared: Arc::new(Shared { state: Mutex::new(state), changed: Condvar::new(), wake }),
             capacity: capacity.max(1),
         }
     }
@@ -311,9 +350,12 @@ impl SenderClient {
         self.hand_over(state);
     }
 
-    /// What the caller could not finish goes to the helper thread (started the first time).
+    /// What the caller could not finish goes to the helper thread (started the first time). With
+    /// frames written but not acknowledged it watches the connection, so that a shipper that
+    /// closed it (restarted) gets them again at once, not at this producer's next call.
     fn hand_over(&self, mut state: MutexGuard<'_, State>) {
-        if !state.unfinished() {
+        let watch = !state.queue.is_empty() && state.conn.is_some();
+        if !state.unfinished() && !watch {
             return;
         }
         if !state.helper_started {
@@ -323,8 +365,11 @@ impl SenderClient {
                 Err(e) => log::error!("cannot start the sender thread: {e}"),
             }
         }
-        drop(state);
-        self.shared.changed.notify_all();
+        // Already watching this connection with nothing unfinished: nothing to tell it (so a
+        // producer's usual cycle wakes no thread).
+        if state.unfinished() || state.helper == HelperSleep::Waiting {
+            self.shared.wake_helper(&state);
+        }
     }
 
     /// Waits until every queued frame is acknowledged; false when `timeout` passed first.
@@ -374,8 +419,9 @@ impl SenderClient {
 
 impl Drop for SenderClient {
     fn drop(&mut self) {
-        self.shared.lock().shutdown = true;
-        self.shared.changed.notify_all();
+        let mut state = self.shared.lock();
+        state.shutdown = true;
+        self.shared.wake_helper(&state);
     }
 }
 
@@ -386,6 +432,19 @@ fn wait_for_socket(conn: &UnixStream, writable: bool, timeout: Duration) {
     let events = if writable { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
     let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
     let _ = poll(&mut [PollFd::new(conn.as_fd(), events)], PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX));
+}
+
+/// Sleeps until the shipper closes `conn` (or it fails) or a byte comes on `wake`, which is then
+/// drained.
+fn wait_for_close(conn: &UnixStream, wake: &UnixStream) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [
+        PollFd::new(conn.as_fd(), PollFlags::from_bits_retain(libc::POLLRDHUP)),
+        PollFd::new(wake.as_fd(), PollFlags::POLLIN),
+    ];
+    let _ = poll(&mut fds, PollTimeout::NONE);
+    let mut drain = [0u8; 64];
+    while matches!((&*wake).read(&mut drain), Ok(n) if n > 0) {}
 }
 
 /// The helper thread: sleeps until the callers leave something unfinished, then connects (with
@@ -401,7 +460,21 @@ fn helper(shared: &Shared) {
             return;
         }
         if !state.unfinished() {
-            state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+            match (&shared.wake, state.conn.as_ref().map(UnixStream::try_clone)) {
+                // Frames written, their acks not read yet: sleep until the shipper closes the
+                // connection (acks arriving do not wake it) or a caller needs the helper.
+                (Some((_, wake)), Some(Ok(conn))) if !state.queue.is_empty() && !state.shutdown => {
+                    state.helper = HelperSleep::Watching;
+                    drop(state);
+                    wait_for_close(&conn, wake);
+                    state = shared.lock();
+                }
+                _ => {
+                    state.helper = HelperSleep::Waiting;
+                    state = shared.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            state.helper = HelperSleep::Busy;
             continue;
         }
         match state.conn.as_ref().map(UnixStream::try_clone) {
@@ -494,6 +567,39 @@ mod tests {
         let f = Frame::decode(&buf).unwrap();
         assert_eq!(f.points.len(), 100_000);
         assert_eq!(f.points[99_999].name, "m99999");
+    }
+
+    /// A shipper restarted after reading a frame it never acknowledged gets it again at once,
+    /// though the producer makes no call meanwhile (its next cycle may be a minute away).
+    #[test]
+    fn a_restarted_shipper_gets_the_unacknowledged_frames_without_a_call_of_the_producer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let client = SenderClient::start(&path, "test", 100);
+        client.send(vec![Point::int("a", 1, 1, "t")]);
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut buf = Vec::new();
+        assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
+        // The shipper dies (connection and listening socket gone) and a new one listens.
+        drop(conn);
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut conn = loop {
+            match listener.accept() {
+                Ok((conn, _)) => break conn,
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    thread::sleep(Duration::from_millis(10))
+                }
+                Err(e) => panic!("the client did not come back by itself: {e}"),
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
+        assert_eq!(Frame::decode(&buf).unwrap().points[0].name, "a");
     }
 
     #[test]
