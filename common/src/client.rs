@@ -60,6 +60,10 @@ struct State {
     retry_at: Option<Instant>,
     backoff: Duration,
     helper_started: bool,
+    /// Whether an ack came on the current connection. One closed before any did (a shipper that
+    /// refuses a frame closes the connection) is not reconnected at once: the backoff grows
+    /// until an ack comes, instead of the same frame going round as fast as both can.
+    acked_on_conn: bool,
     /// What the helper thread sleeps on: the condition variable (`Waiting`), or the connection
     /// and the wake socket (`Watching`: frames written, their acks not read yet).
     helper: HelperSleep,
@@ -123,7 +127,7 @@ impl State {
         self.ever_connected = true;
         self.outage_logged = false;
         self.retry_at = None;
-        self.backoff = FIRST_BACKOFF;
+        self.acked_on_conn = false;
         self.conn = Some(stream);
         self.written = 0;
         self.partial = 0;
@@ -134,6 +138,10 @@ impl State {
     fn disconnect(&mut self) {
         if let Some(conn) = self.conn.take() {
             let _ = conn.shutdown(std::net::Shutdown::Both);
+            if !self.acked_on_conn {
+                self.retry_at = Some(Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
         }
         self.written = 0;
         self.partial = 0;
@@ -208,6 +216,8 @@ impl State {
     }
 
     fn acknowledge(&mut self, ack: Ack) {
+        self.acked_on_conn = true;
+        self.backoff = FIRST_BACKOFF;
         if let Some(i) = self.queue.iter().position(|p| p.seq == ack.seq) {
             self.queue.remove(i);
             if i < self.written {
@@ -289,6 +299,7 @@ impl SenderClient {
             retry_at: None,
             backoff: FIRST_BACKOFF,
             helper_started: false,
+            acked_on_conn: false,
             helper: HelperSleep::Busy,
             shutdown: false,
         };
@@ -600,6 +611,34 @@ mod tests {
         conn.set_nonblocking(false).unwrap();
         assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
         assert_eq!(Frame::decode(&buf).unwrap().points[0].name, "a");
+    }
+
+    /// A shipper that closes every connection after reading the frame, never acknowledging it
+    /// (as one does with a frame it refuses), is not reconnected to as fast as both can go: the
+    /// backoff grows from 50 ms, so about six connections come in 1.5 s, not hundreds.
+    #[test]
+    fn connections_closed_before_any_ack_are_retried_with_a_growing_backoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let client = SenderClient::start(&path, "test", 100);
+        client.send(vec![Point::int("refused", 1, 1, "t")]);
+        let (mut connections, mut buf) = (0, Vec::new());
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    connections += 1;
+                    conn.set_nonblocking(false).unwrap();
+                    assert!(frame::read_payload(&mut conn, &mut buf).unwrap());
+                }
+                Err(_) => thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        // At 0, 50, 150, 350 and 750 ms (the next at 1550): 5 connections, fewer on a slow machine.
+        assert!((1..=8).contains(&connections), "{connections} connections in 1.5 s");
+        assert_eq!(client.stats().queued_frames, 1, "the frame is kept");
     }
 
     #[test]
