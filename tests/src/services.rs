@@ -41,7 +41,13 @@ impl MariaDb {
         let d = dir.path();
         let port = free_port();
         let socket = d.join("mysqld.sock");
+        // Its own temporary folder: the bootstrap's temporary tables under a /tmp shared with the
+        // rest of the suite were once gone before it removed them ("Could not remove temporary
+        // table ... error: 2"), which aborted it.
+        let tmp = d.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("mariadb tmpdir");
         let out = Command::new(install)
+            .env("TMPDIR", &tmp)
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=socket", "--skip-test-db"])
             .arg(format!("--datadir={}", d.join("data").display()))
             .output()
@@ -62,7 +68,8 @@ impl MariaDb {
                 .arg(format!("--datadir={}", d.join("data").display()))
                 .arg(format!("--port={port}"))
                 .arg(format!("--socket={}", socket.display()))
-                .arg(format!("--pid-file={}", d.join("mysqld.pid").display())),
+                .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+                .arg(format!("--tmpdir={}", tmp.display())),
         );
         wait_for(Duration::from_secs(30), "mariadbd", || tcp_ready(port).then_some(()));
         let db = MariaDb { dir, port, socket, proc };
