@@ -23,7 +23,7 @@
 //! counted in `puypuy_relay_refused{input=frames}`; nothing they send is read as a frame.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -106,8 +106,8 @@ pub(crate) fn start(
     tx: Sender<Input>,
     stats: Arc<InputStats>,
 ) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(addr).map_err(|e| format!("[Relay] frames_listen: cannot listen on {addr}: {e}"))?;
+    let listener = super::inputs::tcp_listener(addr)
+        .map_err(|e| format!("[Relay] frames_listen: cannot listen on {addr}: {e}"))?;
     let door = Arc::new(door);
     thread::Builder::new()
         .name("relay-frames".into())

@@ -58,7 +58,8 @@ pub(crate) fn start(
     let (server, front) = match tls {
         None => (tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?, None),
         Some(tls) => {
-            let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
+            let listener =
+                super::inputs::tcp_listener(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
             let inner = TcpListener::bind(("127.0.0.1", 0))
                 .map_err(|e| format!("[Relay] HTTPS input: cannot listen on 127.0.0.1 behind TLS: {e}"))?;
             let backend = inner.local_addr().map_err(|e| format!("[Relay] HTTPS input: {e}"))?;

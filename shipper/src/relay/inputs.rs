@@ -8,6 +8,7 @@
 //! request without valid credentials are refused at once, counted in `refused` and logged (each,
 //! up to 20 lines per 10 s per input); nothing they sent is read.
 
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -297,4 +298,40 @@ pub(crate) fn handle_line(
     };
     stats.reject(peer, "", &why);
     Some(why)
+}
+
+/// A TCP listener with the kernel's largest accept queue (`somaxconn`, 4096 on Debian 12) instead
+/// of std's 128: when hundreds of clients connect at once and the accepting thread is slow to run
+/// (a busy host), a full queue drops their handshakes, and what they wrote waits for the kernel's
+/// retransmissions, seconds to a minute late, or is lost with them.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std's bind does: a restarted shipper may listen again at once on its port.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    // Capped by the kernel at net.core.somaxconn.
+    socket.listen(4096)?;
+    Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// 300 clients connect while nothing accepts (a busy accepting thread): every handshake
+    /// completes at once. With std's queue of 128 the 130th waits for retransmissions.
+    #[test]
+    fn hundreds_of_clients_connect_before_any_is_accepted() {
+        let listener = tcp_listener("127.0.0.1:0".parse().expect("address")).expect("listen");
+        let addr = listener.local_addr().expect("address");
+        let clients: Vec<TcpStream> = (0..300)
+            .map(|i| {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                    .unwrap_or_else(|e| panic!("client {i} not connected: {e}"))
+            })
+            .collect();
+        assert_eq!(clients.len(), 300);
+    }
 }

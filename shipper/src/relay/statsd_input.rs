@@ -144,7 +144,8 @@ pub(crate) fn start(
     }
     let tcp = match config.tcp {
         true => Some(
-            TcpListener::bind(addr).map_err(|e| format!("[Relay] statsd_listen: cannot listen on TCP {addr}: {e}"))?,
+            super::inputs::tcp_listener(addr)
+                .map_err(|e| format!("[Relay] statsd_listen: cannot listen on TCP {addr}: {e}"))?,
         ),
         false => None,
     };

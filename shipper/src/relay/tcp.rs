@@ -15,7 +15,7 @@
 //! fails the handshake is refused (logged, counted in `refused`) with none of its lines read.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -93,7 +93,7 @@ pub(crate) fn start(
     parse: LineParser,
     telnet: bool,
 ) -> Result<(), String> {
-    let listener = TcpListener::bind(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
+    let listener = super::inputs::tcp_listener(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
     let (max_line, max_conns, idle) = (config.max_line_bytes, config.max_connections, config.idle_timeout);
     thread::Builder::new()
         .name(format!("relay-{}", stats.name))

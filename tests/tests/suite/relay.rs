@@ -234,7 +234,7 @@ fn many_clients_a_silent_one_and_a_slow_one() {
         rows.first().and_then(|r| r[1].as_i64()).unwrap_or(0)
     };
     let got = poll_for(Duration::from_secs(60), || Some(count()).filter(|n| *n == 500)).unwrap_or_else(count);
-    assert_eq!(got, 500, "points of the 500 clients in InfluxDB");
+    assert_eq!(got, 500, "points of the 500 clients in InfluxDB; the shipper's log:\n{}", agent.log());
     slow_thread.join().expect("slow");
     wait_for(Duration::from_secs(10), "the slow client's point", || {
         (!influx.points("slow.metric").is_empty()).then_some(())
