@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use puypuy_common::client::SenderClient;
 use puypuy_common::Point;
-use puypuy_tests::measure::{self, Cgroup};
+use puypuy_tests::measure::{self, mib, rss, Cgroup};
 use puypuy_tests::{bin, bin_dir, free_port, repo_root, require, wait_for, Agent, Proc, StopOnDrop};
 use serde_json::{json, Value as Json};
 
@@ -64,24 +64,6 @@ fn ticks_seconds(pid: u32) -> f64 {
     let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
         + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     ticks / clk_tck()
-}
-
-/// (VmRSS, VmHWM) in bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (kb("VmRSS:"), kb("VmHWM:"))
-}
-
-fn mib(b: u64) -> f64 {
-    (b as f64 / 1048576.0 * 10.0).round() / 10.0
 }
 
 fn now_micros() -> u64 {

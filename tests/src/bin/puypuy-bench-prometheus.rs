@@ -22,23 +22,9 @@ use std::time::{Duration, Instant};
 
 use puypuy_common::client::SenderClient;
 use puypuy_common::Point;
+use puypuy_tests::measure::cpu_seconds;
 use puypuy_tests::prometheus::{NodeExporter, Prometheus};
 use puypuy_tests::{wait_for, Agent};
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let mut ns: u64 = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Some(v) = std::fs::read_to_string(t.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            {
-                ns += v;
-            }
-        }
-    }
-    ns as f64 / 1e9
-}
 
 /// utime + stime of a process (exited threads included), in seconds.
 fn ticks_seconds(pid: u32) -> f64 {
