@@ -710,10 +710,18 @@ impl Agent {
     }
 
     pub fn start_shipper(&self) -> Proc {
-        let p = Proc::spawn("puypuy-shipper", &mut self.command("puypuy-shipper"));
+        let mut p = self.launch_shipper();
+        assert!(p.is_running(), "the shipper exited at start:\n{}", self.log());
+        p
+    }
+
+    /// Starts a shipper and returns once its socket accepts connections or it has exited (a
+    /// relay port taken meanwhile by another test ends it at start): the caller tells which.
+    pub fn launch_shipper(&self) -> Proc {
+        let mut p = Proc::spawn("puypuy-shipper", &mut self.command("puypuy-shipper"));
         let socket = self.socket();
         wait_for(Duration::from_secs(20), "the shipper's socket", || {
-            std::os::unix::net::UnixStream::connect(&socket).is_ok().then_some(())
+            (std::os::unix::net::UnixStream::connect(&socket).is_ok() || !p.is_running()).then_some(())
         });
         p
     }

@@ -18,12 +18,13 @@ const PERIOD: u64 = 2;
 const PERCENTILES: [f64; 3] = [50.0, 90.0, 99.9];
 
 /// A shipper whose `[Relay]` has a StatsD input on a free port, started and listening. A port
-/// taken meanwhile by another test makes the shipper exit: then another port is tried.
+/// taken meanwhile by another test (the UDP one, or the TCP one of `statsd_tcp`) makes the
+/// shipper exit at start: then another port is tried.
 fn statsd_shipper(tsdb: &str, statsd_keys: &str) -> (Agent, Proc, u16) {
     for _ in 0..5 {
         let port = free_udp_port();
         let agent = Agent::new("", &format!("{tsdb}\n[Relay]\nstatsd_listen = {port}\n{statsd_keys}\n"));
-        let mut shipper = agent.start_shipper();
+        let mut shipper = agent.launch_shipper();
         let listening = wait_for(Duration::from_secs(15), "the StatsD input or the shipper's exit", || {
             if agent.log().contains("relay: StatsD input on") {
                 Some(true)
