@@ -159,6 +159,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         socket.display(),
         router.describe()
     );
+    let outlet = batch::Outlet::new(batch_tx, router.direct());
     let (routes_tx, routes_rx) = crossbeam_channel::unbounded();
     let delivery = thread::Builder::new()
         .name("router".into())
@@ -175,7 +176,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let batcher_stats = Arc::clone(&stats);
     let batcher = thread::Builder::new()
         .name("batcher".into())
-        .spawn(move || batch::run_batcher(input_rx, batch_tx, batcher_settings, batcher_stats))
+        .spawn(move || batch::run_batcher(input_rx, outlet, batcher_settings, batcher_stats))
         .context("cannot start the batcher")?;
     let self_metrics = Arc::new(Mutex::new(
         self_metrics::SelfMetrics::new(

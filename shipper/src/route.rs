@@ -33,7 +33,7 @@ use puypuy_common::Point;
 
 use crate::ack::JointAck;
 use crate::balance::BalancedTransport;
-use crate::batch::{Batch, BatchAck};
+use crate::batch::{Batch, BatchAck, Direct};
 use crate::delivery::{Backoff, Delivery, DeliverySettings};
 use crate::rejected::RejectedDir;
 use crate::ring::CarbonRing;
@@ -254,6 +254,8 @@ pub struct Router {
     list: DestinationList,
     grace: Duration,
     retired: Vec<thread::JoinHandle<()>>,
+    /// The batcher's way around this thread to a single destination.
+    direct: Direct,
 }
 
 impl Router {
@@ -266,9 +268,15 @@ impl Router {
             list,
             grace,
             retired: Vec::new(),
+            direct: Direct::default(),
         };
         router.reload(plan, None);
         router
+    }
+
+    /// What the batcher's [`crate::batch::Outlet`] looks at to skip this thread.
+    pub fn direct(&self) -> Direct {
+        Arc::clone(&self.direct)
     }
 
     pub fn describe(&self) -> String {
@@ -290,6 +298,8 @@ impl Router {
                 },
             }
         }
+        // The batcher is gone: its way around must not keep a delivery loop's queue open.
+        self.set_direct(None);
         for l in self.live.drain(..) {
             drop(l.tx);
             self.retired.push(l.thread);
@@ -370,6 +380,13 @@ impl Router {
             .collect();
         *self.list.lock().unwrap_or_else(|e| e.into_inner()) = if only { Vec::new() } else { list };
         self.plan = plan;
+        // Batches the batcher sent through this thread before may reach the destination after
+        // ones it sends straight from now on; each carries its own timestamps and acks.
+        self.set_direct(if only { self.live.first().map(|l| l.tx.clone()) } else { None });
+    }
+
+    fn set_direct(&self, tx: Option<Sender<Batch>>) {
+        *self.direct.lock().unwrap_or_else(|e| e.into_inner()) = tx;
     }
 
     fn spawn(&self, d: &DestinationPlan, only: bool) -> Live {
@@ -457,5 +474,91 @@ mod tests {
         assert!(acks(&rx).is_empty(), "acknowledged before every destination settled");
         second.ack_dropped();
         assert_eq!(acks(&rx), [(1, ACK_DROPPED), (3, ACK_DROPPED)]);
+    }
+}
+
+#[cfg(test)]
+mod direct_tests {
+    use super::*;
+    use crate::ack::{AckHandle, AckTo};
+    use crate::batch::{run_batcher, BatcherSettings, Input, Outlet};
+    use puypuy_common::config::Config;
+    use puypuy_common::frame::{Ack, ACK_DELIVERED};
+    use std::time::Instant;
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn the_batcher_feeds_a_single_destination_around_the_router_and_several_through_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let load = |outputs: &str| {
+            let text = format!(
+                "[SelfConfig]\ntmpdir = {}\n[TSDB]\ntsdtype = File\npath = a.txt\n{outputs}",
+                dir.path().display()
+            );
+            Config::from_text(&dir.path().join("config.ini"), dir.path(), &text).expect("config")
+        };
+        let host = HostTags::new(vec![("host".into(), "h".into())]);
+        let env = DeliveryEnv {
+            tmpdir: dir.path().to_path_buf(),
+            max_cache: 100,
+            max_cache_bytes: 1 << 20,
+            policy: DropPolicy::Oldest,
+            rejected_max_files: 10,
+            batch_points: 100,
+            host: host.clone(),
+        };
+        let one = load("");
+        let stats = Arc::new(Stats::default());
+        let router = Router::start(
+            Plan::new(&one.tsdb, &one.outputs, &host),
+            env.clone(),
+            Arc::clone(&stats),
+            DestinationList::default(),
+            Duration::from_secs(1),
+        );
+        let direct = router.direct();
+        let (batch_tx, batch_rx) = crossbeam_channel::bounded(4);
+        let outlet = Outlet::new(batch_tx, router.direct());
+        let (input_tx, input_rx) = crossbeam_channel::bounded(8);
+        let settings = BatcherSettings { batch_points: 100, batch_wait: Duration::from_millis(1), rate_file: None };
+        let batcher = thread::spawn(move || run_batcher(input_rx, outlet, settings, stats));
+        let (ack_tx, ack_rx) = crossbeam_channel::unbounded::<Ack>();
+        let send = |name: &str, seq: u64| {
+            let points = vec![Point::int(name, 1_700_000_000, 7, "t")];
+            let ack = Some(AckHandle { to: AckTo::Channel(ack_tx.clone()), seq });
+            input_tx.send(Input::Points { points, ack }).expect("batcher running");
+        };
+        let file = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
+
+        // The routing thread is not running: the point reaches the file around it.
+        send("straight", 1);
+        let ack = ack_rx.recv_timeout(Duration::from_secs(10)).expect("ack");
+        assert_eq!((ack.seq, ack.status), (1, ACK_DELIVERED));
+        assert!(batch_rx.is_empty(), "the batch went to the router");
+        assert!(file("a.txt").starts_with("straight,"), "{}", file("a.txt"));
+
+        // With a second output the router splits, and the way around is closed.
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let routing = thread::spawn(move || router.run(batch_rx, control_rx));
+        let two = load("[TSDB:second]\ntsdtype = File\npath = b.txt\n");
+        control_tx.send((Plan::new(&two.tsdb, &two.outputs, &host), env)).expect("router running");
+        wait_until("the reload", || direct.lock().expect("lock").is_none());
+        send("routed", 2);
+        let ack = ack_rx.recv_timeout(Duration::from_secs(10)).expect("ack");
+        assert_eq!((ack.seq, ack.status), (2, ACK_DELIVERED));
+        assert!(file("a.txt").contains("\nrouted,") && file("b.txt").starts_with("routed,"));
+
+        // The batcher's end ends the router, which leaves no queue open behind it.
+        input_tx.send(Input::Shutdown).expect("batcher running");
+        batcher.join().expect("batcher");
+        routing.join().expect("router");
+        assert!(direct.lock().expect("lock").is_none());
     }
 }
