@@ -27,8 +27,9 @@ pub(crate) fn start(addr: SocketAddr, door: Door, tx: Sender<Input>, stats: Arc<
                     continue;
                 }
                 let mut points = Vec::new();
+                let now = super::inputs::now();
                 for line in buf[..n].split(|b| *b == b'\n') {
-                    let _ = handle_line(Ok(line), graphite::parse_plain, &stats, &peer, &mut points, 65_536);
+                    let _ = handle_line(Ok(line), graphite::parse_plain, &stats, &peer, &mut points, 65_536, now);
                 }
                 if !points.is_empty() && tx.send(Input::Points { points, ack: None }).is_err() {
                     return;
