@@ -412,7 +412,13 @@ impl<'a> Cursor<'a> {
         set(&mut p.name, name);
         p.timestamp = timestamp;
         p.value = value;
-        set(&mut p.check_type, check_type);
+        // Kept when it is the same type (every point of a producer's frame but the first).
+        if p.check_type != check_type {
+            match &mut p.check_type {
+                std::borrow::Cow::Owned(s) => set(s, check_type),
+                borrowed => *borrowed = std::borrow::Cow::Owned(check_type.to_string()),
+            }
+        }
         p.style = style;
         p.tags.truncate(n);
         for i in 0..n {
@@ -553,7 +559,7 @@ mod tests {
                 name,
                 timestamp,
                 value,
-                check_type,
+                check_type: check_type.into(),
                 style: if rate { Style::Rate } else { Style::Stack },
                 tags,
             })

@@ -85,7 +85,7 @@ impl WirePoint {
             name: self.n,
             timestamp,
             value,
-            check_type: self.c,
+            check_type: self.c.into(),
             style: if self.r { Style::Rate } else { Style::Stack },
             tags,
         })

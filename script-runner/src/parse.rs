@@ -79,7 +79,7 @@ pub fn parse_line(line: &[u8], default_timestamp: u64) -> Result<Option<Point>, 
         name: name.to_string(),
         timestamp,
         value: Value::Float(value),
-        check_type: check_type.to_string(),
+        check_type: check_type.to_string().into(),
         style,
         tags,
     }))

@@ -42,7 +42,7 @@ pub fn parse_args(args: &[String], now: u64) -> Result<Point, String> {
     if !v.is_finite() {
         return Err(format!("value {value:?} is not a finite number"));
     }
-    Ok(Point { name: name.clone(), timestamp, value: Value::Float(v), check_type, style, tags })
+    Ok(Point { name: name.clone(), timestamp, value: Value::Float(v), check_type: check_type.into(), style, tags })
 }
 
 pub fn run(config: &Config, args: &[String]) -> ExitCode {
@@ -89,7 +89,7 @@ mod tests {
         .unwrap();
         assert_eq!(p.name, "backup_bytes");
         assert_eq!(p.value, Value::Float(1234.0));
-        assert_eq!((p.check_type.as_str(), p.style, p.timestamp), ("backup", Style::Rate, 1700000000));
+        assert_eq!((p.check_type.as_ref(), p.style, p.timestamp), ("backup", Style::Rate, 1700000000));
         assert_eq!(p.tags, vec![("job".into(), "db".into())]);
         assert_eq!(parse_args(&args(&["x", "1"]), 5).unwrap().timestamp, 5);
         assert!(parse_args(&args(&["x"]), 5).is_err());

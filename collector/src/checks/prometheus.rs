@@ -483,7 +483,7 @@ mod tests {
         let points = to_points(&page, &config(&[], &[]), "node", 1700000000);
         assert_eq!(points.len(), 3);
         let c = &points[0];
-        assert_eq!((c.style, c.value, c.check_type.as_str()), (Style::Rate, Value::Float(5.0), "prometheus"));
+        assert_eq!((c.style, c.value, c.check_type.as_ref()), (Style::Rate, Value::Float(5.0), "prometheus"));
         assert_eq!(
             c.tags,
             vec![
