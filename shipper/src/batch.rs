@@ -359,8 +359,8 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
     };
     loop {
         let message = match open.iter().filter_map(|(_, d)| *d).min() {
-            Some(d) => rx.recv_deadline(d),
-            None => rx.recv_timeout(RATE_SAVE_EVERY),
+            Some(d) => crate::wait::recv_until(&rx, Some(d)),
+            None => crate::wait::recv_until(&rx, Some(Instant::now() + RATE_SAVE_EVERY)),
         };
         match message {
             Ok(input @ (Input::Frame { .. } | Input::Points { .. })) => {

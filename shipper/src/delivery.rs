@@ -248,7 +248,7 @@ impl Delivery {
             let can_take = self.can_take();
             if shutdown_deadline.is_none() && can_take {
                 let received = if has_work {
-                    match rx.recv_deadline(self.next_attempt.max(Instant::now())) {
+                    match crate::wait::recv_until(&rx, Some(self.next_attempt.max(Instant::now()))) {
                         Ok(b) => Some(b),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => {
@@ -257,7 +257,7 @@ impl Delivery {
                         }
                     }
                 } else {
-                    match rx.recv() {
+                    match crate::wait::recv_until(&rx, None) {
                         Ok(b) => Some(b),
                         Err(_) => {
                             shutdown_deadline = Some(Instant::now() + self.shutdown_grace);

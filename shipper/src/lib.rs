@@ -30,3 +30,4 @@ pub mod stats;
 pub mod tags;
 pub mod tls;
 pub mod transport;
+pub mod wait;
