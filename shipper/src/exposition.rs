@@ -18,6 +18,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -120,10 +121,13 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// One listening address: its values and its current settings.
+/// One listening address: its values, its current settings, its server and how many transports
+/// use it (a reload makes the new transport before it drops the old one).
 struct Shared {
     latest: Mutex<Latest>,
     web: Mutex<WebServer>,
+    server: Arc<tiny_http::Server>,
+    users: AtomicUsize,
 }
 
 /// The servers started in this process, by address.
@@ -150,19 +154,38 @@ impl ExpositionTransport {
         let mut servers = servers().lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, shared)) = servers.iter().find(|(a, _)| *a == web.address) {
             *shared.web.lock().unwrap_or_else(|e| e.into_inner()) = web.clone();
+            shared.users.fetch_add(1, Ordering::Relaxed);
             return Ok(ExpositionTransport { shared: Arc::clone(shared), address: web.address.clone(), host });
         }
         let server = tiny_http::Server::http(web.address.as_str())
             .map_err(|e| TransportError::Listen { address: web.address.clone(), detail: e.to_string() })?;
-        let shared = Arc::new(Shared { latest: Mutex::default(), web: Mutex::new(web.clone()) });
+        let shared = Arc::new(Shared {
+            latest: Mutex::default(),
+            web: Mutex::new(web.clone()),
+            server: Arc::new(server),
+            users: 1.into(),
+        });
         let serving = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("metrics-page".into())
-            .spawn(move || serve(&server, &serving))
+            .spawn(move || serve(&serving.server, &serving))
             .map_err(|e| TransportError::Listen { address: web.address.clone(), detail: e.to_string() })?;
         log::info!("serving /metrics on http://{}", web.address);
         servers.push((web.address.clone(), Arc::clone(&shared)));
         Ok(ExpositionTransport { shared, address: web.address.clone(), host })
+    }
+}
+
+/// The last transport of an address stops its server: after a reload that moved `webaddress`, the
+/// old address no longer serves a page that stopped changing.
+impl Drop for ExpositionTransport {
+    fn drop(&mut self) {
+        let mut servers = servers().lock().unwrap_or_else(|e| e.into_inner());
+        if self.shared.users.fetch_sub(1, Ordering::Relaxed) == 1 {
+            servers.retain(|(a, _)| *a != self.address);
+            self.shared.server.unblock();
+            log::info!("no longer serving /metrics on http://{}", self.address);
+        }
     }
 }
 
@@ -327,5 +350,50 @@ mod tests {
         assert_eq!(judge(&w, "GET", "/metrics", None, None, Some("gzip;q=0")), Verdict::Serve { gzip: false });
         assert_eq!(judge(&w, "GET", "/", None, None, None), Verdict::NotFound);
         assert_eq!(judge(&w, "POST", "/metrics", None, None, None), Verdict::MethodNotAllowed);
+    }
+
+    /// What a GET of `/metrics` on `port` gets: the status line and the body, or the error.
+    fn get(port: u16) -> Result<(String, String), std::io::Error> {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        c.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut answer = String::new();
+        c.read_to_string(&mut answer)?;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    }
+
+    #[test]
+    fn a_reload_that_moves_webaddress_stops_the_old_server_and_one_that_keeps_it_keeps_serving() {
+        let (first, second) = (free_port(), free_port());
+        let at = |port: u16| WebServer { address: format!("127.0.0.1:{port}"), ..WebServer::default() };
+        let host = HostTags::new(vec![("host".into(), "h".into())]);
+        let point = |v: i64| Point::int("m", now(), v, "t");
+        let mut old = ExpositionTransport::start(&at(first), host.clone()).expect("first server");
+        old.send(&[point(1)], HostTagging::ThisHost).expect("send");
+        let (status, body) = get(first).expect("first page");
+        assert!(status.contains(" 200 ") && body.contains("m{host=\"h\",type=\"t\"} 1\n"), "{status}\n{body}");
+
+        // The reload's new transport comes first, then the old one is dropped.
+        let mut moved = ExpositionTransport::start(&at(second), host.clone()).expect("second server");
+        drop(old);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while get(first).is_ok() {
+            assert!(std::time::Instant::now() < deadline, "the old address still serves");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        moved.send(&[point(2)], HostTagging::ThisHost).expect("send");
+
+        // Same address again: the server and its page stay.
+        let kept = ExpositionTransport::start(&at(second), host).expect("same address");
+        drop(moved);
+        let (status, body) = get(second).expect("page after a reload to the same address");
+        assert!(status.contains(" 200 ") && body.contains("m{host=\"h\",type=\"t\"} 2\n"), "{status}\n{body}");
+        drop(kept);
     }
 }
