@@ -52,8 +52,23 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
 }
 
+/// A loopback port free for both TCP and UDP, never handed out before in this process: tests that
+/// run at once do not get the same port, and a server given it may listen on either protocol (a
+/// StatsD input with `statsd_tcp` listens on both). Something outside the suite may still take it
+/// before its server binds; tests that can, start again on another port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static HANDED: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed = HANDED.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let tcp = TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+        let port = tcp.local_addr().expect("address").port();
+        if handed.contains(&port) || std::net::UdpSocket::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed.push(port);
+        return port;
+    }
+    panic!("no loopback port free for both TCP and UDP in 1000 tries");
 }
 
 /// Polls `f` until it gives `Some`, or panics with `what` after `timeout`.

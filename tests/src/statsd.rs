@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::net::{TcpListener, UdpSocket};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,7 @@ pub fn node() -> PathBuf {
 
 /// A UDP port free on loopback when chosen.
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").and_then(|s| s.local_addr()).map(|a| a.port()).expect("free UDP port")
+    crate::free_port()
 }
 
 /// Receives Graphite plaintext; every connection is one flush, kept in arrival order. A clone
