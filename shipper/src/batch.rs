@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 use puypuy_common::frame::{Frame, FrameError, ACK_DELIVERED, ACK_DROPPED, ACK_REJECTED};
 use puypuy_common::Point;
 
@@ -266,26 +266,35 @@ pub struct Outlet {
     direct: Direct,
 }
 
-/// The delivery queue of the only destination, while there is one (set by the router on every
-/// reload and cleared when it stops).
+/// The delivery queue of the only destination, while there is one (cleared by the router at the
+/// start of every reload, set again at its end when one destination remains, cleared when the
+/// router stops).
 pub type Direct = Arc<Mutex<Option<Sender<Batch>>>>;
+
+/// How often a batcher waiting on a full delivery queue looks whether a reload closed the way around.
+const DIRECT_RECHECK: Duration = Duration::from_millis(50);
 
 impl Outlet {
     pub fn new(router: Sender<Batch>, direct: Direct) -> Outlet {
         Outlet { router, direct }
     }
 
-    fn send(&self, batch: Batch) {
-        // Cloned so that a full queue is waited on without the lock, which a reload needs.
-        let direct = self.direct.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let batch = match direct {
-            Some(tx) => match tx.send(batch) {
+    fn send(&self, mut batch: Batch) {
+        loop {
+            // Cloned so that a full queue is waited on without the lock, which a reload takes.
+            let Some(tx) = self.direct.lock().unwrap_or_else(|e| e.into_inner()).clone() else { break };
+            match tx.send_timeout(batch, DIRECT_RECHECK) {
                 Ok(()) => return,
-                // That delivery loop is gone (a reload retired it): the router has the new one.
-                Err(e) => e.into_inner(),
-            },
-            None => batch,
-        };
+                // A full queue: wait on, unless a reload has meanwhile closed the way around
+                // (then the router places the batch on the new destinations).
+                Err(SendTimeoutError::Timeout(b)) => batch = b,
+                // The delivery loop ended (it cannot while this sender is alive; no panic here).
+                Err(SendTimeoutError::Disconnected(b)) => {
+                    batch = b;
+                    break;
+                }
+            }
+        }
         let _ = self.router.send(batch);
     }
 }

@@ -364,13 +364,17 @@ mod tests {
         Ok((head.lines().next().unwrap_or("").to_string(), body.to_string()))
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("port")
+    /// Two different free ports (both held until both are known).
+    fn two_free_ports() -> (u16, u16) {
+        let listen = || std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        let (a, b) = (listen(), listen());
+        let port = |l: &std::net::TcpListener| l.local_addr().expect("address").port();
+        (port(&a), port(&b))
     }
 
     #[test]
     fn a_reload_that_moves_webaddress_stops_the_old_server_and_one_that_keeps_it_keeps_serving() {
-        let (first, second) = (free_port(), free_port());
+        let (first, second) = two_free_ports();
         let at = |port: u16| WebServer { address: format!("127.0.0.1:{port}"), ..WebServer::default() };
         let host = HostTags::new(vec![("host".into(), "h".into())]);
         let point = |v: i64| Point::int("m", now(), v, "t");
@@ -383,8 +387,11 @@ mod tests {
         let mut moved = ExpositionTransport::start(&at(second), host.clone()).expect("second server");
         drop(old);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while get(first).is_ok() {
-            assert!(std::time::Instant::now() < deadline, "the old address still serves");
+        loop {
+            match get(first) {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+                other => assert!(std::time::Instant::now() < deadline, "the old address still answers: {other:?}"),
+            }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         moved.send(&[point(2)], HostTagging::ThisHost).expect("send");

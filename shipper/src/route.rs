@@ -343,6 +343,9 @@ impl Router {
     /// Puts `plan` in place: destinations kept (by output and name) get a new transport, new
     /// ones a delivery loop of their own, removed ones are let go.
     fn reload(&mut self, plan: Plan, env: Option<DeliveryEnv>) {
+        // The batcher's batches come through here while the destinations change (a new one may
+        // take a while to open its spool and transport): none goes to a destination being retired.
+        self.set_direct(None);
         if let Some(env) = env {
             self.env = env;
         }
@@ -548,17 +551,28 @@ mod direct_tests {
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let routing = thread::spawn(move || router.run(batch_rx, control_rx));
         let two = load("[TSDB:second]\ntsdtype = File\npath = b.txt\n");
-        control_tx.send((Plan::new(&two.tsdb, &two.outputs, &host), env)).expect("router running");
+        control_tx.send((Plan::new(&two.tsdb, &two.outputs, &host), env.clone())).expect("router running");
         wait_until("the reload", || direct.lock().expect("lock").is_none());
         send("routed", 2);
         let ack = ack_rx.recv_timeout(Duration::from_secs(10)).expect("ack");
         assert_eq!((ack.seq, ack.status), (2, ACK_DELIVERED));
         assert!(file("a.txt").contains("\nrouted,") && file("b.txt").starts_with("routed,"));
 
-        // The batcher's end ends the router, which leaves no queue open behind it.
+        // Back to one output: the way around opens again, to the new single destination.
+        control_tx.send((Plan::new(&one.tsdb, &one.outputs, &host), env)).expect("router running");
+        wait_until("the second reload", || direct.lock().expect("lock").is_some());
+        send("again", 3);
+        let ack = ack_rx.recv_timeout(Duration::from_secs(10)).expect("ack");
+        assert_eq!((ack.seq, ack.status), (3, ACK_DELIVERED));
+        assert!(file("a.txt").contains("\nagain,") && !file("b.txt").contains("again"));
+
+        // The batcher's end ends the router, which closes the way around: every delivery loop
+        // sees its queue closed and ends, and the router with them.
         input_tx.send(Input::Shutdown).expect("batcher running");
         batcher.join().expect("batcher");
-        routing.join().expect("router");
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        thread::spawn(move || done_tx.send(routing.join().is_ok()));
+        assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the router did not end");
         assert!(direct.lock().expect("lock").is_none());
     }
 }

@@ -60,5 +60,14 @@ mod tests {
         // What was sent before the last sender went is still received, then the end.
         assert_eq!(recv_until(&rx, Some(Instant::now())), Ok(3));
         assert_eq!(recv_until(&rx, None), Err(RecvTimeoutError::Disconnected));
+
+        // The last sender goes while the receiver is parked.
+        let (tx, rx) = crossbeam_channel::bounded::<u8>(4);
+        let going = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(tx);
+        });
+        assert_eq!(recv_until(&rx, None), Err(RecvTimeoutError::Disconnected));
+        going.join().expect("sender");
     }
 }
