@@ -364,7 +364,10 @@ start_one() {
     live "$wpid" || break
     sleep 0.1
   done
-  echo "$name: failed to start; see $LOG_FILE" >&2
+  local why="not running after ${START_TIMEOUT}s (PUYPUY_START_TIMEOUT)"
+  live "$wpid" || why="its watchdog exited"
+  echo "$name: failed to start: $why; the end of $LOG_FILE:" >&2
+  tail -n 8 "$LOG_FILE" 2>/dev/null | sed 's/^/  /' >&2
   return 1
 }
 
