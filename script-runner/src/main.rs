@@ -9,6 +9,7 @@ use std::collections::HashSet;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -40,6 +41,68 @@ enum PythonMessage {
 /// a second time.
 type Running = Arc<Mutex<HashSet<String>>>;
 
+/// The threads that run the scripts, started as jobs need them, up to `script_concurrency`: a
+/// runner with no scripts has none, one with three scripts three (it used to start all 16 at
+/// once). A job takes a worker that is waiting if there is one, else a new worker is started;
+/// at the limit it waits in the queue for the first worker free.
+struct Workers {
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+    /// Workers waiting for a job less the jobs waiting for a worker (negative at the limit).
+    idle: Arc<AtomicIsize>,
+    handles: Vec<thread::JoinHandle<()>>,
+    producer: Arc<Producer>,
+    running: Running,
+    warnings: Warnings,
+}
+
+impl Workers {
+    fn new(producer: Arc<Producer>, running: Running, warnings: Warnings) -> Workers {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Workers { tx, rx, idle: Arc::default(), handles: Vec::new(), producer, running, warnings }
+    }
+
+    /// Queues `job`, starting a worker for it when none is waiting and fewer than `max` run.
+    fn submit(&mut self, job: Job, max: usize) {
+        if self.idle.fetch_sub(1, Ordering::AcqRel) <= 0 && self.handles.len() < max {
+            self.spawn();
+        }
+        let _ = self.tx.send(job);
+    }
+
+    fn spawn(&mut self) {
+        let (rx, idle) = (self.rx.clone(), Arc::clone(&self.idle));
+        let (producer, running, warnings) =
+            (Arc::clone(&self.producer), Arc::clone(&self.running), self.warnings.clone());
+        let spawned = thread::Builder::new().name(format!("script-{}", self.handles.len())).spawn(move || {
+            // Started for a job: it counts as waiting once a job is done.
+            while let Ok(job) = rx.recv() {
+                let points = run_one(&job, &job.settings, &warnings);
+                producer.emit(points);
+                running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
+                warnings.flush();
+                idle.fetch_add(1, Ordering::AcqRel);
+            }
+        });
+        match spawned {
+            Ok(h) => {
+                // The new worker is the one this job waits for.
+                self.idle.fetch_add(1, Ordering::AcqRel);
+                self.handles.push(h);
+            }
+            Err(e) => log::error!("cannot start a script worker: {e}"),
+        }
+    }
+
+    /// No more jobs: waits for the queued ones to be run.
+    fn finish(self) {
+        drop(self.tx);
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // First, while the process has one thread: the guardian that kills the running scripts if
     // this process dies without doing it (see puypuy_script_runner::guard).
@@ -67,27 +130,10 @@ fn main() -> ExitCode {
         }
     };
 
-    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Job>();
     let running: Running = Arc::default();
     // A script's repeated warnings: the first logged, then a count per minute.
     let warnings = Warnings::default();
-    let mut workers = Vec::new();
-    for i in 0..s.script_concurrency {
-        let (rx, producer, running) = (job_rx.clone(), Arc::clone(&producer), Arc::clone(&running));
-        let warnings = warnings.clone();
-        let spawned = thread::Builder::new().name(format!("script-{i}")).spawn(move || {
-            while let Ok(job) = rx.recv() {
-                let points = run_one(&job, &job.settings, &warnings);
-                producer.emit(points);
-                running.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.name);
-                warnings.flush();
-            }
-        });
-        match spawned {
-            Ok(h) => workers.push(h),
-            Err(e) => log::error!("cannot start a script worker: {e}"),
-        }
-    }
+    let mut workers = Workers::new(Arc::clone(&producer), Arc::clone(&running), warnings.clone());
 
     // The Python modules: one thread that owns the supervised host; a tick it is still busy
     // with is not queued twice.
@@ -143,7 +189,7 @@ fn main() -> ExitCode {
                     continue;
                 }
             }
-            let _ = job_tx.send(Job { name, path, tick, settings: Arc::clone(&settings) });
+            workers.submit(Job { name, path, tick, settings: Arc::clone(&settings) }, s.script_concurrency);
         }
         python_ticks = python_ticks || !python::modules_in(&s.checks_dir).is_empty();
         if python_ticks {
@@ -152,11 +198,8 @@ fn main() -> ExitCode {
             }
         }
         if producer.cli.once {
-            drop(job_tx);
+            workers.finish();
             drop(python_tx);
-            for w in workers {
-                let _ = w.join();
-            }
             if let Some(t) = python_thread {
                 let _ = t.join();
             }

@@ -267,3 +267,38 @@ fn an_idle_runner_runs_a_script_added_to_a_folder_created_later() {
     });
     assert!(line.contains(",type=late value=7 "), "{line}");
 }
+
+/// The script workers of the runner's process, by thread name.
+fn script_workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("tasks")
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("script-")))
+        .count()
+}
+
+#[test]
+fn script_workers_start_as_scripts_need_them_up_to_script_concurrency() {
+    let agent =
+        Agent::new("check_period_seconds: 1\nscript_concurrency: 2", "[TSDB]\ntsdtype = File\npath = out.txt\n");
+    std::fs::create_dir_all(agent.path("scripts_enabled")).expect("scripts dir");
+    let _shipper = agent.start_shipper();
+    let runner = start_runner(&agent);
+    // Three cycles with nothing to run: no worker.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(script_workers(runner.pid()), 0, "workers started with no script");
+    // Three scripts that overlap: two workers (the limit), and the third script still runs.
+    for i in 0..3 {
+        add_script(
+            &agent,
+            &format!("check_lazy_{i}.sh"),
+            &format!("#!/bin/sh\nsleep 0.3\necho \"lazy_{i} 1 test stack\"\n"),
+        );
+    }
+    let out = agent.path("out.txt");
+    wait_for(Duration::from_secs(20), "the three scripts' points", || {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        (0..3).all(|i| text.contains(&format!("lazy_{i},"))).then_some(())
+    });
+    assert_eq!(script_workers(runner.pid()), 2);
+}
