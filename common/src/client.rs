@@ -77,6 +77,17 @@ enum HelperSleep {
     Watching,
 }
 
+/// Connects without blocking: a shipper whose accept queue is full (stopped, or too busy to
+/// accept) answers `EAGAIN` at once instead of holding the producer's thread, which then goes on
+/// collecting and queues its frames, retried with the backoff. (A Unix socket's connect is
+/// otherwise done at once: it never answers `EINPROGRESS`.)
+fn connect_nonblocking(path: &Path) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)?;
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
 impl State {
     /// True while something is left that only waiting can finish: a connection to make, or a
     /// frame the socket did not take whole. Frames written and waiting for their ack are not.
@@ -103,7 +114,7 @@ impl State {
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let stream = match UnixStream::connect(&self.socket).and_then(|s| s.set_nonblocking(true).map(|()| s)) {
+        let stream = match connect_nonblocking(&self.socket) {
             Ok(s) => s,
             Err(e) => {
                 if !self.outage_logged {
@@ -537,6 +548,44 @@ mod tests {
         let listener = UnixListener::bind(&path).unwrap();
         let (frames, _conn) = serve_one(&listener, 2);
         assert_eq!(frames.iter().map(|f| f.points[0].name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert!(client.flush(Duration::from_secs(5)));
+    }
+
+    /// A shipper that does not accept (stopped with SIGSTOP, or busy) with a full accept queue
+    /// does not hold the producer: `send` returns, and the frame arrives once it accepts again.
+    #[test]
+    fn a_shipper_with_a_full_accept_queue_does_not_block_send() {
+        use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&path).unwrap()).unwrap();
+        listen(&fd, Backlog::new(1).unwrap()).unwrap();
+        let listener = UnixListener::from(fd);
+        // Other clients fill the queue until a connect would have to wait.
+        let mut fillers = Vec::new();
+        loop {
+            match connect_nonblocking(&path) {
+                Ok(c) => fillers.push(c),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(fillers.len() < 100, "the accept queue never filled");
+        }
+        let client = Arc::new(SenderClient::start(&path, "test", 100));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let sender = Arc::clone(&client);
+        thread::spawn(move || {
+            sender.send(vec![Point::int("a", 1, 1, "t")]);
+            let _ = done_tx.send(());
+        });
+        assert!(done_rx.recv_timeout(Duration::from_secs(5)).is_ok(), "send waited for the shipper to accept");
+        // The shipper accepts again: the fillers first, then the client (after its backoff).
+        for _ in 0..fillers.len() {
+            drop(listener.accept().unwrap());
+        }
+        let (frames, _conn) = serve_one(&listener, 1);
+        assert_eq!(frames[0].points[0].name, "a");
         assert!(client.flush(Duration::from_secs(5)));
     }
 
