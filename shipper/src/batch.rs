@@ -260,7 +260,7 @@ impl PointPool {
 
 /// Where the batcher sends its batches: to the router, or straight to the delivery loop when the
 /// router has put the queue of a single destination in `direct` (the one-output case: no thread
-/// to wake in between, which at rest is a fifth of the shipper's wake-ups).
+/// to wake in between, one wake-up less per batch).
 pub struct Outlet {
     router: Sender<Batch>,
     direct: Direct,
@@ -288,7 +288,8 @@ impl Outlet {
                 // A full queue: wait on, unless a reload has meanwhile closed the way around
                 // (then the router places the batch on the new destinations).
                 Err(SendTimeoutError::Timeout(b)) => batch = b,
-                // The delivery loop ended (it cannot while this sender is alive; no panic here).
+                // Its delivery thread is gone, which only a panic can do while senders remain:
+                // the router decides.
                 Err(SendTimeoutError::Disconnected(b)) => {
                     batch = b;
                     break;
