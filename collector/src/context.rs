@@ -146,6 +146,16 @@ fn read_all_at(file: &File) -> io::Result<String> {
     read_with(|buf, at| file.read_at(buf, at))
 }
 
+/// A context for tests: `/proc` read from `proc_root` and `/sys` from `sys_root`, no filesystem
+/// usage (statfs fails), no pid files, each file opened anew.
+#[cfg(test)]
+pub(crate) fn test_context<'a>(proc_root: &'a Path, sys_root: &'a Path) -> Context<'a> {
+    fn no_statfs(_: &Path) -> io::Result<FsUsage> {
+        Err(io::Error::other("no statfs in this test"))
+    }
+    Context { proc_root, sys_root, timestamp: 1, statfs: &no_statfs, pid_files: &[], files: None }
+}
+
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }

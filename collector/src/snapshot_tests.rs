@@ -59,14 +59,7 @@ fn basic_snapshot_gives_the_expected_values() {
 #[test]
 fn missing_conntrack_is_quietly_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let ctx = Context {
-        proc_root: dir.path(),
-        sys_root: dir.path(),
-        timestamp: 1,
-        statfs: &fake_statfs,
-        pid_files: &[],
-        files: None,
-    };
+    let ctx = crate::context::test_context(dir.path(), dir.path());
     assert_eq!(checks::ipconntrack::collect(&ctx).unwrap(), vec![]);
     assert!(checks::memory::collect(&ctx).is_err());
 }

@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn block_devices_of_sysfs_are_listed_again_only_when_diskstats_changes() {
         let (proc_root, sys_root) = (std::path::Path::new("/proc"), std::path::Path::new("/sys"));
-        let ctx = Context { proc_root, sys_root, timestamp: 1, statfs: &no_statfs, pid_files: &[], files: None };
+        let ctx = crate::context::test_context(proc_root, sys_root);
         let fresh = || {
             let mut names: Vec<String> = std::fs::read_dir("/sys/block")
                 .expect("/sys/block")
@@ -234,14 +234,7 @@ mod tests {
     fn unreadable_sys_block_is_reported_not_taken_for_no_devices() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("diskstats"), "   8       0 sda 1 0 2 0 3 0 4 0 0 5 0\n").expect("write");
-        let ctx = Context {
-            proc_root: dir.path(),
-            sys_root: dir.path(),
-            timestamp: 1,
-            statfs: &no_statfs,
-            pid_files: &[],
-            files: None,
-        };
+        let ctx = crate::context::test_context(dir.path(), dir.path());
         let e = collect(&ctx).expect_err("no points and two problems");
         assert!(e.starts_with(&format!("cannot list {}: ", dir.path().join("block").display())), "{e}");
     }
@@ -253,10 +246,6 @@ mod tests {
             parse_mounts(text),
             vec![("vda1".to_string(), PathBuf::from("/")), ("vg-home".to_string(), PathBuf::from("/my home"))]
         );
-    }
-
-    fn no_statfs(_: &std::path::Path) -> std::io::Result<crate::context::FsUsage> {
-        Err(std::io::Error::other("unused"))
     }
 
     /// The cache is one static, and the snapshot tests run `disks` on recorded roots in parallel,
@@ -344,14 +333,7 @@ mod tests {
         let root = dir.path().join("proc");
         std::fs::create_dir(&root).expect("proc root");
         std::os::unix::fs::symlink(ns.mounts_file(), root.join("mounts")).expect("symlink");
-        let ctx = Context {
-            proc_root: &root,
-            sys_root: &root,
-            timestamp: 1,
-            statfs: &no_statfs,
-            pid_files: &[],
-            files: None,
-        };
+        let ctx = crate::context::test_context(&root, &root);
         let first = mounts(&ctx).expect("first read");
         assert_eq!(first, parse_mounts(&std::fs::read_to_string(ns.mounts_file()).expect("the namespace's mounts")));
         std::fs::remove_file(root.join("mounts")).expect("remove the symlink");
@@ -367,14 +349,7 @@ mod tests {
     #[test]
     fn mount_table_outside_procfs_is_read_every_time() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Context {
-            proc_root: dir.path(),
-            sys_root: dir.path(),
-            timestamp: 1,
-            statfs: &no_statfs,
-            pid_files: &[],
-            files: None,
-        };
+        let ctx = crate::context::test_context(dir.path(), dir.path());
         std::fs::write(dir.path().join("mounts"), "/dev/vda1 / ext4 rw 0 0\n").expect("write");
         assert_eq!(mounts(&ctx).expect("first"), vec![("vda1".to_string(), PathBuf::from("/"))]);
         std::fs::write(dir.path().join("mounts"), "/dev/vdb1 /data ext4 rw 0 0\n").expect("write");

@@ -25,21 +25,10 @@ pub fn collect(ctx: &Context) -> Result<Vec<Point>, String> {
 mod tests {
     use super::*;
 
-    fn no_statfs(_: &std::path::Path) -> std::io::Result<crate::context::FsUsage> {
-        Err(std::io::Error::other("unused"))
-    }
-
     #[test]
     fn no_conntrack_module_is_no_points_and_no_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ctx = Context {
-            proc_root: dir.path(),
-            sys_root: dir.path(),
-            timestamp: 1,
-            statfs: &no_statfs,
-            pid_files: &[],
-            files: None,
-        };
+        let ctx = crate::context::test_context(dir.path(), dir.path());
         assert_eq!(collect(&ctx), Ok(Vec::new()));
     }
 
@@ -50,14 +39,7 @@ mod tests {
         let netfilter = dir.path().join("sys/net/netfilter");
         std::fs::create_dir_all(netfilter.join("nf_conntrack_count")).expect("a folder where the file should be");
         std::fs::write(netfilter.join("nf_conntrack_max"), "262144\n").expect("write");
-        let ctx = Context {
-            proc_root: dir.path(),
-            sys_root: dir.path(),
-            timestamp: 1,
-            statfs: &no_statfs,
-            pid_files: &[],
-            files: None,
-        };
+        let ctx = crate::context::test_context(dir.path(), dir.path());
         let e = collect(&ctx).expect_err("unreadable count");
         assert!(e.starts_with("cannot read nf_conntrack_count: "), "{e}");
     }
