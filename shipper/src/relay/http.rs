@@ -17,7 +17,7 @@
 //! a connection the front did not make (a local process skipping TLS) is answered 403.
 
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -56,11 +56,18 @@ pub(crate) fn start(
     stats: Arc<InputStats>,
 ) -> Result<(), String> {
     let (server, front) = match tls {
-        None => (tiny_http::Server::http(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?, None),
+        // The inputs' accept queue (see `tcp_listener`), not the 128 of tiny_http's own listener.
+        None => {
+            let listener =
+                super::inputs::tcp_listener(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
+            let server = tiny_http::Server::from_listener(listener, None)
+                .map_err(|e| format!("[Relay] cannot serve {addr}: {e}"))?;
+            (server, None)
+        }
         Some(tls) => {
             let listener =
                 super::inputs::tcp_listener(addr).map_err(|e| format!("[Relay] cannot listen on {addr}: {e}"))?;
-            let inner = TcpListener::bind(("127.0.0.1", 0))
+            let inner = super::inputs::tcp_listener(SocketAddr::from(([127, 0, 0, 1], 0)))
                 .map_err(|e| format!("[Relay] HTTPS input: cannot listen on 127.0.0.1 behind TLS: {e}"))?;
             let backend = inner.local_addr().map_err(|e| format!("[Relay] HTTPS input: {e}"))?;
             let server = tiny_http::Server::from_listener(inner, None)
