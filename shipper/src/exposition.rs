@@ -101,7 +101,7 @@ pub fn judge(
         let bearer = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim);
         let in_query = query.split('&').find_map(|kv| kv.strip_prefix("apikey="));
         let given = bearer.or(in_query).unwrap_or("");
-        if !same_secret(given.as_bytes(), key.as_bytes()) {
+        if !crate::relay::auth::same_secret(key.as_bytes(), given.as_bytes()) {
             return Verdict::Unauthorized;
         }
     }
@@ -114,11 +114,6 @@ pub fn judge(
         })
     });
     Verdict::Serve { gzip }
-}
-
-/// Compares without stopping at the first difference, so timing does not tell how much matched.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// One listening address: its values, its current settings, its server and how many transports

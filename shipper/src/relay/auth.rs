@@ -18,9 +18,24 @@ pub enum Verdict {
     Wrong,
 }
 
-/// Equality whose time does not depend on where the strings differ (only on their lengths).
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` equals the secret `expected`, in a time that depends on neither where they
+/// differ nor whether their lengths do (only on the length of what was given): every given byte
+/// is compared, with the secret read round and round when it is shorter. Every input that checks
+/// a secret (HTTP users and tokens, the frames input's tokens, the Prometheus page's `apikey`)
+/// uses it.
+pub(crate) fn same_secret(expected: &[u8], given: &[u8]) -> bool {
+    if expected.is_empty() {
+        return given.is_empty();
+    }
+    let differ = given
+        .iter()
+        .enumerate()
+        .fold(u8::from(expected.len() != given.len()), |acc, (i, b)| acc | (expected[i % expected.len()] ^ b));
+    differ == 0
+}
+
+fn same(expected: &str, given: &str) -> bool {
+    same_secret(expected.as_bytes(), given.as_bytes())
 }
 
 fn user_matches(auth: &HttpAuth, user: &str, pass: &str) -> bool {

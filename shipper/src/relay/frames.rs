@@ -74,22 +74,9 @@ pub fn read_message(stream: &mut impl Read) -> std::io::Result<Vec<u8>> {
     Ok(payload)
 }
 
-/// Whether `token` is one of `tokens`, compared in time independent of where they differ and of
-/// whether their lengths do: every byte of the offered token is compared, with a configured token
-/// read round and round when it is shorter.
+/// Whether `token` is one of `tokens` (see [`super::auth::same_secret`]).
 fn token_matches(tokens: &[String], token: &str) -> bool {
-    tokens.iter().fold(false, |found, t| found | same_bytes(t.as_bytes(), token.as_bytes()))
-}
-
-fn same_bytes(expected: &[u8], given: &[u8]) -> bool {
-    if expected.is_empty() {
-        return given.is_empty();
-    }
-    let differ = given
-        .iter()
-        .enumerate()
-        .fold(u8::from(expected.len() != given.len()), |acc, (i, b)| acc | (expected[i % expected.len()] ^ b));
-    differ == 0
+    tokens.iter().fold(false, |found, t| found | super::auth::same_secret(t.as_bytes(), token.as_bytes()))
 }
 
 pub(crate) struct FramesDoor {
