@@ -135,7 +135,8 @@ impl OpenFiles {
     }
 }
 
-fn on_procfs(file: &File) -> bool {
+/// Whether `file` is on procfs (a file the kernel generates anew at each read).
+pub(crate) fn on_procfs(file: &File) -> bool {
     use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
     fstatfs(file).is_ok_and(|s| s.filesystem_type() == PROC_SUPER_MAGIC)
 }

@@ -127,8 +127,7 @@ impl ForwardTransport {
         let config = config
             .as_ref()
             .map_err(|e| SendError::Retryable(ErrorKind::Io, format!("PuyPuy relay at {}: {e}", self.address)))?;
-        let (host, _) = self.address.rsplit_once(':').unwrap_or((&self.address, ""));
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host = puypuy_common::config::tsdb::host_of(&self.address);
         let name = ServerName::try_from(host.to_string()).map_err(|e| {
             SendError::Retryable(
                 ErrorKind::Io,

@@ -94,7 +94,6 @@ static MOUNTS: std::sync::Mutex<Option<MountTable>> = std::sync::Mutex::new(None
 /// file is read again only then. Files outside procfs (recorded snapshots) are read every time.
 fn mounts(ctx: &Context) -> std::io::Result<Vec<(String, PathBuf)>> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use nix::sys::statfs::{fstatfs, PROC_SUPER_MAGIC};
     use std::os::fd::AsFd;
     let path = ctx.proc_root.join("mounts");
     let mut cache = MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
@@ -107,8 +106,7 @@ fn mounts(ctx: &Context) -> std::io::Result<Vec<(String, PathBuf)>> {
     }
     let mut file = std::fs::File::open(&path)?;
     let mounts = parse_mounts(&crate::context::read_all(&mut file)?);
-    let on_procfs = fstatfs(&file).is_ok_and(|fs| fs.filesystem_type() == PROC_SUPER_MAGIC);
-    *cache = on_procfs.then(|| MountTable { path, file, mounts: mounts.clone() });
+    *cache = crate::context::on_procfs(&file).then(|| MountTable { path, file, mounts: mounts.clone() });
     Ok(mounts)
 }
 

@@ -311,7 +311,7 @@ pub fn read_tsdb_section(
             }
         }
         let loopback = |a: &str| {
-            let host = a.rsplit_once(':').map_or(a, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+            let host = host_of(a);
             host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
         };
         if let Some(a) = addresses.iter().find(|a| !loopback(a)) {
@@ -486,6 +486,11 @@ fn read_web_server(
     web.apikey = r.secret("apikey", base).filter(|k| !k.is_empty());
     web.staleness = Duration::from_secs(r.number("staleness_seconds", 300u64, 1));
     web
+}
+
+/// The host of a `host:port` address, without the brackets of an IPv6 literal.
+pub fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(h, _)| h).trim_start_matches('[').trim_end_matches(']')
 }
 
 pub fn valid_host_port(address: &str) -> bool {
