@@ -16,9 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-/// CPU time of a process's threads, in seconds (schedstat run time).
+/// CPU time of a process's threads, in seconds (schedstat run time), or utime + stime
+/// ([`ticks_seconds`]) where schedstat cannot be read.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let mut ns: u64 = 0;
+    let mut found = false;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             if let Some(v) = std::fs::read_to_string(t.path().join("schedstat"))
@@ -26,10 +28,27 @@ pub fn cpu_seconds(pid: u32) -> f64 {
                 .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             {
                 ns += v;
+                found = true;
             }
         }
     }
-    ns as f64 / 1e9
+    if found {
+        return ns as f64 / 1e9;
+    }
+    ticks_seconds(pid)
+}
+
+/// utime + stime of a process from `/proc/PID/stat`, in seconds (clock-tick resolution; threads
+/// that have exited included, unlike [`cpu_seconds`]).
+pub fn ticks_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 /// `(VmRSS, VmHWM)` of a process, in bytes.

@@ -20,51 +20,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use puypuy_common::client::SenderClient;
 use puypuy_common::Point;
-use puypuy_tests::measure::{self, mib, rss, Cgroup};
+use puypuy_tests::measure::{self, cpu_seconds, mib, rss, Cgroup};
 use puypuy_tests::{bin, bin_dir, free_port, repo_root, require, wait_for, Agent, Proc, StopOnDrop};
 use serde_json::{json, Value as Json};
-
-fn clk_tck() -> f64 {
-    // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
-/// CPU time of a process, in seconds: the sum of its threads' run time from
-/// /proc/PID/task/*/schedstat (nanoseconds), falling back to utime+stime (clock ticks).
-fn cpu_seconds(pid: u32) -> f64 {
-    let mut ns: u64 = 0;
-    let mut found = false;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Some(v) = std::fs::read_to_string(t.path().join("schedstat"))
-                .ok()
-                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-            {
-                ns += v;
-                found = true;
-            }
-        }
-    }
-    if found {
-        return ns as f64 / 1e9;
-    }
-    ticks_seconds(pid)
-}
-
-/// utime + stime of a process, in seconds.
-fn ticks_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / clk_tck()
-}
 
 fn now_micros() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)

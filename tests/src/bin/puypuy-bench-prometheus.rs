@@ -22,21 +22,9 @@ use std::time::{Duration, Instant};
 
 use puypuy_common::client::SenderClient;
 use puypuy_common::Point;
-use puypuy_tests::measure::cpu_seconds;
+use puypuy_tests::measure::{cpu_seconds, ticks_seconds};
 use puypuy_tests::prometheus::{NodeExporter, Prometheus};
 use puypuy_tests::{wait_for, Agent};
-
-/// utime + stime of a process (exited threads included), in seconds.
-fn ticks_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    ticks / if hz > 0 { hz as f64 } else { 100.0 }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.retain(|x| x.is_finite());
