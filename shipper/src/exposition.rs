@@ -11,9 +11,10 @@
 //!   5 minutes Prometheus itself looks back) leaves the page, so a stopped check or a gone disk
 //!   stops being reported instead of repeating its last value for ever.
 //!
-//! The page is kept per address for the life of the process: a reload (SIGHUP) makes a new
+//! The page is kept per address while a transport uses it: a reload (SIGHUP) makes a new
 //! transport, which takes over the running server and its values and applies the new
-//! `allowedip`/`apikey`/staleness; a changed `webaddress` starts a second server beside it.
+//! `allowedip`/`apikey`/staleness; a changed `webaddress` starts a server there, and the old one
+//! stops when its last transport is dropped.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -121,7 +122,7 @@ pub fn judge(
 struct Shared {
     latest: Mutex<Latest>,
     web: Mutex<WebServer>,
-    server: Arc<tiny_http::Server>,
+    server: tiny_http::Server,
     users: AtomicUsize,
 }
 
@@ -154,12 +155,8 @@ impl ExpositionTransport {
         }
         let server = tiny_http::Server::http(web.address.as_str())
             .map_err(|e| TransportError::Listen { address: web.address.clone(), detail: e.to_string() })?;
-        let shared = Arc::new(Shared {
-            latest: Mutex::default(),
-            web: Mutex::new(web.clone()),
-            server: Arc::new(server),
-            users: 1.into(),
-        });
+        let shared =
+            Arc::new(Shared { latest: Mutex::default(), web: Mutex::new(web.clone()), server, users: 1.into() });
         let serving = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("metrics-page".into())
