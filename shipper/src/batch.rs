@@ -17,6 +17,7 @@ use puypuy_common::frame::{Frame, FrameError, ACK_DELIVERED, ACK_DROPPED, ACK_RE
 use puypuy_common::Point;
 
 use crate::ack::AckHandle;
+use crate::linger::Linger;
 use crate::rate::RateState;
 use crate::stats::Stats;
 use crate::tags::HostTagging;
@@ -306,6 +307,21 @@ impl From<Sender<Batch>> for Outlet {
     }
 }
 
+/// A batch being gathered: when it closes, how many inputs (frames, relay requests) it took, and
+/// whether the next one waits `batch_ms` ([`Linger`]).
+struct Open {
+    batch: Batch,
+    deadline: Option<Instant>,
+    inputs: usize,
+    linger: Linger,
+}
+
+impl Open {
+    fn new(tagging: HostTagging) -> Open {
+        Open { batch: Batch { tagging, ..Batch::default() }, deadline: None, inputs: 0, linger: Linger::default() }
+    }
+}
+
 pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: BatcherSettings, stats: Arc<Stats>) {
     let out: Outlet = out.into();
     let mut rates = match &settings.rate_file {
@@ -332,12 +348,16 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
             }
         }
     };
-    // The batch being gathered for each tagging, and when it closes: points that carry an agent's
-    // host tags never share a batch with the others.
-    let mut open: [(Batch, Option<Instant>); 2] =
-        [HostTagging::ThisHost, HostTagging::Carried].map(|tagging| (Batch { tagging, ..Batch::default() }, None));
-    let flush = |(batch, deadline): &mut (Batch, Option<Instant>)| {
-        *deadline = None;
+    // The batch being gathered for each tagging: points that carry an agent's host tags never
+    // share a batch with the others.
+    let mut open: [Open; 2] = [HostTagging::ThisHost, HostTagging::Carried].map(Open::new);
+    // `full`: the batch reached batch_points.
+    let flush = |slot: &mut Open, full: bool| {
+        let inputs = std::mem::take(&mut slot.inputs);
+        if slot.deadline.take().is_some() {
+            slot.linger.sent(inputs, full, Instant::now());
+        }
+        let batch = &mut slot.batch;
         if !batch.points.is_empty() || !batch.acks.is_empty() {
             let tagging = batch.tagging;
             out.send(std::mem::replace(batch, Batch { tagging, ..Batch::default() }));
@@ -368,7 +388,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
         points
     };
     loop {
-        let message = match open.iter().filter_map(|(_, d)| *d).min() {
+        let message = match open.iter().filter_map(|o| o.deadline).min() {
             Some(d) => crate::wait::recv_until(&rx, Some(d)),
             None => crate::wait::recv_until(&rx, Some(Instant::now() + RATE_SAVE_EVERY)),
         };
@@ -395,22 +415,24 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
                     _ => (Vec::new(), None, HostTagging::ThisHost),
                 };
                 let slot = &mut open[usize::from(tagging == HostTagging::Carried)];
-                let batch = &mut slot.0;
+                let batch = &mut slot.batch;
                 pool.open(batch);
                 let start = batch.points.len();
                 let emptied = prepare(points, &mut batch.points, &mut rates);
                 pool.keep_empty(emptied);
                 batch.add_ack(ack, start);
                 let full = batch.points.len() >= settings.batch_points;
-                if slot.1.is_none() {
-                    slot.1 = Some(Instant::now() + settings.batch_wait);
+                slot.inputs += 1;
+                if slot.deadline.is_none() {
+                    slot.deadline = Some(slot.linger.deadline(Instant::now(), settings.batch_wait));
                 }
                 if full {
-                    flush(slot);
+                    flush(slot, true);
                 }
             }
             Ok(Input::Reload { batch_points, batch_wait }) => {
-                open.iter_mut().for_each(flush);
+                open.iter_mut().for_each(|o| flush(o, false));
+                open.iter_mut().for_each(|o| o.linger = Linger::default());
                 pool.max_points = PointPool::max_points(batch_points);
                 settings.batch_points = batch_points;
                 settings.batch_wait = batch_wait;
@@ -422,10 +444,10 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
             }
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
-                open.iter_mut().filter(|(_, d)| d.is_none_or(|d| d <= now)).for_each(flush);
+                open.iter_mut().filter(|o| o.deadline.is_none_or(|d| d <= now)).for_each(|o| flush(o, false));
             }
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                open.iter_mut().for_each(flush);
+                open.iter_mut().for_each(|o| flush(o, false));
                 save(&rates);
                 return;
             }
@@ -471,6 +493,42 @@ mod tests {
         assert_eq!(stats.points_received.load(Ordering::Relaxed), 8);
     }
 
+
+    /// Inputs sent together share a batch; after three batches that waited batch_wait for nothing,
+    /// a lone input goes at once; one within batch_wait of that batch waits again.
+    #[test]
+    fn a_lone_input_goes_at_once_after_three_waits_for_nothing() {
+        const WAIT: Duration = Duration::from_millis(500);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (out, batches) = crossbeam_channel::unbounded();
+        let settings = BatcherSettings { batch_points: 1000, batch_wait: WAIT, rate_file: None };
+        let batcher = std::thread::spawn(move || run_batcher(rx, out, settings, Arc::new(Stats::default())));
+        let ids = |b: &Batch| b.points.iter().map(|p| p.value.as_f64() as i64).collect::<Vec<_>>();
+        let send = |range: std::ops::Range<u64>| tx.send(Input::Points { points: points(range), ack: None });
+        send(0..2).expect("send");
+        send(2..4).expect("send");
+        let batch = batches.recv_timeout(Duration::from_secs(5)).expect("batch");
+        assert_eq!(ids(&batch), [0, 1, 2, 3], "two inputs sent together, one batch");
+        for i in 0..crate::linger::IDLE_WAITS as u64 {
+            let sent = Instant::now();
+            send(10 + i..11 + i).expect("send");
+            let batch = batches.recv_timeout(Duration::from_secs(5)).expect("batch");
+            assert_eq!(ids(&batch), [10 + i as i64]);
+            assert!(sent.elapsed() >= WAIT, "batch {i} did not wait");
+        }
+        // Later than batch_wait after the last batch: nothing waiting could have joined.
+        std::thread::sleep(WAIT + WAIT / 5);
+        send(20..21).expect("send");
+        let batch = batches.recv_timeout(WAIT / 2).expect("a lone input goes at once");
+        assert_eq!(ids(&batch), [20]);
+        // Within batch_wait of it: the wait is back.
+        send(21..22).expect("send");
+        assert!(batches.recv_timeout(WAIT / 2).is_err(), "went at once though it came within batch_wait");
+        let batch = batches.recv_timeout(Duration::from_secs(5)).expect("batch");
+        assert_eq!(ids(&batch), [21]);
+        tx.send(Input::Shutdown).expect("shutdown");
+        batcher.join().expect("batcher");
+    }
     /// A frame's payload buffer goes back to its connection after the decode, unless a large
     /// frame grew it past KEPT_PAYLOAD_BYTES: then an empty one goes back in its place.
     #[test]

@@ -16,6 +16,7 @@ pub mod exposition;
 #[cfg(test)]
 mod fake_transport;
 pub mod forward;
+mod linger;
 pub mod rate;
 pub mod receive;
 pub mod rejected;
