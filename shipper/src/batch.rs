@@ -493,7 +493,6 @@ mod tests {
         assert_eq!(stats.points_received.load(Ordering::Relaxed), 8);
     }
 
-
     /// Inputs sent together share a batch; after three batches that waited batch_wait for nothing,
     /// a lone input goes at once; one within batch_wait of that batch waits again.
     #[test]
