@@ -1,6 +1,7 @@
 //! The batcher: the stage between the socket and the delivery loop. It decodes frames, turns
 //! counters into rates, and gathers points into batches of at most `batch_points` (or what came
-//! within `batch_ms` of a batch's first point). A frame is never split between batches; the acks
+//! within `batch_ms` of a batch's first point; once waiting has joined nothing for a few batches,
+//! what was queued when it opened, see [`Linger`]). A frame is never split between batches; the acks
 //! of a batch's frames travel with it, each with the range of the batch's points that are its own.
 //! Frames are decoded into the points of batches already sent, which the delivery loop hands back.
 //! The host's tags are added later, by the encoders; points that came from a PuyPuy agent carry
@@ -311,6 +312,8 @@ impl From<Sender<Batch>> for Outlet {
 /// whether the next one waits `batch_ms` ([`Linger`]).
 struct Open {
     batch: Batch,
+    /// When it opened (its first input) and when it closes, while it is open.
+    opened: Option<Instant>,
     deadline: Option<Instant>,
     inputs: usize,
     linger: Linger,
@@ -318,7 +321,13 @@ struct Open {
 
 impl Open {
     fn new(tagging: HostTagging) -> Open {
-        Open { batch: Batch { tagging, ..Batch::default() }, deadline: None, inputs: 0, linger: Linger::default() }
+        Open {
+            batch: Batch { tagging, ..Batch::default() },
+            opened: None,
+            deadline: None,
+            inputs: 0,
+            linger: Linger::default(),
+        }
     }
 }
 
@@ -354,8 +363,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
     // `full`: the batch reached batch_points.
     let flush = |slot: &mut Open, full: bool| {
         let inputs = std::mem::take(&mut slot.inputs);
-        if slot.deadline.take().is_some() {
-            slot.linger.sent(inputs, full, Instant::now());
+        slot.deadline = None;
+        if let Some(opened) = slot.opened.take() {
+            slot.linger.sent(inputs, full, opened);
         }
         let batch = &mut slot.batch;
         if !batch.points.is_empty() || !batch.acks.is_empty() {
@@ -424,7 +434,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
                 let full = batch.points.len() >= settings.batch_points;
                 slot.inputs += 1;
                 if slot.deadline.is_none() {
-                    slot.deadline = Some(slot.linger.deadline(Instant::now(), settings.batch_wait));
+                    let now = Instant::now();
+                    slot.opened = Some(now);
+                    slot.deadline = Some(slot.linger.deadline(now, settings.batch_wait));
                 }
                 if full {
                     flush(slot, true);
@@ -518,11 +530,11 @@ mod tests {
         // Later than batch_wait after the last batch: nothing waiting could have joined.
         std::thread::sleep(WAIT + WAIT / 5);
         send(20..21).expect("send");
-        let batch = batches.recv_timeout(WAIT / 2).expect("a lone input goes at once");
+        let batch = batches.recv_timeout(WAIT * 4 / 5).expect("a lone input goes at once");
         assert_eq!(ids(&batch), [20]);
         // Within batch_wait of it: the wait is back.
         send(21..22).expect("send");
-        assert!(batches.recv_timeout(WAIT / 2).is_err(), "went at once though it came within batch_wait");
+        assert!(batches.recv_timeout(WAIT / 2).is_err(), "went at once though waiting would have joined it");
         let batch = batches.recv_timeout(Duration::from_secs(5)).expect("batch");
         assert_eq!(ids(&batch), [21]);
         tx.send(Input::Shutdown).expect("shutdown");
