@@ -106,3 +106,59 @@ fn sigterm_delivers_what_is_held_and_exits_zero() {
     let text = std::fs::read_to_string(agent.path("metrics.txt")).unwrap_or_default();
     assert!(text.lines().any(|l| l.starts_with("held,")), "{text}");
 }
+
+/// Names of the points of each request, in order (InfluxDB line protocol, one point per line).
+fn names_per_request(capture: &puypuy_tests::prometheus::Capture) -> Vec<Vec<String>> {
+    capture
+        .requests()
+        .iter()
+        .map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .lines()
+                .map(|l| l.split(',').next().unwrap_or_default().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+/// `batch_ms`: one producer alone waits for nothing three times, then its frames go at once; two
+/// producers sending 100 ms apart (within `batch_ms`) are then split once, which brings the wait
+/// back, and share a request every cycle after. Each request is checked point by point.
+#[test]
+fn a_lone_producer_stops_waiting_and_producers_sending_together_share_requests() {
+    let capture = puypuy_tests::prometheus::Capture::start();
+    let agent = Agent::new(
+        "batch_ms: 400\nself_metrics: no",
+        &format!("[TSDB]\ntsdtype = InfluxDB\naddress = {}\ndatabase = t\ngzip = False\n", capture.url()),
+    );
+    let _shipper = agent.start_shipper();
+    let a = SenderClient::start(&agent.socket(), "a", 100);
+    let b = SenderClient::start(&agent.socket(), "b", 100);
+    let timestamp = 1_700_000_000;
+    let arrived = |n: usize| {
+        wait_for(Duration::from_secs(20), &format!("{n} requests"), || (capture.requests().len() >= n).then_some(()))
+    };
+    // Cycles 500 ms apart, longer than batch_ms: nothing waiting could have joined.
+    for i in 0..4u64 {
+        a.send(vec![Point::int("linger_a", timestamp + i, i as i64, "t")]);
+        arrived(i as usize + 1);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for i in 4..10u64 {
+        a.send(vec![Point::int("linger_a", timestamp + i, i as i64, "t")]);
+        std::thread::sleep(Duration::from_millis(100));
+        b.send(vec![Point::int("linger_b", timestamp + i, i as i64, "t")]);
+        wait_for(Duration::from_secs(20), "both points", || {
+            let names: Vec<String> = names_per_request(&capture).concat();
+            (names.iter().filter(|n| *n == "linger_b").count() == (i - 3) as usize).then_some(())
+        });
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (alone, together) = (vec!["linger_a".to_string()], vec!["linger_a".to_string(), "linger_b".to_string()]);
+    let mut expected = vec![alone.clone(); 4];
+    // The first cycle of the two: a's frame went at once, b's came 100 ms later and waited.
+    expected.push(alone);
+    expected.push(vec!["linger_b".to_string()]);
+    expected.extend(std::iter::repeat_n(together, 5));
+    assert_eq!(names_per_request(&capture), expected);
+}
