@@ -441,6 +441,12 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
                 if full {
                     flush(slot, true);
                 }
+                // The other kind's batch goes once its time is up, not when the queue next
+                // empties: under a stream of this kind that never stops, it would wait for that.
+                let other = &mut open[usize::from(tagging != HostTagging::Carried)];
+                if other.deadline.is_some_and(|d| d <= Instant::now()) {
+                    flush(other, false);
+                }
             }
             Ok(Input::Reload { batch_points, batch_wait }) => {
                 open.iter_mut().for_each(|o| flush(o, false));
@@ -631,6 +637,39 @@ mod tests {
 
     /// Points from a PuyPuy agent carry its host tags: they never share a batch with local points,
     /// to which this host's are added.
+    /// An agent's batch goes at its deadline while local points keep the batcher's queue full
+    /// (it used to wait until the queue emptied, after the local batch).
+    #[test]
+    fn a_batch_goes_at_its_deadline_while_the_other_kind_keeps_the_queue_full() {
+        use crate::ack::AckTo;
+        use puypuy_common::frame::Frame;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (out, batches) = crossbeam_channel::unbounded();
+        let (acks, _acked) = crossbeam_channel::unbounded();
+        let (back, _) = crossbeam_channel::unbounded();
+        tx.send(Input::Frame {
+            payload: Frame::new("agent", 1, points(0..2)).to_bytes()[4..].to_vec(),
+            ack: AckHandle { to: AckTo::Channel(acks), seq: 1 },
+            back,
+            tagging: HostTagging::Carried,
+        })
+        .expect("send");
+        // Queued before the batcher starts: taking them all lasts far longer than batch_wait.
+        const LOCAL: u64 = 100_000;
+        for i in 0..LOCAL {
+            tx.send(Input::Points { points: points(10 + i..11 + i), ack: None }).expect("send");
+        }
+        let settings =
+            BatcherSettings { batch_points: 10_000_000, batch_wait: Duration::from_millis(1), rate_file: None };
+        let batcher = std::thread::spawn(move || run_batcher(rx, out, settings, Arc::new(Stats::default())));
+        let first = batches.recv_timeout(Duration::from_secs(30)).expect("first batch");
+        assert_eq!((first.tagging, first.points.len()), (HostTagging::Carried, 2));
+        let second = batches.recv_timeout(Duration::from_secs(30)).expect("second batch");
+        assert_eq!((second.tagging, second.points.len()), (HostTagging::ThisHost, LOCAL as usize));
+        tx.send(Input::Shutdown).expect("shutdown");
+        batcher.join().expect("batcher");
+    }
+
     #[test]
     fn an_agents_frames_are_batched_apart_from_local_points() {
         use crate::ack::AckTo;
