@@ -622,6 +622,36 @@ mod tests {
         assert!(!dir.path().join("new").exists(), "--check-config created tmpdir");
     }
 
+    /// Regression: two checks of one config at once (two `puypuy.sh start`), each making the
+    /// missing tmpdir and removing it again, failed when one removed it between the other's
+    /// making it and writing in it ("is not writable: No such file or directory").
+    #[test]
+    fn checks_at_once_of_a_missing_tmpdir_all_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.ini");
+        std::fs::write(&file, "[SelfConfig]\ntmpdir: new/spool\n[TSDB]\ntsdtype: File\npath: x\n").unwrap();
+        let tmpdir = dir.path().join("new/spool");
+        let checks: Vec<_> = (0..8)
+            .map(|_| {
+                let (file, tmpdir) = (file.clone(), tmpdir.clone());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    for _ in 0..300 {
+                        let mut errors = Vec::new();
+                        super::super::self_config::check_tmpdir(&file, &tmpdir, false, &mut errors);
+                        failures.extend(errors.into_iter().map(|e| e.to_string()));
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let failures: Vec<String> = checks.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        // Folders made by checks that overlapped may stay: a check removes only those it made
+        // itself, and not while another's probe file is in them (puypuy.sh start makes tmpdir
+        // next anyway).
+        assert_eq!(failures, Vec::<String>::new());
+    }
+
     /// Regression: a typo in another section made --print-config fail, so `puypuy.sh stop` could
     /// not find the pid files of the running agent.
     #[test]

@@ -235,21 +235,32 @@ pub fn read_self_config(
 }
 
 /// `tmpdir` must be a writable directory. With `create`, a missing one is created (and its
-/// parents); without (`--check-config`), whatever had to be created for the check is removed again.
+/// parents); without (`--check-config`), whatever had to be created for the check is removed again
+/// (unless another check of the same folder, in another process, was in it at the time).
 pub fn check_tmpdir(file: &Path, tmpdir: &Path, create: bool, errors: &mut Vec<ConfigError>) {
     let mut fail = |message: String| errors.push(ConfigError::in_section(file, "SelfConfig", Some("tmpdir"), message));
     let shown = tmpdir.display().to_string();
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let existing = tmpdir.ancestors().find(|p| p.exists()).map(Path::to_path_buf);
-    if let Err(e) = std::fs::create_dir_all(tmpdir) {
-        fail(format!("{shown:?} cannot be created: {e} (expected a writable directory)"));
-        return;
-    }
-    let probe = tmpdir.join(format!(".write-test-{}", std::process::id()));
-    match std::fs::write(&probe, b"") {
-        Ok(()) => {
-            let _ = std::fs::remove_file(&probe);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = tmpdir.join(format!(".write-test-{}-{n}", std::process::id()));
+    // Another check of the same config (two `puypuy.sh start` at once) may remove the folder it
+    // made between this one's creating and writing in it: then create it again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        if let Err(e) = std::fs::create_dir_all(tmpdir) {
+            fail(format!("{shown:?} cannot be created: {e} (expected a writable directory)"));
+            return;
         }
-        Err(e) => fail(format!("{shown:?} is not writable: {e} (expected a writable directory)")),
+        match std::fs::write(&probe, b"") {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&probe);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 20 => continue,
+            Err(e) => fail(format!("{shown:?} is not writable: {e} (expected a writable directory)")),
+        }
+        break;
     }
     if !create {
         // Remove the folders this check made, deepest first, up to the one that existed.
