@@ -35,11 +35,6 @@ pub fn node() -> PathBuf {
     require("node")
 }
 
-/// A UDP port free on loopback when chosen.
-pub fn free_udp_port() -> u16 {
-    crate::free_port()
-}
-
 /// Receives Graphite plaintext; every connection is one flush, kept in arrival order. A clone
 /// reads the same flushes.
 #[derive(Clone)]
@@ -90,7 +85,7 @@ impl ReferenceStatsd {
         let modules = node_modules();
         let dir = tempfile::tempdir().expect("tempdir");
         let sink = GraphiteSink::start();
-        let (port, mgmt) = (free_udp_port(), free_port());
+        let (port, mgmt) = (free_port(), free_port());
         let percentiles: Vec<String> = percentiles.iter().map(f64::to_string).collect();
         let config = format!(
             "{{ port: {port}, address: \"127.0.0.1\", mgmt_port: {mgmt}, mgmt_address: \"127.0.0.1\", \

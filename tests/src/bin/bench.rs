@@ -1284,7 +1284,7 @@ struct StatsdPair {
 impl StatsdPair {
     fn start() -> StatsdPair {
         let (sink_port, _sink) = http_sink();
-        let port = puypuy_tests::statsd::free_udp_port();
+        let port = free_port();
         let agent = Arc::new(Agent::new(
             "self_metrics: no\nmax_cache: 1000000",
             &format!(

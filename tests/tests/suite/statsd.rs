@@ -9,9 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use puypuy_tests::statsd::{
-    file_flushes, free_udp_port, is_reference_internal, node, node_modules, FilePoint, ReferenceStatsd, NODE_HINT,
+    file_flushes, is_reference_internal, node, node_modules, FilePoint, ReferenceStatsd, NODE_HINT,
 };
-use puypuy_tests::{wait_for, Agent, Influx, Proc};
+use puypuy_tests::{free_port, wait_for, Agent, Influx, Proc};
 
 /// The flush period of both daemons in the comparison.
 const PERIOD: u64 = 2;
@@ -22,7 +22,7 @@ const PERCENTILES: [f64; 3] = [50.0, 90.0, 99.9];
 /// shipper exit at start: then another port is tried.
 fn statsd_shipper(tsdb: &str, statsd_keys: &str) -> (Agent, Proc, u16) {
     for _ in 0..5 {
-        let port = free_udp_port();
+        let port = free_port();
         let agent = Agent::new("", &format!("{tsdb}\n[Relay]\nstatsd_listen = {port}\n{statsd_keys}\n"));
         let mut shipper = agent.launch_shipper();
         let listening = wait_for(Duration::from_secs(15), "the StatsD input or the shipper's exit", || {
