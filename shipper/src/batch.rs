@@ -308,26 +308,25 @@ impl From<Sender<Batch>> for Outlet {
     }
 }
 
-/// A batch being gathered: when it closes, how many inputs (frames, relay requests) it took, and
-/// whether the next one waits `batch_ms` ([`Linger`]).
+/// A batch being gathered: when it opened and closes, how many inputs (frames, relay requests) it
+/// took, and whether the next one waits `batch_ms` ([`Linger`]).
 struct Open {
     batch: Batch,
-    /// When it opened (its first input) and when it closes, while it is open.
-    opened: Option<Instant>,
-    deadline: Option<Instant>,
+    /// While it is open: when it opened (its first input) and when it closes.
+    window: Option<(Instant, Instant)>,
     inputs: usize,
     linger: Linger,
 }
 
 impl Open {
+    fn deadline(&self) -> Option<Instant> {
+        self.window.map(|(_, deadline)| deadline)
+    }
+}
+
+impl Open {
     fn new(tagging: HostTagging) -> Open {
-        Open {
-            batch: Batch { tagging, ..Batch::default() },
-            opened: None,
-            deadline: None,
-            inputs: 0,
-            linger: Linger::default(),
-        }
+        Open { batch: Batch { tagging, ..Batch::default() }, window: None, inputs: 0, linger: Linger::default() }
     }
 }
 
@@ -363,8 +362,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
     // `full`: the batch reached batch_points.
     let flush = |slot: &mut Open, full: bool| {
         let inputs = std::mem::take(&mut slot.inputs);
-        slot.deadline = None;
-        if let Some(opened) = slot.opened.take() {
+        if let Some((opened, _)) = slot.window.take() {
             slot.linger.sent(inputs, full, opened);
         }
         let batch = &mut slot.batch;
@@ -398,7 +396,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
         points
     };
     loop {
-        let message = match open.iter().filter_map(|o| o.deadline).min() {
+        let message = match open.iter().filter_map(Open::deadline).min() {
             Some(d) => crate::wait::recv_until(&rx, Some(d)),
             None => crate::wait::recv_until(&rx, Some(Instant::now() + RATE_SAVE_EVERY)),
         };
@@ -433,10 +431,9 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
                 batch.add_ack(ack, start);
                 let full = batch.points.len() >= settings.batch_points;
                 slot.inputs += 1;
-                if slot.deadline.is_none() {
+                if slot.window.is_none() {
                     let now = Instant::now();
-                    slot.opened = Some(now);
-                    slot.deadline = Some(slot.linger.deadline(now, settings.batch_wait));
+                    slot.window = Some((now, slot.linger.deadline(now, settings.batch_wait)));
                 }
                 if full {
                     flush(slot, true);
@@ -444,7 +441,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
                 // The other kind's batch goes once its time is up, not when the queue next
                 // empties: under a stream of this kind that never stops, it would wait for that.
                 let other = &mut open[usize::from(tagging != HostTagging::Carried)];
-                if other.deadline.is_some_and(|d| d <= Instant::now()) {
+                if other.deadline().is_some_and(|d| d <= Instant::now()) {
                     flush(other, false);
                 }
             }
@@ -462,7 +459,7 @@ pub fn run_batcher(rx: Receiver<Input>, out: impl Into<Outlet>, mut settings: Ba
             }
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
-                open.iter_mut().filter(|o| o.deadline.is_none_or(|d| d <= now)).for_each(|o| flush(o, false));
+                open.iter_mut().filter(|o| o.deadline().is_none_or(|d| d <= now)).for_each(|o| flush(o, false));
             }
             Ok(Input::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
                 open.iter_mut().for_each(|o| flush(o, false));
