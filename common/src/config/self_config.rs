@@ -244,20 +244,25 @@ pub fn check_tmpdir(file: &Path, tmpdir: &Path, create: bool, errors: &mut Vec<C
     let existing = tmpdir.ancestors().find(|p| p.exists()).map(Path::to_path_buf);
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = tmpdir.join(format!(".write-test-{}-{n}", std::process::id()));
-    // Another check of the same config (two `puypuy.sh start` at once) may remove the folder it
-    // made between this one's creating and writing in it: then create it again.
+    // Another check of the same config (two `puypuy.sh start` at once) may remove a folder it
+    // made while this one makes or writes in it: then make it again.
+    use std::io::ErrorKind::{AlreadyExists, NotFound};
     let mut attempts = 0;
     loop {
         attempts += 1;
-        if let Err(e) = std::fs::create_dir_all(tmpdir) {
-            fail(format!("{shown:?} cannot be created: {e} (expected a writable directory)"));
-            return;
+        match std::fs::create_dir_all(tmpdir) {
+            Ok(()) => {}
+            Err(e) if matches!(e.kind(), AlreadyExists | NotFound) && attempts < 20 => continue,
+            Err(e) => {
+                fail(format!("{shown:?} cannot be created: {e} (expected a writable directory)"));
+                return;
+            }
         }
         match std::fs::write(&probe, b"") {
             Ok(()) => {
                 let _ = std::fs::remove_file(&probe);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 20 => continue,
+            Err(e) if e.kind() == NotFound && attempts < 20 => continue,
             Err(e) => fail(format!("{shown:?} is not writable: {e} (expected a writable directory)")),
         }
         break;
